@@ -1,0 +1,20 @@
+# Source this (after scripts/setup.sh) to use the SAGE workspace:  source scripts/env.sh
+# Keeps ROS on this machine: Fast DDS discovery on localhost only, a per-shell
+# domain id, logs inside the workspace.
+_sage_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export SAGE_ROOT="$_sage_root"
+# shellcheck disable=SC1091
+source "$_sage_root/.venv/bin/activate"
+export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 1 ))}"
+export ROS_HOME="${ROS_HOME:-$_sage_root/.ros}"
+export ROS_LOG_DIR="${ROS_LOG_DIR:-$ROS_HOME/log}"
+export SAGE_DATA_DIR="${SAGE_DATA_DIR:-$_sage_root/.cache/data}"
+export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+if [ -f "$_sage_root/install/setup.bash" ]; then
+  # shellcheck disable=SC1091
+  source "$_sage_root/install/setup.bash"
+fi
+unset _sage_root

@@ -1,0 +1,1 @@
+"""SAGE bringup: launch files, the parameters YAML and the sage command."""

@@ -1,0 +1,1 @@
+"""SAGE core: HRM model, coherence, cognition and shared node helpers."""

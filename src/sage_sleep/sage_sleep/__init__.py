@@ -1,0 +1,1 @@
+"""SAGE sleep: the lifecycle consolidation node, augmentation, training and checkpoints."""
