@@ -14,7 +14,8 @@ setup(
     zip_safe=True,
     maintainer='SAGE maintainers',
     maintainer_email='sage@example.org',
-    description='SAGE core: the HRM model, the coherence node, cognition nodes, inference backends and shared node helpers.',
+    description=('SAGE core: the HRM model, the coherence node, '
+                 'cognition nodes, inference backends and shared node helpers.'),
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={

@@ -14,7 +14,8 @@ setup(
     zip_safe=True,
     maintainer='SAGE maintainers',
     maintainer_email='sage@example.org',
-    description='SAGE memory: SNARC salience, the sidecar fast-weight memory, the experience store and the memory node.',
+    description=('SAGE memory: SNARC salience, the sidecar fast-weight '
+                 'memory, the experience store and the memory node.'),
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={

@@ -14,7 +14,8 @@ setup(
     zip_safe=True,
     maintainer='SAGE maintainers',
     maintainer_email='sage@example.org',
-    description='SAGE sensors: camera, microphone and IMU nodes with drivers, encoders and trust estimators.',
+    description=('SAGE sensors: camera, microphone and IMU '
+                 'nodes with drivers, encoders and trust estimators.'),
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={

@@ -14,7 +14,8 @@ setup(
     zip_safe=True,
     maintainer='SAGE maintainers',
     maintainer_email='sage@example.org',
-    description='SAGE sleep: the lifecycle consolidation node, augmentation, training and checkpoints.',
+    description=('SAGE sleep: the lifecycle consolidation '
+                 'node, augmentation, training and checkpoints.'),
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={

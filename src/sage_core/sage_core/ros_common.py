@@ -62,7 +62,7 @@ class Param:
     check: Callable[[Any], str | None] | None = None
 
     def descriptor(self) -> ParameterDescriptor:
-        """Build the rcl descriptor (ranges show up in `ros2 param describe`)."""
+        """Return the rcl ParameterDescriptor; ranges show in `ros2 param describe`."""
         text = self.description
         if self.choices:
             text += f' One of: {", ".join(self.choices)}.'
@@ -226,7 +226,7 @@ class Throttle:
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Standard main for a SAGE node: init, spin multi-threaded, clean shutdown.
+    """Run a SAGE node: init, spin multi-threaded, shut down cleanly.
 
     Returns a process exit code: 0 on Ctrl-C / external shutdown, 1 when the
     node failed to start (bad parameters, missing model) or crashed.

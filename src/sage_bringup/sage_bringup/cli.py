@@ -1,0 +1,310 @@
+"""The `sage` command: start SAGE and run its jobs, without ROS 2's launch.
+
+    sage run                      the whole graph on the built-in world
+    sage run --source bag ...     the same graph fed from a rosbag
+    sage status                   nodes, topics and diagnostics of a running graph
+
+`sage <command> --help` explains each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from sage_bringup import graph
+
+EXIT_CONFIG = 2      # bad arguments or params file
+EXIT_NODE_FAILED = 1  # a node failed to start or died
+
+
+def _localhost_only() -> None:
+    # Safe default: keep DDS discovery on this machine unless the user chose otherwise.
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+
+def add_graph_args(p: argparse.ArgumentParser) -> None:
+    """Arguments shared with launch/sage.launch.py (same names, same meaning)."""
+    p.add_argument('--namespace', default='', help='namespace for every node and topic')
+    p.add_argument('--use-sim-time', choices=('true', 'false'), default=None,
+                   help='use /clock (default: true for the world and bag sources)')
+    p.add_argument('--params-file', default=None,
+                   help='ROS 2 params YAML (default: the installed config/sage.yaml)')
+    p.add_argument('--log-level', choices=graph.LOG_LEVELS, default='info')
+    p.add_argument('--source', choices=graph.SOURCES, default='world',
+                   help='input: the built-in world (default), a bag (--bag), or hardware drivers')
+
+
+def resolve_graph(args) -> tuple[str, list[graph.NodeSpec], str, bool]:
+    """Validate the graph arguments; return (params_file, nodes, namespace, use_sim_time)."""
+    params_file = os.path.abspath(args.params_file or graph.default_params_file())
+    params = graph.load_params(params_file)
+    nodes = graph.select_nodes(params, args.source, getattr(args, 'only', None))
+    namespace = graph.check_namespace(args.namespace)
+    sim_time = (args.source in ('world', 'bag')) if args.use_sim_time is None \
+        else args.use_sim_time == 'true'
+    return params_file, nodes, namespace, sim_time
+
+
+def ros_args(spec: graph.NodeSpec, params_file: str, namespace: str, sim_time: bool,
+             source: str) -> list[str]:
+    """Return the --ros-args a node gets: params file, overrides, namespace, sim time."""
+    out = ['--ros-args', '-r', f'__node:={spec.name}', '--params-file', params_file,
+           '-p', f'use_sim_time:={"true" if sim_time else "false"}']
+    if namespace:
+        out += ['-r', f'__ns:={namespace}']
+    for key, value in spec.params_for(source).items():
+        out += ['-p', f'{key}:={_yaml_scalar(value)}']
+    return out
+
+
+def _yaml_scalar(value) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    return str(value)
+
+
+# ---------------------------------------------------------------- in one process
+
+def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
+                   duration: float | None) -> int:
+    """Start every node in this process on one multi-threaded executor."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from sage_core.ros_common import ParameterError
+
+    rclpy.init(args=['--ros-args', '--log-level', log_level])
+    nodes, code = [], 0
+    executor = MultiThreadedExecutor()
+    try:
+        for spec in specs:
+            cls = spec.node_class()
+            try:
+                node = cls(cli_args=ros_args(spec, params_file, namespace, sim_time, source))
+            except ParameterError as exc:
+                print(f'sage: node {spec.name} refused its parameters: {exc}', file=sys.stderr)
+                return EXIT_NODE_FAILED
+            except Exception as exc:
+                print(f'sage: node {spec.name} failed to start: {type(exc).__name__}: {exc}',
+                      file=sys.stderr)
+                return EXIT_NODE_FAILED
+            nodes.append(node)
+            executor.add_node(node)
+            if spec.lifecycle:
+                _autostart(node, spec.name)
+        _stop_on_sigterm(executor)
+        print(f'sage: running {len(nodes)} node(s) in one process: '
+              f'{", ".join(s.name for s in specs) or "none"}', flush=True)
+        if duration is not None:
+            threading.Timer(duration, executor.shutdown).start()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as exc:  # a node's callback raised: report and fail
+        print(f'sage: a node failed while running: {type(exc).__name__}: {exc}',
+              file=sys.stderr)
+        code = EXIT_NODE_FAILED
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    print(f'sage: stopped (exit {code})', flush=True)
+    return code
+
+
+def _autostart(node, name: str) -> None:
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    for step in (node.trigger_configure, node.trigger_activate):
+        result = step()
+        if result != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError(f'lifecycle node {name}: {step.__name__} returned {result}')
+
+
+def _stop_on_sigterm(executor) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: executor.shutdown(timeout_sec=0.0))
+
+
+# ------------------------------------------------------------- one process per node
+
+def executable_path(spec: graph.NodeSpec) -> str:
+    """Find lib/<package>/<executable> on AMENT_PREFIX_PATH."""
+    searched = []
+    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
+        path = os.path.join(prefix, 'lib', spec.package, spec.executable)
+        searched.append(path)
+        if prefix and os.access(path, os.X_OK):
+            return path
+    raise graph.ConfigError(f'executable {spec.executable} of {spec.package} not found; '
+                            f'looked in {searched or "an empty AMENT_PREFIX_PATH"}. '
+                            f'Run scripts/setup.sh and source scripts/env.sh')
+
+
+def run_processes(specs, params_file, namespace, sim_time, source, log_level,
+                  duration: float | None, respawn_delay: float | None) -> int:
+    """Start one process per node; stop all when one fails (unless respawning)."""
+    cmds = {s.name: [executable_path(s)]
+            + ros_args(s, params_file, namespace, sim_time, source)
+            + ['--log-level', log_level] for s in specs}
+    procs = {name: subprocess.Popen(cmd) for name, cmd in cmds.items()}
+    print(f'sage: running {len(procs)} node process(es): {", ".join(procs) or "none"}',
+          flush=True)
+    for spec in specs:
+        if spec.lifecycle:
+            _autostart_remote(spec.name, namespace)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    deadline = None if duration is None else time.monotonic() + duration
+    code = 0
+    while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+        for name, proc in list(procs.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            if respawn_delay is not None:
+                print(f'sage: node {name} exited with {rc}; respawning in {respawn_delay} s',
+                      file=sys.stderr, flush=True)
+                time.sleep(respawn_delay)
+                procs[name] = subprocess.Popen(cmds[name])
+                continue
+            print(f'sage: node {name} exited with code {rc}; stopping the graph',
+                  file=sys.stderr, flush=True)
+            code = EXIT_NODE_FAILED
+            stopping.set()
+        stopping.wait(0.2)
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for name, proc in procs.items():
+        try:
+            rc = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+            print(f'sage: node {name} did not stop within 10 s and was killed',
+                  file=sys.stderr)
+        if rc not in (0, -signal.SIGINT) and code == 0:
+            print(f'sage: node {name} exited with code {rc} while stopping', file=sys.stderr)
+            code = EXIT_NODE_FAILED
+    print(f'sage: stopped (exit {code})', flush=True)
+    return code
+
+
+def _autostart_remote(name: str, namespace: str, timeout: float = 20.0) -> None:
+    """Configure and activate a lifecycle node in another process via its services."""
+    import rclpy
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    rclpy.init()
+    node = rclpy.create_node('sage_lifecycle_starter')
+    try:
+        client = node.create_client(ChangeState, f'{namespace}/{name}/change_state')
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f'lifecycle node {name}: change_state service did not appear')
+        for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            future = client.call_async(ChangeState.Request(transition=Transition(id=tid)))
+            rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
+            if not future.done() or not future.result().success:
+                raise RuntimeError(f'lifecycle node {name}: transition {tid} failed')
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+
+
+# ------------------------------------------------------------------- commands
+
+def cmd_run(args) -> int:
+    """Start the SAGE graph."""
+    try:
+        params_file, specs, namespace, sim_time = resolve_graph(args)
+        if args.list:
+            for spec in specs:
+                print(f'{spec.name:14s} {spec.package}/{spec.executable:18s} {spec.description}')
+            return 0
+        if args.processes:
+            return run_processes(specs, params_file, namespace, sim_time, args.source,
+                                 args.log_level, args.duration, args.respawn_delay)
+        return run_in_process(specs, params_file, namespace, sim_time, args.source,
+                              args.log_level, args.duration)
+    except graph.ConfigError as exc:
+        print(f'sage: {exc}', file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def cmd_status(args) -> int:
+    """Print the nodes, topics and latest diagnostics of a running graph."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    rclpy.init()
+    node = rclpy.create_node('sage_status')
+    latest = {}
+    node.create_subscription(DiagnosticArray, 'diagnostics',
+                             lambda m: latest.update({s.name: s for s in m.status}), 10)
+    end = time.monotonic() + args.wait
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    names = sorted(f'{ns.rstrip("/")}/{n}' for n, ns in node.get_node_names_and_namespaces()
+                   if n != 'sage_status')
+    topics = sorted(node.get_topic_names_and_types())
+    node.destroy_node()
+    rclpy.shutdown()
+    levels = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
+    print(f'nodes ({len(names)}):')
+    for name in names:
+        print(f'  {name}')
+    print(f'topics ({len(topics)}):')
+    for name, types in topics:
+        print(f'  {name:40s} {", ".join(types)}')
+    print(f'diagnostics ({len(latest)}):')
+    for name, status in sorted(latest.items()):
+        level = levels.get(int.from_bytes(status.level, 'little')
+                           if isinstance(status.level, bytes) else status.level, '?')
+        print(f'  {level:5s} {name}: {status.message}')
+    return 0 if names else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the `sage` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog='sage', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
+
+    run = sub.add_parser('run', help='start the SAGE node graph',
+                         description='Start the SAGE nodes named in the params file. With no '
+                         'hardware, the built-in world is the input. Ctrl-C stops cleanly; '
+                         'the exit code is non-zero if a node fails.')
+    add_graph_args(run)
+    run.add_argument('--processes', action='store_true',
+                     help='one process per node (default: all nodes in one process)')
+    run.add_argument('--respawn-delay', type=float, default=None, metavar='S',
+                     help='with --processes: restart a node that exits after S seconds')
+    run.add_argument('--only', nargs='+', metavar='NODE', help='start only these nodes')
+    run.add_argument('--duration', type=float, default=None, metavar='S',
+                     help='stop after S seconds (for demos and tests)')
+    run.add_argument('--list', action='store_true', help='list the nodes that would start')
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser('status', help='show nodes, topics and diagnostics of a running graph')
+    status.add_argument('--wait', type=float, default=2.0, help='seconds to listen (default 2)')
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `sage` console script."""
+    _localhost_only()
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

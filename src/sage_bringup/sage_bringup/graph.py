@@ -1,0 +1,121 @@
+"""The SAGE node graph: which nodes exist and how a params file selects them.
+
+Both entry points read this module, so they cannot drift apart: the `sage`
+command (sage_bringup.cli) and launch/sage.launch.py. ROS-free: it only
+reads YAML and describes nodes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+SOURCES = ('world', 'bag', 'hardware')
+LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A SAGE node: where it lives and with which input sources it runs."""
+
+    name: str                 # default node name, and its key in the params YAML
+    package: str
+    executable: str           # console script installed in lib/<package>/
+    entry: str                # 'module:Class' for in-process start
+    description: str
+    lifecycle: bool = False   # configured and activated by the starter (autostart)
+    sources: tuple = SOURCES  # input sources the node runs with
+    # parameter overrides per input source, e.g. {'hardware': {'source': 'device'}}
+    source_params: dict = field(default_factory=dict)
+
+    def node_class(self):
+        """Import and return the node class (imports rclpy and the node's libraries)."""
+        module, cls = self.entry.split(':')
+        return getattr(importlib.import_module(module), cls)
+
+    def params_for(self, source: str) -> dict[str, Any]:
+        """Return the parameter overrides this node takes for ``source``."""
+        return dict(self.source_params.get(source, {}))
+
+
+# Every node SAGE can start. A node runs only when its block is present in the
+# params file, so a deployment picks its nodes by config alone.
+NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
+]}
+
+
+class ConfigError(ValueError):
+    """The params file or a launch argument is wrong; the message says how to fix it."""
+
+
+def default_params_file() -> str:
+    """Return config/sage.yaml: the installed share copy, else the source tree's."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        path = os.path.join(get_package_share_directory('sage_bringup'), 'config', 'sage.yaml')
+        if os.path.exists(path):
+            return os.path.realpath(path)
+    except Exception:  # not installed: fall back to the repository layout
+        pass
+    here = os.path.dirname(os.path.realpath(__file__))
+    return os.path.normpath(os.path.join(here, '..', '..', '..', 'config', 'sage.yaml'))
+
+
+def load_params(path: str) -> dict[str, dict[str, Any]]:
+    """Read a ROS 2 params file and return {node_name: parameters}.
+
+    Raises ConfigError for a missing file, bad YAML, a block without
+    ``ros__parameters`` or a node SAGE does not know. A ``/**`` block (params
+    for every node) is returned under that key.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f'params file {path!r} does not exist')
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f'params file {path} is not valid YAML: {exc}') from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f'params file {path} must map node names to blocks, '
+                          f'got {type(data).__name__}')
+    params = {}
+    for key, block in data.items():
+        name = str(key).strip('/').split('/')[-1] if key != '/**' else key
+        if not isinstance(block, dict) or not isinstance(block.get('ros__parameters'), dict):
+            raise ConfigError(f'{path}: block {key!r} needs a "ros__parameters:" mapping')
+        if name != '/**' and name not in NODES:
+            known = ', '.join(sorted(NODES)) or 'none yet'
+            raise ConfigError(f'{path}: unknown node {key!r}; SAGE nodes are: {known}')
+        params[name] = block['ros__parameters']
+    return params
+
+
+def select_nodes(params: dict[str, dict[str, Any]], source: str,
+                 only: list[str] | None = None) -> list[NodeSpec]:
+    """Return the nodes to start for ``source``, in registry order."""
+    if source not in SOURCES:
+        raise ConfigError(f'unknown source {source!r}; choose one of {", ".join(SOURCES)}')
+    for name in only or []:
+        if name not in params:
+            raise ConfigError(f'--only {name}: no such node in the params file '
+                              f'(present: {", ".join(n for n in params if n != "/**")})')
+    return [spec for name, spec in NODES.items()
+            if name in params and source in spec.sources and (not only or name in only)]
+
+
+def check_namespace(namespace: str) -> str:
+    """Return ``namespace`` normalised to '' or '/name[/name]', or raise ConfigError."""
+    ns = namespace.strip()
+    if not ns or ns == '/':
+        return ''
+    ns = '/' + ns.strip('/')
+    for part in ns[1:].split('/'):
+        if not part or not (part[0].isalpha() or part[0] == '_') or \
+                not all(c.isalnum() or c == '_' for c in part):
+            raise ConfigError(f'invalid namespace {namespace!r}: use letters, digits and '
+                              f'underscores, each part starting with a letter')
+    return ns
