@@ -1,0 +1,13 @@
+# SAGE's two commands. Both set up whatever is missing first (scripts/setup.sh).
+.PHONY: setup run test bench
+
+setup:
+	bash scripts/setup.sh
+
+# Run SAGE's main job on the embedded default (the built-in world). Ctrl-C stops.
+run: setup
+	bash -c 'source scripts/env.sh && sage run $(ARGS)'
+
+# The whole test suite (CI runs exactly this).
+test: setup
+	bash -c 'source scripts/env.sh && python -m pytest -q $(ARGS)'

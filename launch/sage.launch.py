@@ -1,0 +1,81 @@
+"""Launch SAGE with ROS 2's launch: `ros2 launch sage_bringup sage.launch.py`.
+
+The same arguments and the same params file as `sage run`; the node list comes
+from sage_bringup.graph, which the `sage` command reads too, so the two cannot
+drift. Lifecycle nodes are configured and activated when autostart is true.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.events import matches_action
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
+from sage_bringup import graph
+
+
+def _nodes(context):
+    arg = {name: LaunchConfiguration(name).perform(context) for name in (
+        'namespace', 'use_sim_time', 'params_file', 'log_level', 'source', 'autostart',
+        'respawn', 'respawn_delay')}
+    params_file = arg['params_file'] or graph.default_params_file()
+    specs = graph.select_nodes(graph.load_params(params_file), arg['source'])
+    sim_time = (arg['source'] in ('world', 'bag')) if arg['use_sim_time'] == '' \
+        else arg['use_sim_time'].lower() == 'true'
+    actions = []
+    for spec in specs:
+        kwargs = dict(
+            package=spec.package, executable=spec.executable, name=spec.name,
+            namespace=graph.check_namespace(arg['namespace']), output='screen',
+            parameters=[params_file, {'use_sim_time': sim_time}, spec.params_for(arg['source'])],
+            arguments=['--ros-args', '--log-level', arg['log_level']],
+            respawn=arg['respawn'].lower() == 'true', respawn_delay=float(arg['respawn_delay']))
+        if not spec.lifecycle:
+            actions.append(Node(**kwargs))
+            continue
+        node = LifecycleNode(**kwargs)
+        actions.append(node)
+        if arg['autostart'].lower() == 'true':
+            actions += _autostart(node)
+    return actions
+
+
+def _autostart(node):
+    def change(transition_id):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition_id))
+    return [
+        RegisterEventHandler(OnStateTransition(
+            target_lifecycle_node=node, goal_state='inactive',
+            entities=[change(Transition.TRANSITION_ACTIVATE)])),
+        change(Transition.TRANSITION_CONFIGURE),
+    ]
+
+
+def generate_launch_description():
+    """Declare the launch arguments shared with `sage run`, then start the graph."""
+    default_params = os.path.join(get_package_share_directory('sage_bringup'),
+                                  'config', 'sage.yaml')
+    args = [
+        DeclareLaunchArgument('namespace', default_value='',
+                              description='namespace for every node and topic'),
+        DeclareLaunchArgument('use_sim_time', default_value='',
+                              description="'true'/'false'; empty: true for world and bag"),
+        DeclareLaunchArgument('params_file', default_value=default_params,
+                              description='ROS 2 params YAML with one block per node'),
+        DeclareLaunchArgument('log_level', default_value='info', choices=list(graph.LOG_LEVELS)),
+        DeclareLaunchArgument('source', default_value='world', choices=list(graph.SOURCES),
+                              description='input: built-in world, a bag, or hardware drivers'),
+        DeclareLaunchArgument('autostart', default_value='true',
+                              description='configure and activate lifecycle nodes'),
+        DeclareLaunchArgument('respawn', default_value='false',
+                              description='restart nodes that exit'),
+        DeclareLaunchArgument('respawn_delay', default_value='2.0',
+                              description='seconds before a respawn'),
+    ]
+    return LaunchDescription(args + [OpaqueFunction(function=_nodes)])
