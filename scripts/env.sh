@@ -16,5 +16,6 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ -f "$_sage_root/install/setup.bash" ]; then
   # shellcheck disable=SC1091
   source "$_sage_root/install/setup.bash"
+  export PATH="$_sage_root/install/sage_bringup/lib/sage_bringup:$PATH"  # the `sage` command
 fi
 unset _sage_root
