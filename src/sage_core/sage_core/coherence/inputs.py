@@ -34,9 +34,16 @@ class FeatureBuffer:
         if not 0 < stale_after_s < drop_after_s:
             raise ValueError('need 0 < stale_after_s < drop_after_s')
         self.dims = dict(dims)
-        self.stale_after_s, self.drop_after_s = stale_after_s, drop_after_s
+        self.stale_after = {m: stale_after_s for m in self.dims}
+        self.drop_after = {m: drop_after_s for m in self.dims}
         self.latest: dict[str, Latest] = {}
         self.rejected = 0
+
+    def set_lifetime(self, modality: str, stale_after_s: float, drop_after_s: float) -> None:
+        """Give one modality its own staleness (e.g. a plan stays valid for minutes)."""
+        if not 0 < stale_after_s < drop_after_s:
+            raise ValueError('need 0 < stale_after_s < drop_after_s')
+        self.stale_after[modality], self.drop_after[modality] = stale_after_s, drop_after_s
 
     def put(self, modality: str, vector, trust: float, stamp_s: float) -> None:
         """Store a feature or raise FeatureRejected saying why."""
@@ -67,19 +74,19 @@ class FeatureBuffer:
         item = self.latest.get(modality)
         if item is None:
             return 0.0
-        age = self.age_s(modality, now_s)
-        if age <= self.stale_after_s:
+        age, stale, drop = (self.age_s(modality, now_s), self.stale_after[modality],
+                            self.drop_after[modality])
+        if age <= stale:
             return item.trust
-        fade = (self.drop_after_s - age) / (self.drop_after_s - self.stale_after_s)
-        return item.trust * max(0.0, fade)
+        return item.trust * max(0.0, (drop - age) / (drop - stale))
 
     def snapshot(self, now_s: float):
         """Return (vectors, trust, age) arrays in ``dims`` order; missing ones are zero."""
         vectors = {m: (self.latest[m].vector if m in self.latest
-                       and self.age_s(m, now_s) < self.drop_after_s
+                       and self.age_s(m, now_s) < self.drop_after[m]
                        else np.zeros(d, np.float32)) for m, d in self.dims.items()}
         trust = np.array([self.effective_trust(m, now_s) for m in self.dims], np.float32)
-        age = np.array([min(self.age_s(m, now_s), self.drop_after_s) for m in self.dims],
+        age = np.array([min(self.age_s(m, now_s), self.drop_after[m]) for m in self.dims],
                        np.float32)
         return vectors, trust, age
 
