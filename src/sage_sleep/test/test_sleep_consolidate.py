@@ -1,0 +1,117 @@
+"""The consolidation cycle commits only improvements, rolls back otherwise, survives kill -9."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from sage_core.checkpoints import CheckpointStore
+from sage_sleep.consolidate import Cancelled, run_target
+from sage_sleep.triggers import IdleDetector, NightWindow
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sleep_fixtures import LinearTarget  # noqa: E402
+
+
+def base_store(tmp_path):
+    store = CheckpointStore(str(tmp_path), 'coherence')
+    store.commit({'w': torch.zeros(8)}, {'note': 'base'})
+    return store
+
+
+def test_improvement_is_committed_and_reported(tmp_path):
+    store, phases = base_store(tmp_path), []
+    result = run_target(LinearTarget(), store, {}, lambda p, f, m: phases.append((p, f)),
+                        lambda: False)
+    assert result.committed and store.latest_version() == 2
+    assert result.after['val_mse'] < result.before['val_mse']
+    names = [p for p, _ in phases]
+    assert names.index('select') < names.index('train') < names.index('validate') \
+        < names.index('commit')
+    progress = [f for _, f in phases]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    assert store.open(1).meta['note'] == 'base'  # the base is never overwritten
+
+
+def test_no_gain_or_regression_rolls_back(tmp_path):
+    store = base_store(tmp_path)
+    no_gain = LinearTarget(lr=0.0)
+    result = run_target(no_gain, store, {}, lambda *a: None, lambda: False)
+    assert not result.committed and 'rolled back' in result.message
+    worse_regression = LinearTarget(regression_penalty=1.0)
+    result = run_target(worse_regression, store, {}, lambda *a: None, lambda: False)
+    assert not result.committed and 'regression' in result.message
+    assert store.versions() == [1] and store.latest_version() == 1
+
+
+def test_yields_when_asked(tmp_path):
+    store = base_store(tmp_path)
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 5
+    with pytest.raises(Cancelled):
+        run_target(LinearTarget(), store, {}, lambda *a: None, should_stop)
+    assert store.latest_version() == 1
+
+
+@pytest.mark.parametrize('phase', ['select', 'train', 'validate', 'commit'])
+def test_kill_9_at_each_phase_leaves_store_intact(tmp_path, phase):
+    store = base_store(tmp_path)
+    script = textwrap.dedent(f"""
+        import os, signal, sys, threading, time
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import torch
+        from sage_core.checkpoints import CheckpointStore
+        from sage_sleep.consolidate import run_target
+        from sleep_fixtures import LinearTarget
+
+        class Big(LinearTarget):
+            def train(self, state, data, budget_s, progress):
+                out = super().train(state, data, budget_s, progress)
+                out['pad'] = torch.zeros(4_000_000)  # a slow write to die inside
+                return out
+
+        def report(p, frac, msg):
+            if p == {phase!r}:
+                delay = 0.05 if p == 'commit' else 0.0
+                threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
+                time.sleep(0.01 if p == 'commit' else 5)
+
+        run_target(Big(), CheckpointStore({str(tmp_path)!r}, 'coherence'), {{}}, report,
+                   lambda: False)
+    """)
+    proc = subprocess.run([sys.executable, '-c', script], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    store = CheckpointStore(str(tmp_path), 'coherence')
+    ckpt = store.open()  # whatever latest is, it verifies
+    assert ckpt.version in (1, 2)
+    store.load_state(ckpt)
+    # the next sleep starts cleanly and commits
+    result = run_target(LinearTarget(), store, {}, lambda *a: None, lambda: False)
+    assert result.committed or ckpt.version == 2
+    assert not [n for n in os.listdir(store.dir) if n.startswith('.tmp-')]
+
+
+def test_night_window_crossing_midnight():
+    import datetime as dt
+    w = NightWindow.parse('23:00', '05:00')
+    assert w.contains(dt.datetime(2026, 1, 1, 23, 30))
+    assert w.contains(dt.datetime(2026, 1, 2, 4, 59))
+    assert not w.contains(dt.datetime(2026, 1, 2, 5, 0))
+    assert not w.contains(dt.datetime(2026, 1, 2, 12, 0))
+    with pytest.raises(ValueError, match='HH:MM'):
+        NightWindow.parse('25h', '05:00')
+
+
+def test_idle_detector():
+    idle = IdleDetector(idle_for_s=10, salience_threshold=0.3, activity_threshold=0.1)
+    idle.observe(0.0, salience=0.9)
+    idle.observe(1.0, salience=0.1)
+    assert not idle.idle(5.0) and idle.idle(11.0)
+    idle.observe(12.0, salience=0.5)
+    assert not idle.idle(30.0) and idle.busy_since(11.5)
