@@ -272,6 +272,57 @@ def cmd_status(args) -> int:
     return 0 if names else 1
 
 
+def cmd_sleep(args) -> int:
+    """Ask the running sleep node for one consolidation cycle, with a progress bar."""
+    import rclpy
+    from rclpy.action import ActionClient
+    from sage_msgs.action import Sleep
+
+    rclpy.init()
+    node = rclpy.create_node('sage_sleep_client')
+    name = f'{graph.check_namespace(args.namespace)}/sage/sleep'
+    client = ActionClient(node, Sleep, name)
+    try:
+        if not client.wait_for_server(timeout_sec=args.wait):
+            print(f'sage: no sleep node answers on {name}; is `sage run` running with the '
+                  f'sleep node active?', file=sys.stderr)
+            return EXIT_NODE_FAILED
+        goal = Sleep.Goal(max_duration_s=args.max_duration, targets=args.targets or [],
+                          max_experiences=args.max_experiences)
+        send = client.send_goal_async(goal, feedback_callback=lambda m: _bar(m.feedback))
+        rclpy.spin_until_future_complete(node, send)
+        handle = send.result()
+        if not handle.accepted:
+            print('sage: the sleep node rejected the goal (already sleeping, or unknown '
+                  'targets: see its log)', file=sys.stderr)
+            return EXIT_NODE_FAILED
+        result_future = handle.get_result_async()
+        try:
+            rclpy.spin_until_future_complete(node, result_future)
+        except KeyboardInterrupt:
+            cancel = handle.cancel_goal_async()
+            rclpy.spin_until_future_complete(node, cancel, timeout_sec=5.0)
+            print('\nsage: sleep cancelled', file=sys.stderr)
+            return 130
+        result = result_future.result().result
+        print()
+        print(result.message)
+        for name_, before, after in zip(result.metric_names, result.metrics_before,
+                                        result.metrics_after):
+            print(f'  {name_:24s} {before:10.4f} -> {after:10.4f}')
+        return 0
+    finally:
+        client.destroy()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def _bar(feedback) -> None:
+    filled = int(30 * max(0.0, min(1.0, feedback.progress)))
+    print(f'\r[{"#" * filled}{"." * (30 - filled)}] {100 * feedback.progress:5.1f}% '
+          f'{feedback.phase:9s} {feedback.message[:60]:60s}', end='', flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the `sage` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -296,6 +347,18 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser('status', help='show nodes, topics and diagnostics of a running graph')
     status.add_argument('--wait', type=float, default=2.0, help='seconds to listen (default 2)')
     status.set_defaults(func=cmd_status)
+
+    sleep = sub.add_parser('sleep', help='sleep now: run one consolidation cycle',
+                           description='Ask the running sleep node to consolidate now. Shows '
+                           'progress; Ctrl-C cancels (the current model is kept).')
+    sleep.add_argument('--namespace', default='')
+    sleep.add_argument('--targets', nargs='+', help='models to improve (default: all enabled)')
+    sleep.add_argument('--max-duration', type=float, default=0.0, metavar='S',
+                       help='wall-time budget in seconds (default: the node\'s)')
+    sleep.add_argument('--max-experiences', type=int, default=0)
+    sleep.add_argument('--wait', type=float, default=10.0,
+                       help='seconds to wait for the sleep node')
+    sleep.set_defaults(func=cmd_sleep)
     return parser
 
 
