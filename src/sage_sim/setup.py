@@ -19,6 +19,7 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
+            'world_node = sage_sim.world_node:main',
         ],
     },
 )

@@ -45,6 +45,9 @@ class NodeSpec:
 # Every node SAGE can start. A node runs only when its block is present in the
 # params file, so a deployment picks its nodes by config alone.
 NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
+    NodeSpec('world', 'sage_sim', 'world_node', 'sage_sim.world_node:WorldNode',
+             'the built-in world: camera, IMU, audio, instruction, reward, teacher, /clock',
+             sources=('world',)),
 ]}
 
 

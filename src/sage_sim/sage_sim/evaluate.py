@@ -1,0 +1,121 @@
+"""Seeded evaluation suites ("morning tests") and baseline policies.
+
+A policy sees only Observations, never the world state, and keeps its own
+state across steps: ``policy.reset()`` at an episode start, then
+``policy.act(obs) -> (v, w)``. ``evaluate(make_policy, suite)`` runs every
+episode of the suite and returns the metrics. The oracle baseline is the one
+policy allowed to read the state (through ``bind(world)``): it gives the ceiling.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from sage_sim.world import ACTIONS, Fault, World, WorldConfig
+
+
+class Policy(Protocol):
+    """What evaluate() drives."""
+
+    def reset(self) -> None:
+        """Forget the previous episode."""
+
+    def act(self, obs) -> tuple[float, float]:
+        """Return (v m/s, w rad/s) for this observation."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A fixed list of episodes: seeds and the faults applied in each."""
+
+    name: str
+    seeds: tuple
+    faults: tuple = ()
+    time_limit_s: float = 40.0
+
+    def config(self) -> WorldConfig:
+        """World configuration of this suite."""
+        return WorldConfig(faults=list(self.faults), time_limit_s=self.time_limit_s)
+
+
+MORNING = Suite('morning', tuple(range(10_000, 10_030)))
+FAULTY = Suite('faulty', tuple(range(10_000, 10_030)), faults=(
+    Fault('camera_blackout', 4.0, 7.0), Fault('camera_freeze', 12.0, 15.0),
+    Fault('camera_blur', 20.0, 26.0), Fault('imu_bias_drift', 0.0),
+    Fault('audio_dropout', 0.3, 0.5)))
+TRAINING_SEEDS = range(0, 10_000)   # disjoint from every evaluation suite
+
+
+@dataclass
+class Report:
+    """Metrics of one evaluation."""
+
+    suite: str
+    success_rate: float
+    mean_time_s: float          # over successful episodes
+    collisions_per_episode: float
+    episodes: list = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """JSON text of the report."""
+        return json.dumps(self.__dict__, indent=1)
+
+
+def evaluate(make_policy: Callable[[World], Policy], suite: Suite = MORNING,
+             progress: Callable[[int, int], None] | None = None) -> Report:
+    """Run ``suite`` with a policy from ``make_policy(world)``; return its Report."""
+    world = World(suite.config(), seed=suite.seeds[0])
+    policy = make_policy(world)
+    episodes = []
+    for i, seed in enumerate(suite.seeds):
+        obs = world.reset(seed)
+        policy.reset()
+        while not world.done:
+            v, w = policy.act(obs)
+            obs, _, _, _ = world.step(v, w)
+        episodes.append(world.metrics())
+        if progress:
+            progress(i + 1, len(suite.seeds))
+    wins = [e for e in episodes if e['success']]
+    return Report(suite.name, len(wins) / len(episodes),
+                  float(np.mean([e['time_s'] for e in wins])) if wins else float('nan'),
+                  float(np.mean([e['collisions'] for e in episodes])), episodes)
+
+
+class RandomPolicy:
+    """The floor: random discrete actions held for a random 0.3-1.5 s."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.left, self.action = 0, 0
+
+    def reset(self) -> None:
+        """Start a new episode."""
+        self.left = 0
+
+    def act(self, obs) -> tuple[float, float]:
+        """Return the held random action."""
+        if self.left <= 0:
+            self.action, self.left = int(self.rng.integers(len(ACTIONS))), int(
+                self.rng.integers(3, 16))
+        self.left -= 1
+        return ACTIONS[self.action][1], ACTIONS[self.action][2]
+
+
+class OraclePolicy:
+    """The ceiling: follows the shortest path, reading the world's state."""
+
+    def __init__(self, world: World):
+        self.world = world
+
+    def reset(self) -> None:
+        """Nothing to forget."""
+
+    def act(self, obs) -> tuple[float, float]:
+        """Return the oracle's action."""
+        a = self.world.oracle_action()
+        return ACTIONS[a][1], ACTIONS[a][2]

@@ -1,0 +1,191 @@
+"""The world node: the built-in world as ROS topics, driving /clock.
+
+Publishes what real drivers would (camera/image_raw + camera_info, imu/data_raw,
+audio/chunk), the instruction (latched), reward, the oracle's teacher action,
+episode metrics and /clock; takes cmd_vel (TwistStamped) or sage/action. The
+world owns sim time: its step timer runs on the steady clock, so it works with
+use_sim_time like every other node.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from geometry_msgs.msg import TwistStamped
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sage_core.image_conv import numpy_to_image
+from sage_core.ros_common import Diagnostics, Param, declare_parameters, qos_from_name
+from sage_msgs.msg import Action, AudioChunk
+from sensor_msgs.msg import CameraInfo, Image, Imu
+from std_msgs.msg import Float32, String
+
+from sage_sim.world import ACTION_NAMES, ACTIONS, FAULT_KINDS, Fault, World, WorldConfig
+
+
+def parse_faults(specs: list[str]) -> list[Fault]:
+    """Parse 'kind:start_s:end_s[:severity]' strings (end may be 'inf')."""
+    faults = []
+    for spec in specs:
+        parts = spec.split(':')
+        if len(parts) not in (3, 4) or parts[0] not in FAULT_KINDS:
+            raise ValueError(f'bad fault {spec!r}: use kind:start_s:end_s[:severity] with kind '
+                             f'in {FAULT_KINDS}')
+        faults.append(Fault(parts[0], float(parts[1]), float(parts[2]),
+                            float(parts[3]) if len(parts) == 4 else 1.0))
+    return faults
+
+
+def _check_faults(specs):
+    try:
+        parse_faults(specs)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+PARAMS = [
+    Param('seed', 0, 'seed of the first episode; episode k uses seed + k', low=0,
+          high=2**31 - 1),
+    Param('real_time_factor', 1.0, 'sim seconds per wall second', low=0.01, high=100.0),
+    Param('time_limit_s', 40.0, 'episode time limit, sim seconds', low=1.0, high=3600.0),
+    Param('width', 160, 'camera width, px', low=16, high=1920),
+    Param('height', 120, 'camera height, px', low=12, high=1080),
+    Param('faults', [''], 'scheduled faults kind:start_s:end_s[:severity]',
+          check=lambda v: _check_faults([s for s in v if s])),
+    Param('command_source', 'cmd_vel', 'which command drives the robot',
+          choices=('cmd_vel', 'action')),
+    Param('command_timeout_s', 0.5, 'stop the robot when commands are older (sim s)',
+          low=0.01, high=10.0),
+    Param('episodes', 0, 'stop after this many episodes (0: run forever)', low=0,
+          high=10**9),
+    Param('metrics_file', '', 'append each episode\'s metrics as a JSON line (empty: off)'),
+    Param('camera_frame', 'camera_optical_frame', 'frame of the camera (REP-103 optical)'),
+    Param('imu_frame', 'imu_link', 'frame of the IMU'),
+]
+
+
+class WorldNode(Node):
+    """Step the world on a steady timer and publish its sensors."""
+
+    def __init__(self, **kwargs):
+        super().__init__(kwargs.pop('node_name', 'world'), **kwargs)
+        self.p = declare_parameters(self, PARAMS)
+        self.config = WorldConfig(width=self.p['width'], height=self.p['height'],
+                                  time_limit_s=self.p['time_limit_s'],
+                                  faults=parse_faults([s for s in self.p['faults'] if s]))
+        self.world = World(self.config, seed=self.p['seed'])
+        self.episode = 0
+        self.sim_ns = 0
+        self.cmd = (0.0, 0.0)
+        self.cmd_ns = -10**18
+        self.diag = Diagnostics(self)
+        sensor = qos_from_name('DEFAULT')  # drivers publish reliable (REP-2003)
+        self.pub_clock = self.create_publisher(ClockMsg, '/clock', 10)
+        self.pub_image = self.create_publisher(Image, 'camera/image_raw', sensor)
+        self.pub_info = self.create_publisher(CameraInfo, 'camera/camera_info', sensor)
+        self.pub_imu = self.create_publisher(Imu, 'imu/data_raw', sensor)
+        self.pub_audio = self.create_publisher(AudioChunk, 'audio/chunk', sensor)
+        self.pub_instruction = self.create_publisher(String, 'sage/instruction',
+                                                     qos_from_name('LATCHED'))
+        self.pub_reward = self.create_publisher(Float32, 'sage/reward', 10)
+        self.pub_teacher = self.create_publisher(Action, 'sage/teacher_action', 10)
+        self.pub_episode = self.create_publisher(String, 'sage/episode', 10)
+        self.create_subscription(TwistStamped, 'cmd_vel', self._on_cmd_vel, 10)
+        self.create_subscription(Action, 'sage/action', self._on_action, 10)
+        period = self.config.dt / self.p['real_time_factor']
+        self.create_timer(period, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._publish(self.world.reset(self.p['seed']))
+
+    def _stamp(self):
+        from builtin_interfaces.msg import Time
+        return Time(sec=self.sim_ns // 10**9, nanosec=self.sim_ns % 10**9)
+
+    def _on_cmd_vel(self, msg: TwistStamped) -> None:
+        if self.p['command_source'] == 'cmd_vel':
+            self._set_cmd(msg.twist.linear.x, msg.twist.angular.z)
+
+    def _on_action(self, msg: Action) -> None:
+        if self.p['command_source'] != 'action':
+            return
+        if len(msg.continuous) >= 2:
+            self._set_cmd(msg.continuous[0], msg.continuous[1])
+        elif 0 <= msg.discrete_id < len(ACTIONS):
+            self._set_cmd(ACTIONS[msg.discrete_id][1], ACTIONS[msg.discrete_id][2])
+
+    def _set_cmd(self, v: float, w: float) -> None:
+        if math.isfinite(v) and math.isfinite(w):
+            self.cmd, self.cmd_ns = (float(v), float(w)), self.sim_ns
+
+    def _tick(self) -> None:
+        if self.p['episodes'] and self.episode >= self.p['episodes']:
+            return
+        fresh = self.sim_ns - self.cmd_ns <= self.p['command_timeout_s'] * 1e9
+        v, w = self.cmd if fresh else (0.0, 0.0)
+        obs, _, done, _ = self.world.step(v, w)
+        self.sim_ns += int(round(self.config.dt * 1e9))
+        self._publish(obs)
+        if done:
+            self._end_episode()
+
+    def _end_episode(self) -> None:
+        metrics = dict(self.world.metrics(), episode=self.episode)
+        self.pub_episode.publish(String(data=json.dumps(metrics)))
+        if self.p['metrics_file']:
+            with open(self.p['metrics_file'], 'a') as f:
+                f.write(json.dumps(metrics) + '\n')
+        self.episode += 1
+        self.diag.set('OK', f'episode {self.episode} done', episodes=self.episode,
+                      last_success=metrics['success'])
+        if not self.p['episodes'] or self.episode < self.p['episodes']:
+            self._publish(self.world.reset(self.p['seed'] + self.episode))
+
+    def _publish(self, obs) -> None:
+        stamp = self._stamp()
+        self.pub_clock.publish(ClockMsg(clock=stamp))
+        image = numpy_to_image(obs.image, 'rgb8')
+        image.header.stamp, image.header.frame_id = stamp, self.p['camera_frame']
+        self.pub_image.publish(image)
+        self.pub_info.publish(self._camera_info(image.header))
+        imu = Imu()
+        imu.header.stamp, imu.header.frame_id = stamp, self.p['imu_frame']
+        imu.orientation_covariance[0] = -1.0          # REP-145: no orientation
+        imu.angular_velocity.x, imu.angular_velocity.y, imu.angular_velocity.z = obs.gyro
+        imu.linear_acceleration.x, imu.linear_acceleration.y, imu.linear_acceleration.z = \
+            obs.accel
+        for i in (0, 4, 8):
+            imu.angular_velocity_covariance[i] = self.config.imu_gyro_noise ** 2
+            imu.linear_acceleration_covariance[i] = self.config.imu_accel_noise ** 2
+        self.pub_imu.publish(imu)
+        audio = AudioChunk(encoding='S16LE', sample_rate=self.config.audio_rate, channels=1,
+                           data=obs.audio.astype('<i2').tobytes())
+        audio.header.stamp, audio.header.frame_id = stamp, 'microphone_link'
+        self.pub_audio.publish(audio)
+        if obs.instruction:
+            self.pub_instruction.publish(String(data=obs.instruction))
+        self.pub_reward.publish(Float32(data=obs.reward))
+        a = self.world.oracle_action()
+        teacher = Action(discrete_id=a, discrete_name=ACTION_NAMES[a],
+                         continuous=[ACTIONS[a][1], ACTIONS[a][2]], confidence=1.0,
+                         source='oracle')
+        teacher.header.stamp, teacher.header.frame_id = stamp, 'base_link'
+        self.pub_teacher.publish(teacher)
+
+    def _camera_info(self, header) -> CameraInfo:
+        c = self.config
+        f = (c.width / 2) / math.tan(math.radians(c.fov_deg) / 2)
+        info = CameraInfo(width=c.width, height=c.height, distortion_model='plumb_bob')
+        info.header = header
+        info.d = [0.0] * 5
+        info.k = [f, 0.0, c.width / 2, 0.0, f, c.height / 2, 0.0, 0.0, 1.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [f, 0.0, c.width / 2, 0.0, 0.0, f, c.height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return info
+
+
+def main(args=None):
+    """Run the world node."""
+    from sage_core.ros_common import run_node
+    raise SystemExit(run_node(WorldNode, args))
