@@ -162,6 +162,23 @@ class World:
         self._prev_dist = self.target_distance()
         return self._observe(reward=0.0, accel=np.array([0.0, 0.0, GRAVITY]))
 
+    def set_scenario(self, beacons: dict, target: str, pose: tuple,
+                     pillars: tuple = ()) -> Observation:
+        """Lay out a hand-made scene: beacons {name: (x, y)}, pillars ((x, y, r), ...)."""
+        c = self.cfg
+        self.objects = [(x, y, c.beacon_radius, BEACONS[n][0], n) for n, (x, y) in
+                        beacons.items()] + [(x, y, r, (110, 110, 110), 'pillar')
+                                            for x, y, r in pillars]
+        self._obj_xy = np.array([[o[0], o[1]] for o in self.objects])
+        self._obj_r = np.array([o[2] for o in self.objects])
+        self._obj_rgb = np.array([o[3] for o in self.objects], np.float32)
+        self.target, self.target_name = list(beacons).index(target), target
+        self.x, self.y, self.yaw = pose
+        self.instruction = INSTRUCTIONS[0].format(target)
+        self._cost = self._distance_field()
+        self._prev_dist = self.target_distance()
+        return self._observe(reward=0.0, accel=np.array([0.0, 0.0, GRAVITY]))
+
     def target_distance(self) -> float:
         """Centre distance from the robot to the target beacon, metres."""
         tx, ty = self._obj_xy[self.target]

@@ -1,0 +1,137 @@
+"""The built-in world: determinism, faults, reward and success, baselines."""
+
+import math
+
+import numpy as np
+import pytest
+from sage_sim.evaluate import MORNING, OraclePolicy, RandomPolicy, Suite, evaluate
+from sage_sim.world import ACTION_NAMES, ACTIONS, Fault, World, WorldConfig
+
+
+def run(world, actions):
+    out = []
+    for a in actions:
+        obs, r, done, info = world.step(ACTIONS[a][1], ACTIONS[a][2])
+        out.append((obs, r, done))
+        if done:
+            break
+    return out
+
+
+def test_same_seed_same_episode():
+    a, b = World(seed=3), World(seed=3)
+    for w in (a, b):
+        w.reset(42)
+    assert a.instruction == b.instruction and a.target_name == b.target_name
+    ra, rb = run(a, [1, 2, 1, 4] * 5), run(b, [1, 2, 1, 4] * 5)
+    for (oa, xa, _), (ob, xb, _) in zip(ra, rb):
+        assert np.array_equal(oa.image, ob.image) and np.array_equal(oa.audio, ob.audio)
+        assert np.array_equal(oa.accel, ob.accel) and xa == xb
+    c = World(seed=3)
+    c.reset(43)
+    assert (c.x, c.y) != (a.x, a.y) or c.target != a.target
+
+
+def test_instruction_and_cue_only_at_start():
+    w = World()
+    obs = w.reset(7)
+    assert w.target_name in obs.instruction
+    steps = run(w, [0] * 10)
+    assert all(o.instruction == '' for o, _, _ in steps)
+    cue_energy = np.abs(obs.audio.astype(float)).mean()
+    late_energy = np.abs(steps[-1][0].audio.astype(float)).mean()
+    assert cue_energy > 5 * late_energy
+
+
+def test_cue_tone_identifies_the_target():
+    from sage_sim.world import BEACONS
+    for seed in range(6):
+        w = World()
+        obs = w.reset(seed)
+        spectrum = np.abs(np.fft.rfft(obs.audio.astype(float)))
+        freqs = np.fft.rfftfreq(len(obs.audio), 1 / w.cfg.audio_rate)
+        assert abs(freqs[spectrum.argmax()] - BEACONS[w.target_name][1]) < 20
+
+
+def test_reaching_the_target_succeeds_and_rewards():
+    w = World()
+    w.reset(11)
+    w.set_scenario({'red': (1.0, 0.0), 'blue': (-2.0, 2.0)}, 'red', (0.0, 0.0, 0.0),
+                   pillars=((0.0, -2.0, 0.3),))
+    assert 'red' in w.instruction
+    _, r1, done1, _ = w.step(0.5, 0.0)
+    assert not done1 and r1 > 0  # progress is rewarded
+    rewards = [w.step(0.5, 0.0)[1] for _ in range(7)]   # 0.05 m per step
+    assert w.done and w.success and rewards[-1] > 1.0 and w.collisions == 0
+
+
+def test_walls_stop_the_robot_and_count_collisions():
+    w = World()
+    w.reset(5)
+    w.set_scenario({'red': (-2.0, -2.0)}, 'red', (w.cfg.arena_m / 2 - 0.21, 0.0, 0.0))
+    for _ in range(3):
+        _, r, _, info = w.step(0.5, 0.0)
+    assert info['collided'] and w.collisions == 3 and r < 0
+    assert w.x < w.cfg.arena_m / 2 - w.cfg.robot_radius
+
+
+def test_oracle_goes_around_a_pillar():
+    w = World()
+    w.reset(0)
+    w.set_scenario({'green': (2.0, 0.0)}, 'green', (-2.0, 0.0, 0.0), pillars=((0.0, 0.0, 0.5),))
+    while not w.done:
+        a = w.oracle_action()
+        w.step(ACTIONS[a][1], ACTIONS[a][2])
+    assert w.success and w.collisions == 0
+
+
+def test_time_limit_ends_episode():
+    w = World(WorldConfig(time_limit_s=1.0))
+    w.reset(1)
+    steps = run(w, [0] * 20)
+    assert len(steps) == 10 and steps[-1][2] and not w.success
+
+
+def test_faults_apply_on_schedule():
+    faults = [Fault('camera_blackout', 0.5, 1.0), Fault('camera_freeze', 1.5, 2.0),
+              Fault('audio_dropout', 0.0, 0.3), Fault('imu_saturation', 0.0, math.inf)]
+    w = World(WorldConfig(faults=faults))
+    w.reset(2)
+    steps = run(w, [4] * 25)   # turning, so the view changes
+    by_t = {round(o.time_s, 1): o for o, _, _ in steps}
+    assert by_t[0.7].image.max() == 0 and by_t[0.4].image.max() > 0
+    assert np.array_equal(by_t[1.6].image, by_t[1.7].image)
+    assert not np.array_equal(by_t[1.2].image, by_t[1.3].image)
+    assert not by_t[0.1].audio.any() and by_t[0.4].audio.any()
+    assert all(abs(o.gyro[2]) <= w.cfg.imu_saturation_gyro for o, _, _ in steps)
+    assert 'camera_blackout' in by_t[0.7].faults
+
+
+def test_blur_lowers_image_sharpness():
+    clear = World()
+    blurred = World(WorldConfig(faults=[Fault('camera_blur', 0, math.inf)]))
+    a, b = clear.reset(9).image.mean(2), blurred.reset(9).image.mean(2)
+
+    def laplacian_var(x):
+        return (4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2]
+                - x[1:-1, 2:]).var()
+    assert laplacian_var(b) < 0.1 * laplacian_var(a)
+
+
+def test_oracle_is_the_ceiling_and_random_the_floor():
+    suite = Suite('test', MORNING.seeds[:10])
+    oracle = evaluate(OraclePolicy, suite)
+    rand = evaluate(lambda world: RandomPolicy(0), suite)
+    assert oracle.success_rate >= 0.9
+    assert rand.success_rate <= 0.3
+    assert len(oracle.episodes) == 10
+
+
+@pytest.mark.parametrize('action', ACTION_NAMES)
+def test_every_action_is_valid(action):
+    w = World()
+    w.reset(0)
+    a = ACTION_NAMES.index(action)
+    obs, *_ = w.step(ACTIONS[a][1], ACTIONS[a][2])
+    assert obs.image.shape == (120, 160, 3) and obs.image.dtype == np.uint8
+    assert obs.audio.dtype == np.int16 and len(obs.audio) == 1600
