@@ -61,3 +61,72 @@ def test_bad_namespace_and_source(tmp_path):
     assert out.returncode == 2 and 'invalid namespace' in out.stderr
     out = sage('run', '--source', 'nowhere')
     assert out.returncode == 2 and 'invalid choice' in out.stderr
+
+
+WORLD_FAST = 'world:\n  ros__parameters:\n    real_time_factor: 5.0\n'
+
+
+def test_run_in_process_stops_after_duration(tmp_path):
+    out = sage('run', '--params-file', write(tmp_path, WORLD_FAST), '--duration', '2')
+    assert out.returncode == 0, out.stderr
+    assert 'running 1 node(s) in one process: world' in out.stdout
+    assert 'stopped (exit 0)' in out.stdout
+
+
+@pytest.mark.parametrize('mode', [[], ['--processes']])
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_signals_stop_cleanly(tmp_path, mode, sig):
+    proc = subprocess.Popen(['sage', 'run', '--params-file', write(tmp_path, WORLD_FAST),
+                             *mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert 'stopped (exit 0)' in stdout
+
+
+@pytest.mark.parametrize('mode', [[], ['--processes']])
+def test_wrong_parameter_type_fails_with_clear_error(tmp_path, mode):
+    bad = 'world:\n  ros__parameters:\n    seed: "not a number"\n'
+    out = sage('run', '--params-file', write(tmp_path, bad), '--duration', '5', *mode)
+    assert out.returncode == 1
+    assert 'seed' in out.stderr and 'world' in out.stderr
+
+
+def test_out_of_range_parameter_is_refused(tmp_path):
+    bad = 'world:\n  ros__parameters:\n    real_time_factor: -3.0\n'
+    out = sage('run', '--params-file', write(tmp_path, bad), '--duration', '5')
+    assert out.returncode == 1 and 'real_time_factor out of range' in out.stderr
+
+
+def _children(pid):
+    import psutil
+    return psutil.Process(pid).children()
+
+
+def test_dying_node_process_fails_the_graph(tmp_path):
+    proc = subprocess.Popen(['sage', 'run', '--processes', '--params-file',
+                             write(tmp_path, WORLD_FAST)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    for child in _children(proc.pid):
+        child.kill()
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert 'node world exited with code -9' in stderr
+
+
+def test_respawn_restarts_a_dying_node(tmp_path):
+    proc = subprocess.Popen(['sage', 'run', '--processes', '--respawn-delay', '0.5',
+                             '--params-file', write(tmp_path, WORLD_FAST)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    first = _children(proc.pid)
+    for child in first:
+        child.kill()
+    time.sleep(2.5)
+    second = _children(proc.pid)
+    assert second and {c.pid for c in second}.isdisjoint({c.pid for c in first})
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and 'respawning' in stderr
