@@ -1,0 +1,1 @@
+"""Cognition: language models as trust-weighted sensors (ROS-free parts)."""

@@ -1,0 +1,224 @@
+"""Teach the coherence model from demonstrations and experience.
+
+``collect`` rolls out episodes in the world (the oracle, the current model, or
+a DAgger mix of both) through the same SensePipeline the nodes use, labelling
+every step with the oracle's action. ``train`` runs HRM-style deep supervision
+over time: one segment per control step, the carry detached between steps,
+an optimizer step per time step, on batches of episodes. Augmentation
+simulates sensor faults (zeroed, noisy or frozen features with or without a
+trust drop) and teaches trust. ``bootstrap`` is the first competence: DAgger
+from the oracle.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from sage_core.coherence.model import CoherenceConfig, CoherenceModel, bc_loss
+from sage_core.coherence.runtime import TorchRuntime
+from sage_sim.world import ACTION_NAMES, ACTIONS, World, WorldConfig
+
+from sage_sleep.agent import CoherencePolicy, MODALITIES, SensePipeline
+
+FAULTABLE = ('vision', 'audio', 'imu')
+UPDATE_EVERY = 16   # time steps per optimizer update
+
+
+@dataclass
+class Episode:
+    """One episode's inputs and labels, step-aligned."""
+
+    features: np.ndarray          # [T, F]
+    trust: np.ndarray             # [T, M]
+    age: np.ndarray               # [T, M]
+    teacher: np.ndarray           # [T] discrete ids
+    reward: np.ndarray            # [T]
+    success: bool = False
+    meta: dict = field(default_factory=dict)
+
+
+def default_config() -> CoherenceConfig:
+    """The coherence configuration for the built-in world."""
+    return CoherenceConfig(modalities=dict(MODALITIES), actions=ACTION_NAMES,
+                           action_values=tuple((a[1], a[2]) for a in ACTIONS))
+
+
+def collect(seeds, model: CoherenceModel | None = None, beta: float = 1.0,
+            world_config: WorldConfig | None = None, seed: int = 0,
+            progress: Callable[[int, int], None] | None = None) -> list[Episode]:
+    """Roll out one episode per seed; act as the oracle with probability ``beta``."""
+    rng = np.random.default_rng(seed)
+    world = World(world_config or WorldConfig())
+    pipeline = SensePipeline(dict(model.cfg.modalities) if model else MODALITIES)
+    runtime = TorchRuntime(model, 'training') if model is not None else None
+    policy = CoherencePolicy(runtime) if runtime else None
+    episodes = []
+    for i, s in enumerate(seeds):
+        obs = world.reset(int(s))
+        pipeline.reset()
+        if policy:
+            policy.reset()
+            policy.pipeline = pipeline
+        rows = {k: [] for k in ('f', 't', 'a', 'y', 'r')}
+        while not world.done:
+            vectors, trust, age = pipeline.observe(obs)
+            teacher = world.oracle_action()
+            rows['f'].append(pipeline.stack(vectors))
+            rows['t'].append(trust)
+            rows['a'].append(age)
+            rows['y'].append(teacher)
+            if runtime is not None and rng.random() >= beta:
+                action = runtime.step(vectors, trust, age).action_id
+            else:
+                action = teacher
+            obs, reward, _, _ = world.step(ACTIONS[action][1], ACTIONS[action][2])
+            rows['r'].append(reward)
+        episodes.append(Episode(np.stack(rows['f']), np.stack(rows['t']), np.stack(rows['a']),
+                                np.array(rows['y']), np.array(rows['r'], np.float32),
+                                world.success, {'seed': int(s)}))
+        if progress:
+            progress(i + 1, len(seeds))
+    return episodes
+
+
+def augment_faults(ep: Episode, names: list[str], dims: list[int], rng,
+                   p: float = 0.5) -> tuple[Episode, np.ndarray]:
+    """Corrupt one modality over a window (with prob. ``p``); return it and trust targets."""
+    f, t = ep.features.copy(), ep.trust.copy()
+    target = np.full(t.shape, np.nan, np.float32)
+    if rng.random() < p:
+        choices = [i for i, n in enumerate(names) if n in FAULTABLE]
+        m = int(rng.choice(choices))
+        T = len(f)
+        a = int(rng.integers(0, max(1, T - 5)))
+        b = min(T, a + int(rng.integers(5, 60)))
+        lo, hi = sum(dims[:m]), sum(dims[:m + 1])
+        kind = rng.integers(3)
+        if kind == 0:
+            f[a:b, lo:hi] = 0.0
+        elif kind == 1:
+            f[a:b, lo:hi] += rng.normal(0, 1.0, (b - a, hi - lo))
+        else:
+            f[a:b, lo:hi] = f[a, lo:hi]
+        if rng.random() < 0.5:               # a fault the sensor itself noticed
+            t[a:b, m] = rng.uniform(0.0, 0.2, b - a)
+        target[a:b, m] = 0.0
+    return Episode(f, t, ep.age, ep.teacher, ep.reward, ep.success, ep.meta), target
+
+
+def train(model: CoherenceModel, episodes: list[Episode], epochs: int = 3,
+          batch: int = 16, lr: float = 1e-3, augment: bool = True,
+          reward_weighted: bool = False, time_budget_s: float = float('inf'),
+          seed: int = 0, progress: Callable[[float, dict], None] | None = None,
+          should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Deep supervision over time on batches of episodes; return the last loss terms."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    names, dims = list(model.cfg.modalities), model.dims
+    scale = model.scale
+    values = torch.tensor([list(v) for v in model.cfg.action_values], dtype=torch.float32)
+    start, terms = time.monotonic(), {}
+    n_batches = max(1, -(-len(episodes) // batch))
+    total = epochs * n_batches
+    done = 0
+    for _ in range(epochs):
+        order = rng.permutation(len(episodes))
+        for b in range(n_batches):
+            chosen = [episodes[i] for i in order[b * batch:(b + 1) * batch]]
+            if augment:
+                pairs = [augment_faults(e, names, dims, rng) for e in chosen]
+            else:
+                pairs = [(e, np.full(e.trust.shape, np.nan, np.float32)) for e in chosen]
+            terms = _train_batch(model, opt, pairs, values, scale, reward_weighted)
+            done += 1
+            if progress:
+                progress(done / total, terms)
+            if should_stop() or time.monotonic() - start > time_budget_s:
+                model.eval()
+                return terms
+    model.eval()
+    return terms
+
+
+def _train_batch(model, opt, pairs, values, scale, reward_weighted) -> dict:
+    T = max(len(e.teacher) for e, _ in pairs)
+    B = len(pairs)
+
+    def pad(get, fill=0.0):
+        arrays = [get(e, tt) for e, tt in pairs]
+        out = np.full((B, T) + arrays[0].shape[1:], fill, np.float32)
+        for i, a in enumerate(arrays):
+            out[i, :len(a)] = a
+        return torch.from_numpy(out)
+    feats, trust = pad(lambda e, _: e.features), pad(lambda e, _: e.trust)
+    age, teacher = pad(lambda e, _: e.age), pad(lambda e, _: e.teacher, -1).long()
+    trust_t = pad(lambda _, tt: tt, np.nan)
+    weight = pad(lambda e, _: _return_weights(e.reward) if reward_weighted
+                 else np.ones(len(e.reward), np.float32))
+    carry = model.initial_carry(B)
+    terms_sum, n = {}, 0
+    # Gradients of consecutive steps are accumulated over a window before an update:
+    # updating after every step of correlated sequences makes the model drift.
+    opt.zero_grad(set_to_none=True)
+    for t in range(T):
+        alive = teacher[:, t] >= 0
+        if not alive.any():
+            break
+        carry, out = model(carry, feats[:, t], trust[:, t], age[:, t])
+        ids = teacher[:, t].clamp_min(0)
+        w = weight[:, t] * alive.float()
+        loss, terms = bc_loss(out, ids, values[ids], scale, w, trust_t[:, t])
+        (loss / UPDATE_EVERY).backward()
+        if (t + 1) % UPDATE_EVERY == 0:
+            _update(model, opt)
+        for k, v in terms.items():
+            terms_sum[k] = terms_sum.get(k, 0.0) + v
+        n += 1
+    _update(model, opt)
+    return {k: v / max(1, n) for k, v in terms_sum.items()}
+
+
+def _update(model, opt) -> None:
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _return_weights(reward: np.ndarray, gamma: float = 0.95) -> np.ndarray:
+    """Weights from discounted return-to-go, normalised to mean 1 (reward-weighted BC)."""
+    g, out = 0.0, np.zeros_like(reward)
+    for i in range(len(reward) - 1, -1, -1):
+        g = reward[i] + gamma * g
+        out[i] = g
+    w = np.exp(np.clip((out - out.mean()) / (out.std() + 1e-6), -2, 2))
+    return (w / w.mean()).astype(np.float32)
+
+
+def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 48), rounds: int = 3,
+              epochs: int = 4, seed: int = 0, log: Callable[[str], None] = print,
+              model: CoherenceModel | None = None) -> tuple[CoherenceModel, list[Episode]]:
+    """First competence: DAgger from the oracle; return the model and all episodes."""
+    torch.manual_seed(seed)
+    model = model or CoherenceModel(cfg or default_config())
+    seeds = list(seeds)
+    per_round = max(1, len(seeds) // rounds)
+    data: list[Episode] = []
+    for r in range(rounds):
+        beta = 1.0 if r == 0 else 0.5 ** r
+        chunk = seeds[r * per_round:(r + 1) * per_round] or seeds[:per_round]
+        t0 = time.monotonic()
+        data += collect(chunk, None if r == 0 else model, beta=beta, seed=seed + r)
+        wins = np.mean([e.success for e in data[-len(chunk):]])
+        log(f'round {r + 1}/{rounds}: {len(chunk)} episodes (beta {beta:.2f}, '
+            f'success {wins:.0%}) in {time.monotonic() - t0:.0f} s; training on {len(data)}')
+        t0 = time.monotonic()
+        terms = train(model, data, epochs=epochs, seed=seed + r)
+        log(f'  trained in {time.monotonic() - t0:.0f} s: ' +
+            ', '.join(f'{k} {v:.3f}' for k, v in terms.items()))
+    return model, data
