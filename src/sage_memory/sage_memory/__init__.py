@@ -1,1 +1,1 @@
-"""SAGE memory: SNARC salience, the sidecar fast-weight memory, the experience store and the memory node."""
+"""SAGE memory: SNARC salience, the sidecar fast-weight memory and the experience store."""

@@ -35,7 +35,8 @@ def main():
         fb = Sleep.Feedback(phase='train', progress=0.5, message='half')
         handle.publish_feedback(fb)
         handle.succeed()
-        return Sleep.Result(committed=True, checkpoint='v1', message=','.join(handle.request.targets))
+        return Sleep.Result(committed=True, checkpoint='v1',
+                            message=','.join(handle.request.targets))
 
     def think_cb(handle):
         handle.publish_feedback(Think.Feedback(partial_text='th', tokens=1))

@@ -18,7 +18,8 @@ MESSAGES = sorted(f[:-4] for f in os.listdir(MSG_DIR) if f.endswith('.msg'))
 
 @pytest.fixture(scope='module')
 def peer():
-    proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), 'msg_peer.py'),
+    peer_script = os.path.join(os.path.dirname(__file__), 'msg_peer.py')
+    proc = subprocess.Popen([sys.executable, peer_script,
                              ','.join(MESSAGES), '60'])
     rclpy.init()
     node = rclpy.create_node('sage_msgs_test')

@@ -141,8 +141,8 @@ class OnnxRuntime(TorchRuntime):
                 'features': x, 'trust': t, 'age': a, 'z_H': self.z[0], 'z_L': self.z[1]})
             self.z = (z_h, z_l)
             steps += 1
-            self._segment_ms = 0.9 * self._segment_ms + 0.1 * (time.perf_counter()
-                                                               - seg_start) * 1e3
+            seg_ms = (time.perf_counter() - seg_start) * 1e3
+            self._segment_ms = 0.9 * self._segment_ms + 0.1 * seg_ms
             if 1 / (1 + math.exp(-float(halt[0]))) > 0.5 or steps >= self.cfg.max_segments:
                 break
             if (time.perf_counter() - start) * 1e3 + self._segment_ms > budget_ms:
