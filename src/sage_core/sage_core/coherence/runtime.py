@@ -152,7 +152,8 @@ class OnnxRuntime(TorchRuntime):
         p /= p.sum()
         action = int(p.argmax())
         return Decision(action, self.cfg.actions[action],
-                        command(self.cfg, action, cont[0].tolist()), float(p[action]), trust_used[0], float(coh[0]), steps, exhausted,
+                        command(self.cfg, action, cont[0].tolist()), float(p[action]),
+                        trust_used[0], float(coh[0]), steps, exhausted,
                         (time.perf_counter() - start) * 1e3)
 
 
