@@ -6,10 +6,13 @@ drift. Lifecycle nodes are configured and activated when autostart is true.
 """
 
 import os
+import tempfile
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction,
+                            RegisterEventHandler)
+from launch.event_handlers import OnProcessStart
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
@@ -17,6 +20,10 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 from sage_bringup import graph
+from sage_bringup.cli import executable_path
+import yaml
+
+BOOL = ['true', 'false', 'True', 'False']
 
 
 def _nodes(context):
@@ -24,17 +31,31 @@ def _nodes(context):
         'namespace', 'use_sim_time', 'params_file', 'log_level', 'source', 'autostart',
         'respawn', 'respawn_delay')}
     params_file = arg['params_file'] or graph.default_params_file()
-    specs = graph.select_nodes(graph.load_params(params_file), arg['source'])
+    params = graph.load_params(params_file)
+    specs = graph.select_nodes(params, arg['source'])
+    namespace = graph.check_namespace(arg['namespace'])
+    try:
+        respawn_delay = float(arg['respawn_delay'])
+    except ValueError:
+        raise graph.ConfigError(
+            f"respawn_delay must be seconds, got {arg['respawn_delay']!r}") from None
+    for spec in specs:  # find all first: a launch error would orphan nodes already started
+        executable_path(spec)
+    if not specs:
+        return [LogInfo(msg=f"no SAGE node to start: {params_file} has no block for a node "
+                            f"that runs with source {arg['source']}")]
+    if namespace:
+        params_file = _namespaced(params, namespace)
     sim_time = (arg['source'] in ('world', 'bag')) if arg['use_sim_time'] == '' \
         else arg['use_sim_time'].lower() == 'true'
     actions = []
     for spec in specs:
         kwargs = dict(
             package=spec.package, executable=spec.executable, name=spec.name,
-            namespace=graph.check_namespace(arg['namespace']), output='screen',
+            namespace=namespace, output='screen',
             parameters=[params_file, {'use_sim_time': sim_time}, spec.params_for(arg['source'])],
             arguments=['--ros-args', '--log-level', arg['log_level']],
-            respawn=arg['respawn'].lower() == 'true', respawn_delay=float(arg['respawn_delay']))
+            respawn=arg['respawn'].lower() == 'true', respawn_delay=respawn_delay)
         if not spec.lifecycle:
             actions.append(Node(**kwargs))
             continue
@@ -45,6 +66,20 @@ def _nodes(context):
     return actions
 
 
+def _namespaced(params, namespace):
+    """Write the blocks keyed by full node name; return the file's path.
+
+    rcl applies a `world:` block only to /world, so under a namespace the
+    params file would be silently ignored.
+    """
+    blocks = {key if key == '/**' else f'{namespace}/{key}': {'ros__parameters': block}
+              for key, block in params.items()}
+    with tempfile.NamedTemporaryFile('w', prefix='sage_params_', suffix='.yaml',
+                                     delete=False) as f:
+        yaml.safe_dump(blocks, f)
+    return f.name
+
+
 def _autostart(node):
     def change(transition_id):
         return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
@@ -53,7 +88,9 @@ def _autostart(node):
         RegisterEventHandler(OnStateTransition(
             target_lifecycle_node=node, goal_state='inactive',
             entities=[change(Transition.TRANSITION_ACTIVATE)])),
-        change(Transition.TRANSITION_CONFIGURE),
+        # on every process start, so that a respawned node is activated again
+        RegisterEventHandler(OnProcessStart(
+            target_action=node, on_start=[change(Transition.TRANSITION_CONFIGURE)])),
     ]
 
 
@@ -64,16 +101,16 @@ def generate_launch_description():
     args = [
         DeclareLaunchArgument('namespace', default_value='',
                               description='namespace for every node and topic'),
-        DeclareLaunchArgument('use_sim_time', default_value='',
+        DeclareLaunchArgument('use_sim_time', default_value='', choices=[''] + BOOL,
                               description="'true'/'false'; empty: true for world and bag"),
         DeclareLaunchArgument('params_file', default_value=default_params,
                               description='ROS 2 params YAML with one block per node'),
         DeclareLaunchArgument('log_level', default_value='info', choices=list(graph.LOG_LEVELS)),
         DeclareLaunchArgument('source', default_value='world', choices=list(graph.SOURCES),
                               description='input: built-in world, a bag, or hardware drivers'),
-        DeclareLaunchArgument('autostart', default_value='true',
+        DeclareLaunchArgument('autostart', default_value='true', choices=BOOL,
                               description='configure and activate lifecycle nodes'),
-        DeclareLaunchArgument('respawn', default_value='false',
+        DeclareLaunchArgument('respawn', default_value='false', choices=BOOL,
                               description='restart nodes that exit'),
         DeclareLaunchArgument('respawn_delay', default_value='2.0',
                               description='seconds before a respawn'),

@@ -10,6 +10,7 @@ export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 1 ))}"
 export ROS_HOME="${ROS_HOME:-$_sage_root/.ros}"
 export ROS_LOG_DIR="${ROS_LOG_DIR:-$ROS_HOME/log}"
 export SAGE_DATA_DIR="${SAGE_DATA_DIR:-$_sage_root/.cache/data}"
+export SAGE_HOME="${SAGE_HOME:-$_sage_root/.sage}"   # models, memory, recordings
 export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

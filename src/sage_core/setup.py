@@ -20,6 +20,8 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
+            'coherence_node = sage_core.coherence_node:main',
+            'cognition_node = sage_core.cognition_node:main',
         ],
     },
 )

@@ -20,6 +20,9 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
+            'camera_node = sage_sensors.sensor_nodes:camera_main',
+            'microphone_node = sage_sensors.sensor_nodes:microphone_main',
+            'imu_node = sage_sensors.sensor_nodes:imu_main',
         ],
     },
 )

@@ -323,6 +323,41 @@ def _bar(feedback) -> None:
           f'{feedback.phase:9s} {feedback.message[:60]:60s}', end='', flush=True)
 
 
+def cmd_train(args) -> int:
+    """Train the coherence model from oracle demonstrations (DAgger) and commit it."""
+    import torch
+    from sage_core.checkpoints import CheckpointStore
+    from sage_core.ros_common import resolve_path
+    from sage_sleep.learn import bootstrap
+
+    torch.set_num_threads(args.threads)
+    root = resolve_path(args.model_dir)
+    store = CheckpointStore(root, 'coherence')
+    if store.latest_version() is not None and not args.force:
+        print(f'sage: {root}/coherence already holds v{store.latest_version()}; '
+              f'use --force to train a new version', file=sys.stderr)
+        return EXIT_CONFIG
+    start = time.monotonic()
+    model, data = bootstrap(seeds=range(args.seed, args.seed + args.episodes),
+                            rounds=args.rounds, epochs=args.epochs, seed=args.seed,
+                            log=lambda m: print(m, flush=True))
+    meta = {'config': model.cfg.to_dict(), 'trained_by': 'sage train coherence',
+            'episodes': len(data), 'train_s': round(time.monotonic() - start, 1)}
+    if args.evaluate:
+        from sage_core.coherence.runtime import TorchRuntime
+        from sage_sim.evaluate import MORNING, evaluate
+        from sage_sleep.agent import CoherencePolicy
+        report = evaluate(lambda w: CoherencePolicy(TorchRuntime(model, 'new')), MORNING,
+                          lambda i, n: print(f'\rmorning test {i}/{n}', end='', flush=True))
+        print(f'\nmorning test: success {report.success_rate:.0%}, '
+              f'collisions/episode {report.collisions_per_episode:.1f}')
+        meta['metrics'] = {'success': report.success_rate}
+    ckpt = store.commit(model.state_dict(), meta)
+    print(f'committed coherence v{ckpt.version} at {ckpt.path} '
+          f'({time.monotonic() - start:.0f} s)')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the `sage` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -347,6 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser('status', help='show nodes, topics and diagnostics of a running graph')
     status.add_argument('--wait', type=float, default=2.0, help='seconds to listen (default 2)')
     status.set_defaults(func=cmd_status)
+
+    train = sub.add_parser('train', help='train the coherence model (first competence)',
+                           description='Collect oracle demonstrations in the built-in world, '
+                           'train the coherence model by behaviour cloning with DAgger rounds, '
+                           'and commit it as a checkpoint version the coherence node loads.')
+    train.add_argument('model', choices=('coherence',), help='what to train')
+    train.add_argument('--model-dir', default='models', help='checkpoint root (relative: '
+                       'under $SAGE_HOME)')
+    train.add_argument('--episodes', type=int, default=60)
+    train.add_argument('--rounds', type=int, default=3, help='DAgger rounds')
+    train.add_argument('--epochs', type=int, default=25, help='epochs per round')
+    train.add_argument('--seed', type=int, default=0)
+    train.add_argument('--threads', type=int, default=2)
+    train.add_argument('--evaluate', action='store_true', help='run the morning test after')
+    train.add_argument('--force', action='store_true', help='train even if a model exists')
+    train.set_defaults(func=cmd_train)
 
     sleep = sub.add_parser('sleep', help='sleep now: run one consolidation cycle',
                            description='Ask the running sleep node to consolidate now. Shows '

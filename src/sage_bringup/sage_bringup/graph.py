@@ -48,6 +48,17 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
     NodeSpec('world', 'sage_sim', 'world_node', 'sage_sim.world_node:WorldNode',
              'the built-in world: camera, IMU, audio, instruction, reward, teacher, /clock',
              sources=('world',)),
+    NodeSpec('camera', 'sage_sensors', 'camera_node', 'sage_sensors.sensor_nodes:CameraNode',
+             'camera/image_raw -> sage/features/vision (trust from blur, exposure, freezes)'),
+    NodeSpec('microphone', 'sage_sensors', 'microphone_node',
+             'sage_sensors.sensor_nodes:MicrophoneNode',
+             'audio/chunk -> sage/features/audio (trust from dropouts, clipping)'),
+    NodeSpec('imu', 'sage_sensors', 'imu_node', 'sage_sensors.sensor_nodes:ImuNode',
+             'imu/data_raw -> sage/features/imu (trust from saturation, variance)'),
+    NodeSpec('cognition', 'sage_core', 'cognition_node', 'sage_core.cognition_node:CognitionNode',
+             'sage/instruction -> sage/features/cognition_<name> (sentence embedding)'),
+    NodeSpec('coherence', 'sage_core', 'coherence_node', 'sage_core.coherence_node:CoherenceNode',
+             'features -> sage/action, cmd_vel, sage/coherence (HRM fusion)'),
 ]}
 
 

@@ -20,11 +20,11 @@ from std_msgs.msg import Bool
 from sage_core.coherence.inputs import FeatureBuffer, FeatureRejected
 from sage_core.coherence.runtime import BACKENDS, load_runtime, RuntimeRefused
 from sage_core.coherence.safety import CommandLimiter, Limits
-from sage_core.ros_common import (Diagnostics, Param, QOS_CHOICES, Throttle, declare_parameters,
-                                  qos_from_name, stamp)
+from sage_core.ros_common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
+                                  declare_parameters, qos_from_name, resolve_path, stamp)
 
 PARAMS = [
-    Param('modalities', ['vision', 'audio', 'imu', 'memory'],
+    Param('modalities', ['vision', 'audio', 'imu', 'cognition_main'],
           'modalities fused, in token order; each is read from sage/features/<name>'),
     Param('rate_hz', 10.0, 'control cycles per second', low=0.5, high=200.0),
     Param('budget_ms', 25.0, 'compute budget of one cycle (ACT stops thinking when spent)',
@@ -38,8 +38,8 @@ PARAMS = [
           high=86400.0),
     Param('watchdog_s', 0.5, 'zero cmd_vel when no feature arrived for this long', low=0.05,
           high=10.0),
-    Param('model_dir', '', 'checkpoint root (contains coherence/latest); empty = untrained '
-          'model from the config below'),
+    Param('model_dir', 'models', 'checkpoint root holding coherence/latest (relative: under '
+          '$SAGE_HOME)'),
     Param('backend', 'torch', 'inference backend (falls back in this order when unavailable)',
           choices=BACKENDS),
     Param('device', 'cpu', 'torch device', choices=('cpu', 'cuda')),
@@ -60,8 +60,13 @@ class CoherenceNode(Node):
         super().__init__(kwargs.pop('node_name', 'coherence'), **kwargs)
         self.p = declare_parameters(self, PARAMS)
         self.diag = Diagnostics(self)
-        self.runtime = load_runtime(self.p['model_dir'], self.p['modalities'],
-                                    self.p['backend'], self.p['device'])
+        self.model_dir = resolve_path(self.p['model_dir'])
+        try:
+            self.runtime = load_runtime(self.model_dir, self.p['modalities'],
+                                        self.p['backend'], self.p['device'])
+        except RuntimeRefused as exc:
+            raise ParameterError(f'coherence: cannot load a model from {self.model_dir}: {exc}. '
+                                 f'Train one with `sage train coherence`.') from exc
         modalities = self.runtime.modalities
         self.buffer = FeatureBuffer(self.runtime.dims, self.p['stale_after_s'],
                                     self.p['drop_after_s'])

@@ -134,6 +134,15 @@ def declare_parameters(node: Node, params: Iterable[Param]) -> dict[str, Any]:
     return values
 
 
+def resolve_path(path: str) -> str:
+    """Resolve a relative data path against $SAGE_HOME (default ~/.sage); '' stays ''."""
+    import os
+    if not path or os.path.isabs(path):
+        return path
+    home = os.environ.get('SAGE_HOME') or os.path.join(os.path.expanduser('~'), '.sage')
+    return os.path.join(home, path)
+
+
 def stamp(node: Node):
     """Return the node clock's current time as a message (honours use_sim_time)."""
     return node.get_clock().now().to_msg()

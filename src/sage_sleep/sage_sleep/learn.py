@@ -25,7 +25,7 @@ from sage_sim.world import ACTION_NAMES, ACTIONS, World, WorldConfig
 from sage_sleep.agent import CoherencePolicy, MODALITIES, SensePipeline
 
 FAULTABLE = ('vision', 'audio', 'imu')
-UPDATE_EVERY = 16   # time steps per optimizer update
+UPDATE_EVERY = 8    # time steps per optimizer update
 
 
 @dataclass
@@ -111,7 +111,7 @@ def augment_faults(ep: Episode, names: list[str], dims: list[int], rng,
 
 
 def train(model: CoherenceModel, episodes: list[Episode], epochs: int = 3,
-          batch: int = 16, lr: float = 1e-3, augment: bool = True,
+          batch: int = 16, lr: float = 2e-3, augment: bool = True,
           reward_weighted: bool = False, time_budget_s: float = float('inf'),
           seed: int = 0, progress: Callable[[float, dict], None] | None = None,
           should_stop: Callable[[], bool] = lambda: False) -> dict:
@@ -200,8 +200,8 @@ def _return_weights(reward: np.ndarray, gamma: float = 0.95) -> np.ndarray:
     return (w / w.mean()).astype(np.float32)
 
 
-def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 48), rounds: int = 3,
-              epochs: int = 4, seed: int = 0, log: Callable[[str], None] = print,
+def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: int = 3,
+              epochs: int = 25, seed: int = 0, log: Callable[[str], None] = print,
               model: CoherenceModel | None = None) -> tuple[CoherenceModel, list[Episode]]:
     """First competence: DAgger from the oracle; return the model and all episodes."""
     torch.manual_seed(seed)

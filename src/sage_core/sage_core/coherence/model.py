@@ -165,5 +165,5 @@ def bc_loss(out: dict, teacher_id: torch.Tensor, teacher_cont: torch.Tensor,
             tl = F.binary_cross_entropy(out['trust_used'][known].clamp(1e-6, 1 - 1e-6),
                                         trust_target[known])
             loss = loss + 0.2 * tl
-            terms['trust'] = float(tl)
+            terms['trust'] = float(tl.detach())
     return loss, terms
