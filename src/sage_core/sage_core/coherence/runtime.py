@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -242,11 +243,11 @@ def load_runtime(path: str, modalities: list[str] | None = None, backend: str = 
 
 
 def _open(path: str) -> Checkpoint:
-    if os.path.isdir(os.path.join(path, 'coherence')):
-        return CheckpointStore(path, 'coherence').open()
     root, name = os.path.split(os.path.normpath(path))
-    store_root, model = os.path.split(root)
-    return CheckpointStore(store_root, model).open(int(name.lstrip('v')))
+    if re.fullmatch(r'v\d{4,}', name):          # a version directory
+        store_root, model = os.path.split(root)
+        return CheckpointStore(store_root, model).open(int(name[1:]))
+    return CheckpointStore(path, 'coherence').open()
 
 
 def _make(model, version, ckpt, backend, device):

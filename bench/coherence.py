@@ -1,0 +1,113 @@
+"""Coherence benchmark: closed-loop success, trust under faults, and latency.
+
+    python bench/coherence.py  ->  bench/results/coherence.json
+    summary: success, random_success, oracle_success, fault_success_learned_trust,
+             fault_success_uniform_trust, loop_latency_p50_ms, loop_latency_p99_ms
+
+Uses the committed model in $SAGE_HOME/models (trains one with the defaults of
+`sage train coherence` if there is none). Success figures run the library
+loop (the same feature extractors and runtime as the nodes); latency runs the
+full graph (`sage run`, all nodes in one process) and reads sage/coherence:
+sensor stamp -> decision = age of the newest camera feature at fusion + model time.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from common import write
+from sage_core.checkpoints import CheckpointStore
+from sage_core.coherence.runtime import load_runtime
+from sage_core.ros_common import resolve_path
+from sage_sim.evaluate import FAULTY, MORNING, OraclePolicy, RandomPolicy, evaluate
+from sage_sleep.agent import CoherencePolicy
+
+
+def model_dir() -> str:
+    root = resolve_path('models')
+    if CheckpointStore(root, 'coherence').latest_version() is None:
+        subprocess.run(['sage', 'train', 'coherence'], check=True)
+    return root
+
+
+def success(root, suite, uniform=False, backend='torch'):
+    runtime = load_runtime(root, backend=backend)
+    return evaluate(lambda w: CoherencePolicy(runtime, uniform_trust=uniform), suite)
+
+
+def model_latency(root, backend, n=300):
+    runtime = load_runtime(root, backend=backend)
+    vectors = {m: np.random.default_rng(0).normal(size=d).astype(np.float32)
+               for m, d in runtime.dims.items()}
+    k = len(runtime.modalities)
+    times = [runtime.step(vectors, np.ones(k), np.zeros(k)).latency_ms for _ in range(n)]
+    return float(np.median(times)), float(np.percentile(times, 99))
+
+
+def loop_latency(seconds=25.0):
+    import rclpy
+    from sage_msgs.msg import Coherence
+    params = os.path.join(os.path.dirname(__file__), 'results', 'latency_params.yaml')
+    with open(os.path.join(os.environ.get('SAGE_ROOT', '.'), 'config', 'sage.yaml')) as f:
+        text = f.read().replace('rate_hz: 10.0', 'rate_hz: 30.0')
+    with open(params, 'w') as f:
+        f.write(text)
+    proc = subprocess.Popen(['sage', 'run', '--params-file', params, '--duration',
+                             str(seconds + 15)], stdout=subprocess.DEVNULL)
+    rclpy.init()
+    node = rclpy.create_node('bench_latency')
+    got = []
+    node.create_subscription(Coherence, 'sage/coherence', got.append, 50)
+    end = time.monotonic() + seconds + 12
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    node.destroy_node()
+    rclpy.shutdown()
+    proc.wait()
+    os.remove(params)
+    lat = [1e3 * m.age_s[list(m.modalities).index('vision')] + m.latency_ms
+           for m in got[30:] if 'vision' in m.modalities]
+    model = [m.latency_ms for m in got[30:]]
+    return (float(np.median(lat)), float(np.percentile(lat, 99)), float(np.median(model)),
+            len(got))
+
+
+def main():
+    torch.set_num_threads(2)
+    root = model_dir()
+    version = CheckpointStore(root, 'coherence').latest_version()
+    ours = success(root, MORNING)
+    oracle = evaluate(OraclePolicy, MORNING)
+    rand = evaluate(lambda w: RandomPolicy(0), MORNING)
+    learned = success(root, FAULTY)
+    uniform = success(root, FAULTY, uniform=True)
+    lat = {b: model_latency(root, b) for b in ('torch', 'onnxruntime')}
+    p50, p99, model_p50, n = loop_latency()
+    summary = {'success': ours.success_rate, 'random_success': rand.success_rate,
+               'oracle_success': oracle.success_rate,
+               'fault_success_learned_trust': learned.success_rate,
+               'fault_success_uniform_trust': uniform.success_rate,
+               'loop_latency_p50_ms': round(p50, 2), 'loop_latency_p99_ms': round(p99, 2)}
+    rows = [('measure', 'value'),
+            (f'model', f'coherence v{version:04d}'),
+            (f'success, {MORNING.name} suite ({len(MORNING.seeds)} episodes)',
+             f'{ours.success_rate:.2f}'),
+            ('  random policy (floor)', f'{rand.success_rate:.2f}'),
+            ('  oracle (ceiling)', f'{oracle.success_rate:.2f}'),
+            (f'success with faults ({FAULTY.name}), learned trust',
+             f'{learned.success_rate:.2f}'),
+            ('  same, trust forced uniform', f'{uniform.success_rate:.2f}'),
+            ('  learned trust vs fault-free', f'{learned.success_rate / max(ours.success_rate, 1e-9):.2f}'),
+            ('collisions / episode (ours)', f'{ours.collisions_per_episode:.1f}'),
+            ('loop latency p50 / p99 ms (full graph, 30 Hz)', f'{p50:.1f} / {p99:.1f}'),
+            ('  model time p50 in the graph, ms', f'{model_p50:.2f}'),
+            *[(f'model latency {b} p50 / p99 ms (batch 1, CPU)', f'{v[0]:.2f} / {v[1]:.2f}')
+              for b, v in lat.items()]]
+    write('coherence', summary, rows, {'cycles_seen': n, 'episodes': ours.episodes})
+
+
+if __name__ == '__main__':
+    sys.exit(main())

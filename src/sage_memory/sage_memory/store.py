@@ -1,0 +1,147 @@
+"""The experience store: salient steps in SQLite (WAL), for the sleep node to learn from.
+
+One row per stored time step: time, episode id, the fused features with their
+trust and age (float32 blobs; the modality layout is recorded once in the
+``meta`` table), the action taken, the teacher's action (-1 if none), the
+reward and the salience. A size cap is kept by deleting the least salient
+rows first. WAL mode lets one writer (the memory node) and readers in other
+processes (sleep, export) work at once; every insert is its own transaction,
+so a kill -9 loses at most the step being written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    episode INTEGER NOT NULL,
+    t REAL NOT NULL,
+    features BLOB NOT NULL,
+    trust BLOB NOT NULL,
+    age BLOB NOT NULL,
+    action INTEGER NOT NULL,
+    teacher INTEGER NOT NULL,
+    reward REAL NOT NULL,
+    salience REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_episode ON steps (episode, t);
+CREATE INDEX IF NOT EXISTS steps_salience ON steps (salience);
+"""
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as asked (layout mismatch, bad row); says why."""
+
+
+@dataclass
+class Step:
+    """One time step as stored."""
+
+    episode: int
+    t: float
+    features: np.ndarray
+    trust: np.ndarray
+    age: np.ndarray
+    action: int
+    teacher: int
+    reward: float
+    salience: float
+
+
+class ExperienceStore:
+    """SQLite experience store with a salience-based size cap."""
+
+    def __init__(self, path: str, modalities: dict | None = None, max_rows: int = 200_000):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path, self.max_rows = path, max_rows
+        self.db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+        self.db.execute('PRAGMA journal_mode=WAL')
+        self.db.execute('PRAGMA synchronous=NORMAL')
+        self.db.executescript(SCHEMA)
+        row = self.db.execute("SELECT value FROM meta WHERE key='modalities'").fetchone()
+        if row is None:
+            if modalities is None:
+                raise StoreError(f'{path} is empty: give the modality layout to create it')
+            with self.db:
+                self.db.execute("INSERT INTO meta VALUES ('modalities', ?)",
+                                (json.dumps(modalities),))
+            self.modalities = dict(modalities)
+        else:
+            self.modalities = json.loads(row[0])
+            if modalities is not None and dict(modalities) != self.modalities:
+                raise StoreError(f'{path} holds modalities {self.modalities}, not {modalities}')
+        self.feature_size = sum(self.modalities.values())
+        self._inserts = 0
+
+    def insert(self, step: Step) -> None:
+        """Store one step (validated: finite values, right sizes)."""
+        f = np.asarray(step.features, np.float32)
+        tr, ag = np.asarray(step.trust, np.float32), np.asarray(step.age, np.float32)
+        m = len(self.modalities)
+        if f.shape != (self.feature_size,) or tr.shape != (m,) or ag.shape != (m,):
+            raise StoreError(f'step shapes {f.shape}, {tr.shape}, {ag.shape} do not match '
+                             f'the store ({self.feature_size} features, {m} modalities)')
+        if not (np.isfinite(f).all() and np.isfinite(tr).all() and np.isfinite(ag).all()
+                and np.isfinite(step.reward) and np.isfinite(step.salience)):
+            raise StoreError('step contains NaN or Inf')
+        with self.db:
+            self.db.execute(
+                'INSERT INTO steps (episode, t, features, trust, age, action, teacher, reward, '
+                'salience) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                (int(step.episode), float(step.t), f.tobytes(), tr.tobytes(), ag.tobytes(),
+                 int(step.action), int(step.teacher), float(step.reward),
+                 float(step.salience)))
+        self._inserts += 1
+        if self._inserts % 1000 == 0:
+            self.enforce_cap()
+
+    def enforce_cap(self) -> int:
+        """Delete the least salient rows above max_rows; return how many went."""
+        n = self.count()
+        excess = n - self.max_rows
+        if excess <= 0:
+            return 0
+        with self.db:
+            self.db.execute('DELETE FROM steps WHERE id IN (SELECT id FROM steps '
+                            'ORDER BY salience ASC, id ASC LIMIT ?)', (excess,))
+        return excess
+
+    def count(self) -> int:
+        """Number of stored steps."""
+        return int(self.db.execute('SELECT COUNT(*) FROM steps').fetchone()[0])
+
+    def episodes(self) -> list[tuple[int, int, float]]:
+        """(episode id, steps, mean salience) for every stored episode."""
+        return [tuple(r) for r in self.db.execute(
+            'SELECT episode, COUNT(*), AVG(salience) FROM steps GROUP BY episode ORDER BY '
+            'episode')]
+
+    def episode(self, episode: int) -> list[Step]:
+        """All stored steps of one episode in time order."""
+        rows = self.db.execute('SELECT episode, t, features, trust, age, action, teacher, '
+                               'reward, salience FROM steps WHERE episode=? ORDER BY t',
+                               (int(episode),))
+        return [Step(r[0], r[1], np.frombuffer(r[2], np.float32), np.frombuffer(r[3], np.float32),
+                     np.frombuffer(r[4], np.float32), r[5], r[6], r[7], r[8]) for r in rows]
+
+    def sample_episodes(self, n: int, rng: np.random.Generator) -> list[int]:
+        """Pick up to ``n`` episode ids, without replacement, weighted by mean salience."""
+        eps = self.episodes()
+        if not eps:
+            return []
+        ids = np.array([e[0] for e in eps])
+        w = np.array([max(e[2], 1e-6) for e in eps])
+        k = min(n, len(ids))
+        return [int(x) for x in rng.choice(ids, size=k, replace=False, p=w / w.sum())]
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()

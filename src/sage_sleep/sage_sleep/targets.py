@@ -1,0 +1,140 @@
+"""What sleep improves: the coherence model, from the experience store.
+
+``CoherenceTarget`` selects the day's episodes by salience, trains the model
+from its current version with a small learning rate and a time bound
+(behaviour cloning on teacher labels, reward-weighted; sensor-fault
+augmentation teaches trust), and scores a candidate by closed-loop success on
+a validation suite of the world, with the morning suite as the regression set
+and the accuracy on held-out stored episodes reported beside them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import torch
+from sage_core.checkpoints import CheckpointStore
+from sage_core.coherence.model import CoherenceConfig, CoherenceModel
+from sage_core.coherence.runtime import TorchRuntime
+from sage_core.ros_common import resolve_path
+from sage_memory.store import ExperienceStore
+from sage_sim.evaluate import MORNING, Suite, evaluate
+
+from sage_sleep.agent import CoherencePolicy
+from sage_sleep.consolidate import Evaluation
+from sage_sleep.learn import Episode, train
+
+VALIDATION = Suite('validation', tuple(range(20_000, 20_020)))
+
+
+def episodes_from_store(store: ExperienceStore, ids) -> list[Episode]:
+    """Turn stored episodes into training episodes (teacher-labelled steps only)."""
+    out = []
+    for eid in ids:
+        steps = [s for s in store.episode(eid) if s.teacher >= 0]
+        if len(steps) < 2:
+            continue
+        out.append(Episode(np.stack([s.features for s in steps]),
+                           np.stack([s.trust for s in steps]), np.stack([s.age for s in steps]),
+                           np.array([s.teacher for s in steps]),
+                           np.array([s.reward for s in steps], np.float32),
+                           meta={'episode': int(eid)}))
+    return out
+
+
+class CoherenceTarget:
+    """Sleep target for the coherence model (see the module doc)."""
+
+    name = 'coherence'
+
+    def __init__(self, store: ExperienceStore, config: CoherenceConfig, lr: float = 1e-3,
+                 epochs: int = 20, min_gain: float = 0.0, validation: Suite = VALIDATION,
+                 regression: Suite = MORNING, seed: int = 0, min_episodes: int = 4):
+        self.store, self.config = store, config
+        self.lr, self.epochs, self.min_gain = lr, epochs, min_gain
+        self.validation, self.regression = validation, regression
+        self.rng = np.random.default_rng(seed)
+        self.seed, self.min_episodes = seed, min_episodes
+
+    def _model(self, state: dict) -> CoherenceModel:
+        model = CoherenceModel(self.config)
+        model.load_state_dict(state)
+        return model.eval()
+
+    def select(self, budget: dict):
+        """Salience-weighted episodes up to max_experiences steps; 1 in 5 held out."""
+        eps = {e[0]: e[1] for e in self.store.episodes()}
+        chosen, steps = [], 0
+        for eid in self.store.sample_episodes(len(eps), self.rng):
+            if steps >= budget.get('max_experiences', 10_000):
+                break
+            chosen.append(eid)
+            steps += eps[eid]
+        data = episodes_from_store(self.store, chosen)
+        if len(data) < self.min_episodes:
+            return None
+        held = [e for e in data if e.meta['episode'] % 5 == 0] or data[:1]
+        return {'train': [e for e in data if e not in held] or data, 'held_out': held}
+
+    def augment(self, data):
+        """Fault augmentation is applied per batch inside train (fresh each epoch)."""
+        return data
+
+    def train(self, state: dict, data, budget_s: float, progress) -> dict:
+        """Fine-tune a copy of ``state``; return the candidate's state."""
+        model = self._model(copy.deepcopy(state))
+        train(model, data['train'], epochs=self.epochs, lr=self.lr, reward_weighted=True,
+              time_budget_s=budget_s, seed=self.seed, progress=lambda f, _: progress(f))
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def evaluate(self, state: dict, data) -> Evaluation:
+        """Closed-loop validation success, regression success, held-out accuracy."""
+        model = self._model(state)
+
+        def policy(world):
+            return CoherencePolicy(TorchRuntime(model, 'candidate'))
+        val = evaluate(policy, self.validation)
+        reg = evaluate(policy, self.regression)
+        acc = heldout_accuracy(model, data['held_out'])
+        return Evaluation(score=val.success_rate, regression=reg.success_rate,
+                          metrics={'validation_success': val.success_rate,
+                                   'success': reg.success_rate, 'heldout_accuracy': acc})
+
+
+@torch.inference_mode()
+def heldout_accuracy(model: CoherenceModel, episodes: list[Episode]) -> float:
+    """Teacher agreement of the model on stored episodes it did not train on."""
+    hits = total = 0
+    for ep in episodes:
+        carry = model.initial_carry(1)
+        for t in range(len(ep.teacher)):
+            carry, out = model(carry, torch.from_numpy(ep.features[t:t + 1]),
+                               torch.from_numpy(ep.trust[t:t + 1]),
+                               torch.from_numpy(ep.age[t:t + 1]))
+            hits += int(out['action_logits'].argmax(-1)[0] == int(ep.teacher[t]))
+            total += 1
+    return hits / max(1, total)
+
+
+def build_targets(params: dict):
+    """Build the sleep node's targets and checkpoint stores from its parameters."""
+    model_dir = resolve_path(params['model_dir'])
+    targets, stores = {}, {}
+    for name in params['targets']:
+        if name != 'coherence':
+            raise ValueError(f'sleep target {name!r} is not available yet (only coherence)')
+        ckpts = CheckpointStore(model_dir, 'coherence', keep=params['keep_versions'])
+        current = ckpts.open()     # no base model: CheckpointError tells how to train one
+        store_path = resolve_path(params['store_path'])
+        if not os.path.exists(store_path):
+            raise ValueError(f'no experience store at {store_path}: run SAGE with the memory '
+                             f'node first')
+        config = CoherenceConfig.from_dict(current.meta['config'])
+        store = ExperienceStore(store_path)
+        if store.modalities != config.modalities:
+            raise ValueError(f'store modalities {store.modalities} differ from the model\'s')
+        targets[name] = CoherenceTarget(store, config, seed=params['seed'])
+        stores[name] = ckpts
+    return targets, stores
