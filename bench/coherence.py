@@ -92,7 +92,7 @@ def main():
                'fault_success_uniform_trust': uniform.success_rate,
                'loop_latency_p50_ms': round(p50, 2), 'loop_latency_p99_ms': round(p99, 2)}
     rows = [('measure', 'value'),
-            (f'model', f'coherence v{version:04d}'),
+            ('model', f'coherence v{version:04d}'),
             (f'success, {MORNING.name} suite ({len(MORNING.seeds)} episodes)',
              f'{ours.success_rate:.2f}'),
             ('  random policy (floor)', f'{rand.success_rate:.2f}'),
@@ -100,7 +100,8 @@ def main():
             (f'success with faults ({FAULTY.name}), learned trust',
              f'{learned.success_rate:.2f}'),
             ('  same, trust forced uniform', f'{uniform.success_rate:.2f}'),
-            ('  learned trust vs fault-free', f'{learned.success_rate / max(ours.success_rate, 1e-9):.2f}'),
+            ('  learned trust vs fault-free',
+             f'{learned.success_rate / max(ours.success_rate, 1e-9):.2f}'),
             ('collisions / episode (ours)', f'{ours.collisions_per_episode:.1f}'),
             ('loop latency p50 / p99 ms (full graph, 30 Hz)', f'{p50:.1f} / {p99:.1f}'),
             ('  model time p50 in the graph, ms', f'{model_p50:.2f}'),
