@@ -6,7 +6,6 @@ drift. Lifecycle nodes are configured and activated when autostart is true.
 """
 
 import os
-import tempfile
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -21,7 +20,6 @@ from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 from sage_bringup import graph
 from sage_bringup.cli import executable_path
-import yaml
 
 BOOL = ['true', 'false', 'True', 'False']
 
@@ -44,8 +42,7 @@ def _nodes(context):
     if not specs:
         return [LogInfo(msg=f"no SAGE node to start: {params_file} has no block for a node "
                             f"that runs with source {arg['source']}")]
-    if namespace:
-        params_file = _namespaced(params, namespace)
+    params_file = graph.params_file_for(params_file, namespace)
     sim_time = (arg['source'] in ('world', 'bag')) if arg['use_sim_time'] == '' \
         else arg['use_sim_time'].lower() == 'true'
     actions = []
@@ -64,20 +61,6 @@ def _nodes(context):
         if arg['autostart'].lower() == 'true':
             actions += _autostart(node)
     return actions
-
-
-def _namespaced(params, namespace):
-    """Write the blocks keyed by full node name; return the file's path.
-
-    rcl applies a `world:` block only to /world, so under a namespace the
-    params file would be silently ignored.
-    """
-    blocks = {key if key == '/**' else f'{namespace}/{key}': {'ros__parameters': block}
-              for key, block in params.items()}
-    with tempfile.NamedTemporaryFile('w', prefix='sage_params_', suffix='.yaml',
-                                     delete=False) as f:
-        yaml.safe_dump(blocks, f)
-    return f.name
 
 
 def _autostart(node):

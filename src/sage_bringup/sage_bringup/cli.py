@@ -48,7 +48,7 @@ def resolve_graph(args) -> tuple[str, list[graph.NodeSpec], str, bool]:
     namespace = graph.check_namespace(args.namespace)
     sim_time = (args.source in ('world', 'bag')) if args.use_sim_time is None \
         else args.use_sim_time == 'true'
-    return params_file, nodes, namespace, sim_time
+    return graph.params_file_for(params_file, namespace), nodes, namespace, sim_time
 
 
 def ros_args(spec: graph.NodeSpec, params_file: str, namespace: str, sim_time: bool,
@@ -81,6 +81,7 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
     rclpy.init(args=['--ros-args', '--log-level', log_level])
     nodes, code = [], 0
     executor = MultiThreadedExecutor()
+    _stop_on_sigterm(executor)   # before start-up, so an early SIGTERM is clean too
     try:
         for spec in specs:
             cls = spec.node_class()
@@ -97,7 +98,6 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
             executor.add_node(node)
             if spec.lifecycle:
                 _autostart(node, spec.name)
-        _stop_on_sigterm(executor)
         print(f'sage: running {len(nodes)} node(s) in one process: '
               f'{", ".join(s.name for s in specs) or "none"}', flush=True)
         if duration is not None:

@@ -121,6 +121,23 @@ def select_nodes(params: dict[str, dict[str, Any]], source: str,
             if name in params and source in spec.sources and (not only or name in only)]
 
 
+def params_file_for(params_file: str, namespace: str) -> str:
+    """Return a params file whose blocks apply under ``namespace``.
+
+    rcl applies a ``world:`` block only to the node /world, so under a
+    namespace the blocks are rewritten to their full names in a temporary file.
+    """
+    if not namespace:
+        return params_file
+    import tempfile
+    blocks = {key if key == '/**' else f'{namespace}/{key}': {'ros__parameters': block}
+              for key, block in load_params(params_file).items()}
+    with tempfile.NamedTemporaryFile('w', prefix='sage_params_', suffix='.yaml',
+                                     delete=False) as f:
+        yaml.safe_dump(blocks, f)
+    return f.name
+
+
 def check_namespace(namespace: str) -> str:
     """Return ``namespace`` normalised to '' or '/name[/name]', or raise ConfigError."""
     ns = namespace.strip()

@@ -129,3 +129,17 @@ def test_respawn_restarts_a_dying_node(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0 and 'respawning' in stderr
+
+
+def test_namespace_keeps_the_params_file_in_force(tmp_path):
+    from sage_core.testing import Graph
+    from sensor_msgs.msg import Image
+    params = write(tmp_path, WORLD_FAST + '    width: 64\n    height: 48\n')
+    proc = subprocess.Popen(['sage', 'run', '--namespace', 'robot1', '--params-file', params,
+                             '--duration', '8'], stdout=subprocess.PIPE, text=True)
+    with Graph() as g:
+        images = g.collect(Image, '/robot1/camera/image_raw')
+        assert g.wait_for(lambda: images, timeout=15), 'no image under the namespace'
+        assert (images[0].width, images[0].height) == (64, 48)
+    proc.wait(timeout=30)
+    assert proc.returncode == 0
