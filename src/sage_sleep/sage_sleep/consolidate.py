@@ -96,7 +96,7 @@ def run_target(target: Target, store: CheckpointStore, budget: dict,
     phase('validate', 0.5)
     after = target.evaluate(candidate, data)
     gain = after.score - before.score
-    better = gain >= target.min_gain
+    better = gain > 0 and gain >= target.min_gain
     regression_ok = after.regression >= before.regression
     m_before, m_after = _metrics(before), _metrics(after)
     if not (better and regression_ok):

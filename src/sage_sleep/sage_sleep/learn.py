@@ -222,3 +222,35 @@ def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: in
         log(f'  trained in {time.monotonic() - t0:.0f} s: ' +
             ', '.join(f'{k} {v:.3f}' for k, v in terms.items()))
     return model, data
+
+
+def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
+               world_config: WorldConfig | None = None,
+               progress: Callable[[int, int], None] | None = None) -> dict:
+    """Live a day: the robot's own policy acts; every step goes to the experience store.
+
+    Steps carry the teacher's (oracle's) label, as the world publishes it on
+    sage/teacher_action, and a salience from disagreement with the teacher and
+    reward magnitude (the memory node's SNARC score plays this role in the graph).
+    """
+    from sage_memory.store import Step
+    world = World(world_config or WorldConfig())
+    policy = CoherencePolicy(TorchRuntime(model, 'day'))
+    wins = steps = 0
+    for i, s in enumerate(seeds):
+        obs = world.reset(int(s))
+        policy.reset()
+        episode = episode_offset + i
+        while not world.done:
+            vectors, trust, age = policy.pipeline.observe(obs)
+            d = policy.runtime.step(vectors, trust, age)
+            teacher = world.oracle_action()
+            obs, reward, _, _ = world.step(*d.continuous)
+            salience = 0.6 * float(d.action_id != teacher) + 0.4 * min(1.0, abs(reward))
+            store.insert(Step(episode, world.t, policy.pipeline.stack(vectors), trust, age,
+                              d.action_id, teacher, reward, salience))
+            steps += 1
+        wins += world.success
+        if progress:
+            progress(i + 1, len(seeds))
+    return {'episodes': len(seeds), 'steps': steps, 'success': wins / max(1, len(seeds))}

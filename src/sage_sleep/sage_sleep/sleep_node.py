@@ -54,6 +54,10 @@ PARAMS = [
     Param('keep_versions', 5, 'checkpoint versions kept per model (plus the base)',
           low=2, high=1000),
     Param('seed', 0, 'random seed of selection and augmentation', low=0, high=2**31 - 1),
+    Param('validation_episodes', 20, 'world episodes that score a candidate', low=1,
+          high=10000),
+    Param('regression_episodes', 30, 'morning-suite episodes that must not get worse',
+          low=1, high=10000),
 ]
 
 

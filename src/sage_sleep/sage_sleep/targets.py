@@ -26,7 +26,8 @@ from sage_sleep.agent import CoherencePolicy
 from sage_sleep.consolidate import Evaluation
 from sage_sleep.learn import Episode, train
 
-VALIDATION = Suite('validation', tuple(range(20_000, 20_020)))
+VALIDATION = Suite('validation', tuple(range(20_000, 20_100)))
+# The morning suite is the regression set; training seeds are below 10 000 (disjoint).
 
 
 def episodes_from_store(store: ExperienceStore, ids) -> list[Episode]:
@@ -50,7 +51,8 @@ class CoherenceTarget:
     name = 'coherence'
 
     def __init__(self, store: ExperienceStore, config: CoherenceConfig, lr: float = 1e-3,
-                 epochs: int = 20, min_gain: float = 0.0, validation: Suite = VALIDATION,
+                 epochs: int = 20, min_gain: float = 0.0,
+                 validation: Suite = Suite('validation', VALIDATION.seeds[:20]),
                  regression: Suite = MORNING, seed: int = 0, min_episodes: int = 4):
         self.store, self.config = store, config
         self.lr, self.epochs, self.min_gain = lr, epochs, min_gain
@@ -135,6 +137,9 @@ def build_targets(params: dict):
         store = ExperienceStore(store_path)
         if store.modalities != config.modalities:
             raise ValueError(f'store modalities {store.modalities} differ from the model\'s')
-        targets[name] = CoherenceTarget(store, config, seed=params['seed'])
+        validation = Suite('validation', VALIDATION.seeds[:params['validation_episodes']])
+        regression = Suite(MORNING.name, MORNING.seeds[:params['regression_episodes']])
+        targets[name] = CoherenceTarget(store, config, seed=params['seed'],
+                                        validation=validation, regression=regression)
         stores[name] = ckpts
     return targets, stores

@@ -1,0 +1,97 @@
+"""Sleep benchmark: does one sleep cycle on a day of the robot's own experience help?
+
+    python bench/sleep.py [--seeds 3]  ->  bench/results/sleep.json
+    summary: success_before, success_after, relative_gain, regression_ok, cycle_s_10k,
+             peak_rss_mb
+
+For each seed: start from the deployed coherence model ($SAGE_HOME/models, trained
+by `sage train coherence` if missing), live a day in the world (the model acts,
+the oracle labels, every step goes to a fresh experience store), run one
+consolidation cycle (sage_sleep.consolidate.run_target with CoherenceTarget), and
+measure morning-suite success before and after. The committed model is used
+only if validation improved and the regression (morning) suite did not get worse.
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import torch
+from common import write
+from sage_core.checkpoints import CheckpointStore
+from sage_core.coherence.model import CoherenceConfig, CoherenceModel
+from sage_core.ros_common import resolve_path
+from sage_memory.store import ExperienceStore
+from sage_sleep.consolidate import run_target
+from sage_sleep.learn import record_day
+from sage_sleep.targets import CoherenceTarget
+
+
+def deployed():
+    root = resolve_path('models')
+    store = CheckpointStore(root, 'coherence')
+    if store.latest_version() is None:
+        subprocess.run(['sage', 'train', 'coherence'], check=True)
+    return store.open(), store
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--seeds', type=int, default=3)
+    ap.add_argument('--day-episodes', type=int, default=60)
+    ap.add_argument('--train-s', type=float, default=240.0)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    base, base_store = deployed()
+    cfg = CoherenceConfig.from_dict(base.meta['config'])
+    runs = []
+    for seed in range(args.seeds):
+        work = tempfile.mkdtemp(prefix='sage_sleep_bench_')
+        ckpts = CheckpointStore(work, 'coherence')
+        ckpts.commit(base_store.load_state(base), {'config': base.meta['config']})
+        store = ExperienceStore(os.path.join(work, 'experiences.db'), cfg.modalities)
+        model = CoherenceModel(cfg)
+        model.load_state_dict(base_store.load_state(base))
+        day_seeds = range(50_000 + 1000 * seed, 50_000 + 1000 * seed + args.day_episodes)
+        day = record_day(model, day_seeds, store)
+        target = CoherenceTarget(store, cfg, seed=seed)
+        t0 = time.monotonic()
+        result = run_target(target, ckpts, {'train_s': args.train_s, 'max_experiences': 10_000},
+                            lambda p, f, m: print(f'\r  seed {seed}: {p:9s} {f:4.0%} {m[:60]:60s}',
+                                                  end='', flush=True), lambda: False)
+        cycle_s = time.monotonic() - t0
+        print()
+        runs.append({'seed': seed, 'day': day, 'committed': result.committed,
+                     'message': result.message, 'before': result.before,
+                     'after': result.after, 'cycle_s': cycle_s, 'steps': store.count()})
+        shutil.rmtree(work, ignore_errors=True)
+    before = float(np.mean([r['before']['success'] for r in runs]))
+    # what the robot runs the next morning: the candidate if committed, else the old model
+    kept = [r['after']['success'] if r['committed'] else r['before']['success'] for r in runs]
+    after = float(np.mean(kept))
+    regression_ok = all(k >= r['before']['success'] for k, r in zip(kept, runs))
+    per_10k = float(np.mean([r['cycle_s'] * 10_000 / max(1, r['steps']) for r in runs]))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    summary = {'success_before': round(before, 3), 'success_after': round(after, 3),
+               'relative_gain': round((after - before) / max(before, 1e-9), 3),
+               'regression_ok': regression_ok, 'cycle_s_10k': round(per_10k, 1),
+               'peak_rss_mb': round(rss, 1)}
+    rows = [('seed', 'day steps', 'day success', 'morning before', 'morning after',
+             'validation before/after', 'committed', 'cycle s')]
+    for r in runs:
+        rows.append((r['seed'], r['steps'], f"{r['day']['success']:.2f}",
+                     f"{r['before']['success']:.2f}", f"{r['after']['success']:.2f}",
+                     f"{r['before']['validation_success']:.2f}/"
+                     f"{r['after']['validation_success']:.2f}",
+                     r['committed'], f"{r['cycle_s']:.0f}"))
+    rows.append(('mean', '', '', f'{before:.3f}', f'{after:.3f}', '', '', ''))
+    write('sleep', summary, rows, {'runs': runs})
+
+
+if __name__ == '__main__':
+    main()
