@@ -339,7 +339,7 @@ def cmd_train(args) -> int:
         return EXIT_CONFIG
     start = time.monotonic()
     model, data = bootstrap(seeds=range(args.seed, args.seed + args.episodes),
-                            rounds=args.rounds, epochs=args.epochs, seed=args.seed,
+                            rounds=args.rounds, updates=args.updates, seed=args.seed,
                             log=lambda m: print(m, flush=True))
     meta = {'config': model.cfg.to_dict(), 'trained_by': 'sage train coherence',
             'episodes': len(data), 'train_s': round(time.monotonic() - start, 1)}
@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                        'under $SAGE_HOME)')
     train.add_argument('--episodes', type=int, default=60)
     train.add_argument('--rounds', type=int, default=3, help='DAgger rounds')
-    train.add_argument('--epochs', type=int, default=25, help='epochs per round')
+    train.add_argument('--updates', type=int, default=300, help='optimizer steps per round')
     train.add_argument('--seed', type=int, default=0)
     train.add_argument('--threads', type=int, default=2)
     train.add_argument('--evaluate', action='store_true', help='run the morning test after')

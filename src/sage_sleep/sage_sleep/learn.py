@@ -25,7 +25,7 @@ from sage_sim.world import ACTION_NAMES, ACTIONS, World, WorldConfig
 from sage_sleep.agent import CoherencePolicy, MODALITIES, SensePipeline
 
 FAULTABLE = ('vision', 'audio', 'imu')
-UPDATE_EVERY = 8    # time steps per optimizer update
+WINDOW, WARMUP = 16, 4   # supervised steps per training window, unsupervised lead-in
 
 
 @dataclass
@@ -111,83 +111,93 @@ def augment_faults(ep: Episode, names: list[str], dims: list[int], rng,
 
 
 def train(model: CoherenceModel, episodes: list[Episode], epochs: int = 3,
-          batch: int = 16, lr: float = 2e-3, augment: bool = True,
+          batch: int = 64, lr: float = 2e-3, augment: bool = True,
           reward_weighted: bool = False, time_budget_s: float = float('inf'),
           seed: int = 0, progress: Callable[[float, dict], None] | None = None,
-          should_stop: Callable[[], bool] = lambda: False) -> dict:
-    """Deep supervision over time on batches of episodes; return the last loss terms."""
+          should_stop: Callable[[], bool] = lambda: False, updates: int | None = None) -> dict:
+    """Deep supervision over random windows of episodes; return the last loss terms.
+
+    Each update runs ``batch`` windows of WINDOW steps from many episodes at
+    once (the carry starts fresh and warms up for WARMUP unsupervised steps),
+    one HRM segment per step with the carry detached between steps. Random
+    windows decorrelate the updates; an epoch sees about every step once.
+    ``updates`` (if given) fixes the number of optimizer steps instead of ``epochs``.
+    """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     names, dims = list(model.cfg.modalities), model.dims
-    scale = model.scale
     values = torch.tensor([list(v) for v in model.cfg.action_values], dtype=torch.float32)
-    start, terms = time.monotonic(), {}
-    n_batches = max(1, -(-len(episodes) // batch))
-    total = epochs * n_batches
-    done = 0
-    for _ in range(epochs):
-        order = rng.permutation(len(episodes))
-        for b in range(n_batches):
-            chosen = [episodes[i] for i in order[b * batch:(b + 1) * batch]]
+
+    def prepare():
+        out = []
+        for e in episodes:
             if augment:
-                pairs = [augment_faults(e, names, dims, rng) for e in chosen]
+                e, target = augment_faults(e, names, dims, rng)
             else:
-                pairs = [(e, np.full(e.trust.shape, np.nan, np.float32)) for e in chosen]
-            terms = _train_batch(model, opt, pairs, values, scale, reward_weighted)
-            done += 1
-            if progress:
-                progress(done / total, terms)
-            if should_stop() or time.monotonic() - start > time_budget_s:
-                model.eval()
-                return terms
+                target = np.full(e.trust.shape, np.nan, np.float32)
+            w = (_return_weights(e.reward) if reward_weighted
+                 else np.ones(len(e.reward), np.float32))
+            out.append((e, target, w))
+        return out
+    prepared = prepare()
+    steps = sum(len(e.teacher) for e in episodes)
+    per_epoch = max(1, -(-steps // (batch * WINDOW)))
+    total = updates if updates is not None else epochs * per_epoch
+    start, terms = time.monotonic(), {}
+    for done in range(1, total + 1):
+        if augment and done > 1 and (done - 1) % per_epoch == 0:
+            prepared = prepare()                # fresh simulated faults every epoch
+        terms = _train_windows(model, opt, prepared, values, batch, rng)
+        if progress:
+            progress(done / total, terms)
+        if should_stop() or time.monotonic() - start > time_budget_s:
+            break
     model.eval()
     return terms
 
 
-def _train_batch(model, opt, pairs, values, scale, reward_weighted) -> dict:
-    T = max(len(e.teacher) for e, _ in pairs)
-    B = len(pairs)
-
-    def pad(get, fill=0.0):
-        arrays = [get(e, tt) for e, tt in pairs]
-        out = np.full((B, T) + arrays[0].shape[1:], fill, np.float32)
-        for i, a in enumerate(arrays):
-            out[i, :len(a)] = a
-        return torch.from_numpy(out)
-    feats, trust = pad(lambda e, _: e.features), pad(lambda e, _: e.trust)
-    age, teacher = pad(lambda e, _: e.age), pad(lambda e, _: e.teacher, -1).long()
-    trust_t = pad(lambda _, tt: tt, np.nan)
-    weight = pad(lambda e, _: _return_weights(e.reward) if reward_weighted
-                 else np.ones(len(e.reward), np.float32))
-    carry = model.initial_carry(B)
+def _train_windows(model, opt, prepared, values, batch, rng) -> dict:
+    length = WARMUP + WINDOW
+    lens = np.array([len(p[0].teacher) for p in prepared])
+    picks = rng.integers(len(prepared), size=batch)
+    feats = np.zeros((batch, length, model.feature_size), np.float32)
+    m = len(model.dims)
+    trust, age = np.zeros((batch, length, m), np.float32), np.zeros((batch, length, m), np.float32)
+    trust_t = np.full((batch, length, m), np.nan, np.float32)
+    teacher = np.full((batch, length), -1, np.int64)
+    weight = np.zeros((batch, length), np.float32)
+    for i, k in enumerate(picks):
+        e, tt, w = prepared[k]
+        t0 = int(rng.integers(-WARMUP, max(1, lens[k] - WINDOW)))
+        a, b = max(0, t0), min(lens[k], t0 + length)
+        o = a - t0
+        feats[i, o:o + b - a], trust[i, o:o + b - a] = e.features[a:b], e.trust[a:b]
+        age[i, o:o + b - a], trust_t[i, o:o + b - a] = e.age[a:b], tt[a:b]
+        teacher[i, o:o + b - a], weight[i, o:o + b - a] = e.teacher[a:b], w[a:b]
+        if t0 > 0:                                   # mid-episode start: warm up unsupervised
+            teacher[i, o:o + min(WARMUP, b - a)] = -1
+    feats, trust, age, trust_t = map(torch.from_numpy, (feats, trust, age, trust_t))
+    teacher, weight = torch.from_numpy(teacher), torch.from_numpy(weight)
+    carry = model.initial_carry(batch)
     terms_sum, n = {}, 0
-    # Gradients of consecutive steps are accumulated over a window before an update:
-    # updating after every step of correlated sequences makes the model drift.
     opt.zero_grad(set_to_none=True)
-    for t in range(T):
+    for t in range(length):
+        carry, out = model(carry, feats[:, t], trust[:, t], age[:, t])
         alive = teacher[:, t] >= 0
         if not alive.any():
-            break
-        carry, out = model(carry, feats[:, t], trust[:, t], age[:, t])
+            continue
         ids = teacher[:, t].clamp_min(0)
-        w = weight[:, t] * alive.float()
-        loss, terms = bc_loss(out, ids, values[ids], scale, w, trust_t[:, t])
-        (loss / UPDATE_EVERY).backward()
-        if (t + 1) % UPDATE_EVERY == 0:
-            _update(model, opt)
-        for k, v in terms.items():
-            terms_sum[k] = terms_sum.get(k, 0.0) + v
+        loss, terms = bc_loss(out, ids, values[ids], model.scale, weight[:, t] * alive.float(),
+                              trust_t[:, t])
+        (loss / length).backward()
+        for key, v in terms.items():
+            terms_sum[key] = terms_sum.get(key, 0.0) + v
         n += 1
-    _update(model, opt)
-    return {k: v / max(1, n) for k, v in terms_sum.items()}
-
-
-def _update(model, opt) -> None:
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    opt.zero_grad(set_to_none=True)
+    return {k: v / max(1, n) for k, v in terms_sum.items()}
 
 
 def _return_weights(reward: np.ndarray, gamma: float = 0.95) -> np.ndarray:
@@ -201,7 +211,7 @@ def _return_weights(reward: np.ndarray, gamma: float = 0.95) -> np.ndarray:
 
 
 def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: int = 3,
-              epochs: int = 25, seed: int = 0, log: Callable[[str], None] = print,
+              updates: int = 300, seed: int = 0, log: Callable[[str], None] = print,
               model: CoherenceModel | None = None) -> tuple[CoherenceModel, list[Episode]]:
     """First competence: DAgger from the oracle; return the model and all episodes."""
     torch.manual_seed(seed)
@@ -218,7 +228,7 @@ def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: in
         log(f'round {r + 1}/{rounds}: {len(chunk)} episodes (beta {beta:.2f}, '
             f'success {wins:.0%}) in {time.monotonic() - t0:.0f} s; training on {len(data)}')
         t0 = time.monotonic()
-        terms = train(model, data, epochs=epochs, seed=seed + r)
+        terms = train(model, data, updates=updates, seed=seed + r)
         log(f'  trained in {time.monotonic() - t0:.0f} s: ' +
             ', '.join(f'{k} {v:.3f}' for k, v in terms.items()))
     return model, data

@@ -1,0 +1,73 @@
+"""Learning from the world: demonstrations, fault augmentation, the experience store."""
+
+import numpy as np
+import pytest
+import torch
+from sage_core.coherence.model import CoherenceModel
+from sage_memory.store import ExperienceStore, StoreError
+from sage_sleep.learn import augment_faults, collect, default_config, record_day, train
+from sage_sleep.targets import episodes_from_store, heldout_accuracy
+
+
+@pytest.fixture(scope='module')
+def demos():
+    torch.set_num_threads(2)
+    return collect(range(0, 6)), collect(range(100, 103))
+
+
+def test_demonstrations_are_labelled_and_aligned(demos):
+    train_eps, _ = demos
+    cfg = default_config()
+    for ep in train_eps:
+        assert ep.success and len(ep.features) == len(ep.teacher) == len(ep.reward)
+        assert ep.features.shape[1] == sum(cfg.modalities.values())
+        assert np.isfinite(ep.features).all()
+    cognition = list(cfg.modalities).index('cognition_main')
+    assert all(ep.trust[1:, cognition].min() > 0.9 for ep in train_eps)  # plan is sticky
+
+
+def test_training_beats_the_untrained_model_on_held_out_episodes(demos):
+    train_eps, test_eps = demos
+    torch.manual_seed(0)
+    model = CoherenceModel(default_config())
+    before = heldout_accuracy(model, test_eps)
+    train(model, train_eps, updates=60, seed=0)
+    after = heldout_accuracy(model, test_eps)
+    assert after > before + 0.1 and after > 0.5
+
+
+def test_fault_augmentation_marks_what_it_corrupts(demos):
+    ep = demos[0][0]
+    cfg = default_config()
+    names, dims = list(cfg.modalities), list(cfg.modalities.values())
+    rng = np.random.default_rng(0)
+    seen = 0
+    for _ in range(20):
+        aug, target = augment_faults(ep, names, dims, rng, p=1.0)
+        rows, cols = np.nonzero(~np.isnan(target))
+        assert len(rows) and (target[rows, cols] == 0).all()
+        m = int(cols[0])
+        assert names[m] in ('vision', 'audio', 'imu')
+        lo, hi = sum(dims[:m]), sum(dims[:m + 1])
+        changed = np.any(aug.features[rows, lo:hi] != ep.features[rows, lo:hi])
+        seen += changed
+        untouched = np.delete(np.arange(aug.features.shape[1]), np.arange(lo, hi))
+        assert np.array_equal(aug.features[:, untouched], ep.features[:, untouched])
+    assert seen >= 10
+
+
+def test_a_day_goes_to_the_store_and_back(tmp_path, demos):
+    torch.manual_seed(0)
+    model = CoherenceModel(default_config())
+    cfg = default_config()
+    store = ExperienceStore(str(tmp_path / 'exp.db'), cfg.modalities)
+    day = record_day(model, range(300, 302), store, episode_offset=7)
+    assert store.count() == day['steps'] > 0
+    assert [e[0] for e in store.episodes()] == [7, 8]
+    eps = episodes_from_store(store, [7, 8])
+    assert sum(len(e.teacher) for e in eps) == day['steps']
+    assert all((e.teacher >= 0).all() for e in eps)
+    with pytest.raises(StoreError, match='modalities'):
+        ExperienceStore(str(tmp_path / 'exp.db'), {'vision': 3})
+    reopened = ExperienceStore(str(tmp_path / 'exp.db'))
+    assert reopened.count() == day['steps']
