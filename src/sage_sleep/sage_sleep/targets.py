@@ -78,7 +78,9 @@ class CoherenceTarget:
         if len(data) < self.min_episodes:
             return None
         held = [e for e in data if e.meta['episode'] % 5 == 0] or data[:1]
-        return {'train': [e for e in data if e not in held] or data, 'held_out': held}
+        held_ids = {e.meta['episode'] for e in held}
+        rest = [e for e in data if e.meta['episode'] not in held_ids]
+        return {'train': rest or data, 'held_out': held}
 
     def augment(self, data):
         """Fault augmentation is applied per batch inside train (fresh each epoch)."""

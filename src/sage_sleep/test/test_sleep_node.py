@@ -1,0 +1,77 @@
+"""The sleep node in a real rclpy graph: lifecycle, the Sleep action, status, announcements."""
+
+import torch
+from lifecycle_msgs.msg import State
+from rclpy.action import ActionClient
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sage_core.checkpoints import CheckpointStore
+from sage_core.coherence.model import CoherenceModel
+from sage_core.testing import Graph
+from sage_memory.store import ExperienceStore
+from sage_msgs.action import Sleep
+from sage_msgs.msg import Checkpoint, SleepStatus
+from sage_sleep.learn import default_config, record_day
+from sage_sleep.sleep_node import SleepNode
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def params(tmp_path, **extra):
+    base = {'model_dir': str(tmp_path / 'models'), 'store_path': str(tmp_path / 'exp.db'),
+            'validation_episodes': 2, 'regression_episodes': 2, 'train_s': 5.0,
+            'idle_after_s': 3600.0, 'night_start': '00:00', 'night_end': '00:00'}
+    base.update(extra)
+    return [Parameter(k, value=v) for k, v in base.items()]
+
+
+def test_configure_fails_clearly_without_a_base_model(tmp_path):
+    with Graph() as g:
+        node = g.add(SleepNode(context=g.context, parameter_overrides=params(tmp_path)))
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node._state_machine.current_state[1] == 'unconfigured'
+
+
+def test_sleep_action_runs_a_cycle_with_progress(tmp_path):
+    torch.manual_seed(0)
+    cfg = default_config()
+    model = CoherenceModel(cfg)
+    CheckpointStore(str(tmp_path / 'models'), 'coherence').commit(
+        model.state_dict(), {'config': cfg.to_dict()})
+    store = ExperienceStore(str(tmp_path / 'exp.db'), cfg.modalities)
+    from sage_sim.world import WorldConfig
+    record_day(model, range(400, 406), store, world_config=WorldConfig(time_limit_s=8.0))
+    store.close()
+    with Graph() as g:
+        status = g.collect(SleepStatus, 'sage/sleep/status')
+        announced = g.collect(Checkpoint, 'sage/checkpoint', LATCHED)
+        node = g.add(SleepNode(context=g.context, parameter_overrides=params(tmp_path)))
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
+        client = ActionClient(g.probe, Sleep, 'sage/sleep')
+        assert client.wait_for_server(timeout_sec=10)
+        feedback = []
+        send = client.send_goal_async(Sleep.Goal(max_duration_s=5.0),
+                                      feedback_callback=lambda m: feedback.append(m.feedback))
+        assert g.wait_for(send.done, 10) and send.result().accepted
+        result = send.result().get_result_async()
+        assert g.wait_for(result.done, 240), 'sleep cycle did not finish'
+        res = result.result().result
+        assert 'coherence' in res.message
+        assert {'success', 'validation_success', 'heldout_accuracy'} <= set(res.metric_names)
+        phases = [s.phase for s in status]
+        assert 'select' in phases and 'train' in phases and 'validate' in phases
+        assert phases[-1] == 'done' and feedback
+        progress = [s.progress for s in status]
+        assert progress == sorted(progress)
+        versions = CheckpointStore(str(tmp_path / 'models'), 'coherence').versions()
+        if res.committed:
+            assert versions == [1, 2]
+            assert g.wait_for(lambda: announced) and announced[-1].version == 2
+        else:
+            assert versions == [1] and 'rolled back' in res.message
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
