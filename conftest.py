@@ -11,3 +11,5 @@ os.environ.setdefault('ROS_HOME', os.path.join(_root, '.ros'))
 os.environ.setdefault('ROS_LOG_DIR', os.path.join(os.environ['ROS_HOME'], 'log'))
 os.environ.setdefault('SAGE_DATA_DIR', os.path.join(_root, '.cache', 'data'))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
+# The models under test are small: one intra-op thread avoids oversubscribing 2 cores.
+os.environ.setdefault('OMP_NUM_THREADS', '1')

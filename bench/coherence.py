@@ -76,7 +76,7 @@ def loop_latency(seconds=25.0):
 
 
 def main():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     root = model_dir()
     version = CheckpointStore(root, 'coherence').latest_version()
     ours = success(root, MORNING)

@@ -46,7 +46,7 @@ def main():
     ap.add_argument('--day-episodes', type=int, default=60)
     ap.add_argument('--train-s', type=float, default=240.0)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     base, base_store = deployed()
     cfg = CoherenceConfig.from_dict(base.meta['config'])
     runs = []

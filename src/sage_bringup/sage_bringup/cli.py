@@ -394,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--rounds', type=int, default=3, help='DAgger rounds')
     train.add_argument('--updates', type=int, default=300, help='optimizer steps per round')
     train.add_argument('--seed', type=int, default=0)
-    train.add_argument('--threads', type=int, default=2)
+    train.add_argument('--threads', type=int, default=1,
+                       help='torch threads (1 is fastest for this small model)')
     train.add_argument('--evaluate', action='store_true', help='run the morning test after')
     train.add_argument('--force', action='store_true', help='train even if a model exists')
     train.set_defaults(func=cmd_train)

@@ -11,7 +11,6 @@ from sage_sleep.targets import episodes_from_store, heldout_accuracy
 
 @pytest.fixture(scope='module')
 def demos():
-    torch.set_num_threads(2)
     return collect(range(0, 6)), collect(range(100, 103))
 
 
