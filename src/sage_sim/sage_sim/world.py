@@ -84,6 +84,7 @@ class WorldConfig:
     success_dist: float = 0.65          # centre distance that counts as reached
     audio_rate: int = 16000
     cue_s: float = 0.6                  # length of the audio cue at the episode start
+    camera_noise: int = 2               # uniform pixel noise, ± grey levels
     imu_accel_noise: float = 0.05       # m/s^2 (1 sigma)
     imu_gyro_noise: float = 0.01        # rad/s
     imu_gyro_bias: float = 0.005        # rad/s, drawn per episode
@@ -245,6 +246,9 @@ class World:
         faults = self.active_faults()
         kinds = {f.kind: f for f in faults}
         image = self.render()
+        # sensor noise, as every real camera has (a stationary robot still sees changing pixels)
+        noise = self.rng.integers(-c.camera_noise, c.camera_noise + 1, image.shape, np.int16)
+        image = np.clip(image + noise, 0, 255).astype(np.uint8)
         if 'camera_freeze' in kinds and self._last_image is not None:
             image = self._last_image
         elif 'camera_blackout' in kinds:
