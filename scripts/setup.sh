@@ -73,6 +73,7 @@ src_hash=$(find src launch config -type f \( -name '*.msg' -o -name '*.srv' -o -
   -o -path 'launch/*' -o -path 'config/*' \) -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp_dir/build" 2>/dev/null)" != "$src_hash" ] || [ ! -f install/setup.bash ]; then
   log "colcon build"
+  mkdir -p log
   start=$(date +%s)
   colcon --log-base log build --symlink-install --event-handlers console_cohesion- summary+ \
     --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VIRTUAL_ENV/bin/python" \
