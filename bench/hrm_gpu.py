@@ -57,7 +57,7 @@ def peak_tflops() -> float:
 
 
 def ref_config(batch: int) -> dict:
-    """The paper's Sudoku config in the reference's terms."""
+    """Return the paper's Sudoku config in the reference's terms."""
     return dict(batch_size=batch, seq_len=81, puzzle_emb_ndim=512, num_puzzle_identifiers=1,
                 vocab_size=11, H_cycles=2, L_cycles=2, H_layers=4, L_layers=4,
                 hidden_size=512, expansion=4, num_heads=8, pos_encodings='rope',
@@ -99,6 +99,7 @@ class GraphedSolve:
     """16 segments of our model in one CUDA graph for a fixed batch size."""
 
     def __init__(self, model, batch: int, segments: int = SEGMENTS, compile_segment=True):
+        """Compile one segment, warm up on a side stream, capture ``segments`` of them."""
         from sage_core.hrm.model import InnerCarry
         inner = model.inner
         self.ids = torch.ones(batch, 81, dtype=torch.long, device='cuda')
@@ -138,13 +139,13 @@ class GraphedSolve:
         return self.out
 
 
-def ref_solve(model, ids, pid):
-    """The reference's evaluation: 16 calls of the (compiled) ACT model."""
+def ref_solve(model, ids, pid, segments=SEGMENTS):
+    """Run the reference's evaluation: 16 calls of the (compiled) ACT model."""
     batch = {'inputs': ids, 'puzzle_identifiers': pid,
              'labels': torch.zeros_like(ids)}
     with torch.device('cuda'):
         carry = model.initial_carry(batch)
-    for _ in range(SEGMENTS):
+    for _ in range(segments):
         carry, out = model(carry=carry, batch=batch)
     return out['logits']
 
@@ -185,15 +186,22 @@ def main(argv=None) -> int:
     # Same function: 16-segment logits of both on the same random puzzles.
     ids = torch.randint(1, 11, (64, 81), device='cuda')
     pid = torch.zeros(64, dtype=torch.long, device='cuda')
+    # One segment (an untrained recurrent net amplifies bf16 rounding over 16 segments:
+    # the reference eager vs compiled is the noise floor there).
     with torch.no_grad():
-        want = ref_solve(ref, ids, pid).float()
-        g = GraphedSolve(ours, 64)
-        got = g(ids)[0].float()
-    rel = float((got - want).norm() / want.norm())
-    agree = float((got.argmax(-1) == want.argmax(-1)).float().mean())
-    detail['parity_rel_err_bf16'] = rel
-    detail['parity_argmax_agreement'] = agree
-    print(f'parity: rel err {rel:.2e}, argmax agreement {agree:.4f}', flush=True)
+        for segs in (1, SEGMENTS):
+            want = ref_solve(ref, ids, pid, segs).float()
+            floor = ref_solve(ref_c, ids, pid, segs).float()
+            got = GraphedSolve(ours, 64, segs)(ids)[0].float()
+            rel = float((got - want).norm() / want.norm())
+            rel_floor = float((floor - want).norm() / want.norm())
+            agree = float((got.argmax(-1) == want.argmax(-1)).float().mean())
+            detail[f'parity_{segs}seg'] = {'rel_err_ours_vs_ref': rel,
+                                           'rel_err_ref_compiled_vs_eager': rel_floor,
+                                           'argmax_agreement': agree}
+            print(f'parity {segs} seg: rel err {rel:.2e} (ref compiled vs eager '
+                  f'{rel_floor:.2e}), argmax agreement {agree:.4f}', flush=True)
+        g64 = GraphedSolve(ours, 64)
     save()
 
     reps = 5 if a.quick else 10
@@ -205,7 +213,7 @@ def main(argv=None) -> int:
             ms_ref = _time(lambda: ref_solve(ref_c, ids, pid), reps if b < 768 else 3)
             t_ref = time.time() - t0
             t0 = time.time()
-            g = g if b == 64 else GraphedSolve(ours, b)
+            g = g64 if b == 64 else GraphedSolve(ours, b)
             ms_ours = _time(lambda: g(ids), reps if b < 768 else 3)
             t_ours = time.time() - t0
         row = {'ms_ref': ms_ref, 'ms_ours': ms_ours, 'speedup': ms_ref / ms_ours,

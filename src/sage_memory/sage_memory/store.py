@@ -115,7 +115,7 @@ class ExperienceStore:
         return excess
 
     def count(self) -> int:
-        """Number of stored steps."""
+        """Return the number of stored steps."""
         return int(self.db.execute('SELECT COUNT(*) FROM steps').fetchone()[0])
 
     def episodes(self) -> list[tuple[int, int, float]]:

@@ -376,7 +376,7 @@ class World:
         return math.atan2(ty - self.y, tx - self.x)
 
     def oracle_action(self) -> int:
-        """The best discrete action from the full state (the teacher's label)."""
+        """Return the best discrete action from the full state (the teacher's label)."""
         err = (self.oracle_heading() - self.yaw + math.pi) % (2 * math.pi) - math.pi
         if abs(err) > 0.6:
             return ACTION_NAMES.index('turn_left' if err > 0 else 'turn_right')

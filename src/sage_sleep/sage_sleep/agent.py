@@ -74,7 +74,7 @@ class CoherencePolicy:
         self.decisions = []
 
     def reset(self) -> None:
-        """New episode: clear senses and the recurrent state."""
+        """Start an episode: clear senses and the recurrent state."""
         self.pipeline.reset()
         self.runtime.reset()
 

@@ -42,7 +42,7 @@ class Episode:
 
 
 def default_config() -> CoherenceConfig:
-    """The coherence configuration for the built-in world."""
+    """Return the coherence configuration for the built-in world."""
     return CoherenceConfig(modalities=dict(MODALITIES), actions=ACTION_NAMES,
                            action_values=tuple((a[1], a[2]) for a in ACTIONS))
 

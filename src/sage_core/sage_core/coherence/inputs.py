@@ -70,7 +70,7 @@ class FeatureBuffer:
         return math.inf if item is None else max(0.0, now_s - item.stamp_s)
 
     def effective_trust(self, modality: str, now_s: float) -> float:
-        """Reported trust scaled down by staleness (0 when missing or dropped)."""
+        """Return the reported trust scaled down by staleness (0 when missing or dropped)."""
         item = self.latest.get(modality)
         if item is None:
             return 0.0

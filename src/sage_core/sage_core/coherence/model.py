@@ -61,7 +61,7 @@ class CoherenceConfig:
         return cls(**d)
 
     def hrm_config(self) -> HRMConfig:
-        """The HRM configuration: one token per modality plus the readout token."""
+        """Return the HRM configuration: one token per modality plus a readout token."""
         return HRMConfig(**{**self.hrm, 'seq_len': len(self.modalities) + 1, 'vocab_size': 0})
 
 
@@ -96,7 +96,7 @@ class CoherenceModel(nn.Module):
         return sum(self.dims)
 
     def initial_carry(self, batch: int, device=None) -> InnerCarry:
-        """A fresh recurrent state (episode start)."""
+        """Return a fresh recurrent state (episode start)."""
         carry = self.core.empty_carry(batch, len(self.dims) + 1, device)
         return self.core.reset_carry(torch.ones(batch, dtype=torch.bool, device=device), carry)
 

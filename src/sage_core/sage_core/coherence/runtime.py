@@ -49,7 +49,7 @@ class Decision:
 
 
 def command(cfg: CoherenceConfig, action: int, regressed) -> tuple:
-    """The (v, w) to send: the chosen discrete action's, else the regressed command."""
+    """Return the (v, w) to send: the discrete action's, else the regressed command."""
     if cfg.action_values:
         return tuple(float(x) for x in cfg.action_values[action])
     return tuple(float(x) for x in regressed)
@@ -191,7 +191,7 @@ def export_onnx(model: CoherenceModel, path: str) -> str:
 
 
 def build_model(cfg: CoherenceConfig) -> CoherenceModel:
-    """A fresh (untrained) coherence model."""
+    """Return a fresh (untrained) coherence model."""
     return CoherenceModel(cfg)
 
 

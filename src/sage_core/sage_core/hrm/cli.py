@@ -1,4 +1,4 @@
-"""Command line for the HRM: ``train``, ``eval`` and ``export`` (wired into ``sage hrm ...``).
+r"""Command line for the HRM: ``train``, ``eval`` and ``export`` (wired into ``sage hrm ...``).
 
 Examples::
 
@@ -142,8 +142,8 @@ def cmd_export(args) -> int:
     print(f'ONNX: {path}')
     if args.tensorrt:
         try:
-            print('engine:', E.build_engine(path, args.cache_dir or os.path.join(args.out,
-                                                                                  'engines')))
+            cache = args.cache_dir or os.path.join(args.out, 'engines')
+            print('engine:', E.build_engine(path, cache))
         except E.TensorRTUnavailable as e:
             print(f'error: {e}', file=sys.stderr)
             return 2
@@ -151,7 +151,7 @@ def cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser (also used by ``sage hrm``)."""
+    """Build the argparse parser (also used by ``sage hrm``)."""
     p = argparse.ArgumentParser(prog='sage hrm', description=__doc__.split('\n')[0])
     sub = p.add_subparsers(dest='cmd', required=True)
     for name in ('train', 'eval', 'export'):
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Entry point: ``main(['train', '--out', 'runs/x'])`` -> exit code."""
+    """Run one subcommand (train, eval, export) and return its exit code."""
     args = build_parser().parse_args(argv)
     return {'train': cmd_train, 'eval': cmd_eval, 'export': cmd_export}[args.cmd](args)
 

@@ -44,7 +44,7 @@ class _Segment(nn.Module):
 
 
 def initial_state(model: HRM, batch: int, device=None) -> tuple:
-    """The learned initial carry (z_H, z_L) for ``batch`` samples (float32)."""
+    """Return the learned initial carry (z_H, z_L) for ``batch`` samples (float32)."""
     inner = model.inner
     t = model.config.seq_len + inner.puzzle_emb_len
     zeros = torch.zeros(batch, t, model.config.hidden_size, device=device)

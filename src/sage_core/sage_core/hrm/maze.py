@@ -20,7 +20,7 @@ VOCAB = 6
 
 
 def generate(rng: np.random.Generator, n: int = 9, loops: float = 0.1) -> np.ndarray:
-    """A maze grid of tokens (walls/open/start/goal), start and goal far apart."""
+    """Return a maze grid of tokens (walls/open/start/goal), start and goal far apart."""
     g = np.full((n, n), WALL, dtype=np.int64)
     cells = [(r, c) for r in range(1, n - 1, 2) for c in range(1, n - 1, 2)]
     start = cells[rng.integers(len(cells))]
@@ -81,7 +81,7 @@ def shortest_path(g: np.ndarray) -> np.ndarray:
 
 
 def valid_optimal(maze: np.ndarray, pred: np.ndarray) -> bool:
-    """True when ``pred``'s PATH cells form a shortest start-goal path through open cells."""
+    """Return True when the PATH cells of ``pred`` form a shortest start-goal path."""
     s, e = _ends(maze)
     cells = {tuple(int(v) for v in p) for p in np.argwhere(pred == PATH)}
     if any(maze[c] != OPEN for c in cells):

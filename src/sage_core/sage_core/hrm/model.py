@@ -64,12 +64,12 @@ class HRMConfig:
 
     @classmethod
     def tiny(cls, **kw) -> 'HRMConfig':
-        """A model that trains in minutes on 2 CPU cores."""
+        """Return a model config that trains in minutes on 2 CPU cores."""
         return cls(**{**dict(hidden_size=64, num_heads=2, H_layers=1, L_layers=1), **kw})
 
     @classmethod
     def sudoku_paper(cls, **kw) -> 'HRMConfig':
-        """The paper's Sudoku-Extreme configuration (27.3M parameters)."""
+        """Return the paper's Sudoku-Extreme configuration (27.3M parameters)."""
         return cls(**{**dict(seq_len=81, vocab_size=11, hidden_size=512, num_heads=8,
                              expansion=4.0, H_layers=4, L_layers=4, H_cycles=2, L_cycles=2,
                              halt_max_steps=16, halt_exploration_prob=0.1,
@@ -79,7 +79,7 @@ class HRMConfig:
 
 def trunc_normal_init_(tensor: torch.Tensor, std: float = 1.0, lower: float = -2.0,
                        upper: float = 2.0) -> torch.Tensor:
-    """Truncated normal with the requested std (JAX's definition, as the reference)."""
+    """Fill with a truncated normal with the requested std (JAX's definition, as the reference)."""
     with torch.no_grad():
         if std == 0:
             return tensor.zero_()
@@ -109,7 +109,7 @@ class CastedLinear(nn.Module):
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm without a learned scale, computed in float32."""
+    """Apply RMSNorm without a learned scale, computed in float32."""
     dtype = x.dtype
     x = x.float()
     return (x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)).to(dtype)
@@ -264,7 +264,7 @@ class HRMInner(nn.Module):
         return self.embed_scale * x
 
     def empty_carry(self, batch: int, seq: int, device=None) -> InnerCarry:
-        """An uninitialised carry; reset_carry fills it before use."""
+        """Return an uninitialised carry; reset_carry fills it before use."""
         shape = (batch, seq, self.config.hidden_size)
         return InnerCarry(torch.zeros(shape, dtype=self.dtype, device=device),
                           torch.zeros(shape, dtype=self.dtype, device=device))

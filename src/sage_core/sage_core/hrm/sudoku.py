@@ -104,7 +104,7 @@ def rate(puzzle: np.ndarray) -> int:
 
 
 def is_solution(sol: np.ndarray, puzzle: np.ndarray | None = None) -> bool:
-    """True when ``sol`` is a complete valid grid (and agrees with ``puzzle``'s clues)."""
+    """Return True when ``sol`` is a complete valid grid (and agrees with ``puzzle``'s clues)."""
     n = sol.shape[0]
     box = int(round(n ** 0.5))
     want = set(range(1, n + 1))
@@ -189,7 +189,7 @@ def make_dataset(seed: int, n_train: int, n_test: int, box: int = 3, **kw) -> di
 
 
 def augment(puzzle: np.ndarray, solution: np.ndarray, rng: np.random.Generator):
-    """A random validity-preserving transform applied to puzzle and solution alike.
+    """Apply a random validity-preserving transform applied to puzzle and solution alike.
 
     Digit permutation, band and stack permutations, row/column permutations within
     bands/stacks, and an optional transpose.

@@ -35,7 +35,7 @@ IGNORE = -100
 
 
 def log_stablemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """log of the stablemax s(x)/sum s(x), s(x) = x+1 (x>=0) or 1/(1-x) (x<0)."""
+    """Return the log of the stablemax s(x)/sum s(x), s(x) = x+1 (x>=0) or 1/(1-x) (x<0)."""
     s = torch.where(x < 0, 1 / (1 - x + 1e-30), x + 1)
     return torch.log(s / s.sum(dim=dim, keepdim=True))
 
@@ -58,7 +58,7 @@ LOSSES = {'stablemax': stablemax_cross_entropy, 'softmax': softmax_cross_entropy
 
 
 def act_loss(outputs: dict, labels: torch.Tensor, halted: torch.Tensor, loss: str):
-    """The reference's ACT loss and metrics (sums over the batch)."""
+    """Compute the reference's ACT loss and metrics (sums over the batch)."""
     logits = outputs['logits']
     with torch.no_grad():
         mask = labels != IGNORE
@@ -155,11 +155,11 @@ class Trainer:
         if step < c.lr_warmup_steps:
             return c.lr * step / max(1, c.lr_warmup_steps)
         prog = (step - c.lr_warmup_steps) / max(1, c.steps - c.lr_warmup_steps)
-        return c.lr * (c.lr_min_ratio + (1 - c.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi
-                                                                                    * prog)))
+        cos = 0.5 * (1 + math.cos(math.pi * prog))
+        return c.lr * (c.lr_min_ratio + (1 - c.lr_min_ratio) * cos)
 
     def next_batch(self) -> dict:
-        """A random batch (drawn from the trainer's own generator: resumable)."""
+        """Draw a random batch (drawn from the trainer's own generator: resumable)."""
         idx = torch.randint(len(self.inputs), (self.cfg.batch_size,), generator=self.gen)
         x, y = self.inputs[idx], self.labels[idx]
         if self.augment_fn is not None:
