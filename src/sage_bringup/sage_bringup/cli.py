@@ -400,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--force', action='store_true', help='train even if a model exists')
     train.set_defaults(func=cmd_train)
 
+    hrm = sub.add_parser('hrm', help='train, evaluate and export HRM puzzle models',
+                         description='Forwarded to sage_core.hrm.cli: `sage hrm train --help`.',
+                         add_help=False)
+    hrm.add_argument('hrm_args', nargs=argparse.REMAINDER)
+
     sleep = sub.add_parser('sleep', help='sleep now: run one consolidation cycle',
                            description='Ask the running sleep node to consolidate now. Shows '
                            'progress; Ctrl-C cancels (the current model is kept).')
@@ -417,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sage` console script."""
     _localhost_only()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ['hrm']:        # its own parser, options included
+        from sage_core.hrm.cli import main as hrm_main
+        return hrm_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
