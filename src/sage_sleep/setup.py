@@ -20,6 +20,7 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
+            'sleep_node = sage_sleep.sleep_node:main',
         ],
     },
 )

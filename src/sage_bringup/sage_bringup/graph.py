@@ -59,6 +59,9 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
              'sage/instruction -> sage/features/cognition_<name> (sentence embedding)'),
     NodeSpec('coherence', 'sage_core', 'coherence_node', 'sage_core.coherence_node:CoherenceNode',
              'features -> sage/action, cmd_vel, sage/coherence (HRM fusion)'),
+    NodeSpec('sleep', 'sage_sleep', 'sleep_node', 'sage_sleep.sleep_node:SleepNode',
+             'lifecycle: consolidates stored experience into new model versions',
+             lifecycle=True),
 ]}
 
 

@@ -143,3 +143,11 @@ def test_namespace_keeps_the_params_file_in_force(tmp_path):
         assert (images[0].width, images[0].height) == (64, 48)
     proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+def test_lifecycle_node_that_cannot_configure_fails_the_start(tmp_path):
+    text = (f'sleep:\n  ros__parameters:\n    model_dir: {tmp_path}/models\n'
+            f'    store_path: {tmp_path}/none.db\n')
+    out = sage('run', '--params-file', write(tmp_path, text), '--duration', '5')
+    assert out.returncode == 1
+    assert 'lifecycle node sleep' in out.stderr and 'configure' in out.stderr
