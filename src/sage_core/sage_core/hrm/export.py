@@ -20,13 +20,13 @@ rebuilds only when one of those changes. Where TensorRT is absent it raises
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 
 import torch
 from torch import nn
 
+from sage_core.checkpoints import sha256_file
 from sage_core.hrm.model import HRM, InnerCarry
 
 
@@ -81,20 +81,12 @@ class TensorRTUnavailable(RuntimeError):
     """TensorRT (or a CUDA GPU) is not available on this machine."""
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def engine_cache_key(onnx_path: str, gpu_name: str, trt_version: str, fp16: bool,
                      max_batch: int = 64) -> str:
     """File-name-safe cache key: GPU name, TensorRT version, model (ONNX) hash, options."""
     gpu = re.sub(r'[^A-Za-z0-9]+', '_', gpu_name).strip('_')
     ver = re.sub(r'[^A-Za-z0-9.]+', '_', trt_version)
-    return f'{gpu}-trt{ver}-{_sha256(onnx_path)[:16]}-b{max_batch}' + ('-fp16' if fp16 else '')
+    return f'{gpu}-trt{ver}-{sha256_file(onnx_path)[:16]}-b{max_batch}' + ('-fp16' if fp16 else '')
 
 
 def build_engine(onnx_path: str, cache_dir: str, max_batch: int = 64, fp16: bool = True,
