@@ -100,7 +100,8 @@ def run_target(target: Target, store: CheckpointStore, budget: dict,
     regression_ok = after.regression >= before.regression
     m_before, m_after = _metrics(before), _metrics(after)
     if not (better and regression_ok):
-        why = (f'score {before.score:.3f} -> {after.score:.3f} (needs +{target.min_gain})'
+        why = (f'score {before.score:.3f} -> {after.score:.3f} (must rise by more than '
+               f'{target.min_gain})'
                if not better else
                f'regression set got worse: {before.regression:.3f} -> {after.regression:.3f}')
         report('commit', 1.0, f'rolled back {target.name}: {why}')
