@@ -115,6 +115,8 @@ def test_hot_reload_under_load_and_refusal(tmp_path):
         run(0.5)
         assert g.wait_for(lambda: feed() or coh, 10), 'no coherence output'
         v2 = commit(tmp_path, 1)
+        run(0.5)    # committing a checkpoint in this process is not the node's doing
+        t_announce = g.probe.get_clock().now().nanoseconds * 1e-9
         announce.publish(Checkpoint(model='coherence', path=v2.path, version=v2.version,
                                     sha256=v2.sha256))
         end = time.monotonic() + 15.0
@@ -123,8 +125,9 @@ def test_hot_reload_under_load_and_refusal(tmp_path):
         run(0.5)
         assert coh[-1].model_version == 'v0002'
         stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in coh]
+        stamps = [t for t in stamps if t >= t_announce]
         # loading runs off the executor thread: cycles keep coming at 20 Hz (slack for load)
-        assert max(np.diff(stamps)) < 1.0, 'cycles stalled during the reload'
+        assert len(stamps) > 5 and max(np.diff(stamps)) < 0.5, 'cycles stalled in the reload'
         announce.publish(Checkpoint(model='coherence', path=v2.path, version=2,
                                     sha256='0' * 64))
         run(1.0)
