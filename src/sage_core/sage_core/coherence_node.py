@@ -88,7 +88,6 @@ class CoherenceNode(Node):
         self.pub_coh = self.create_publisher(Coherence, 'sage/coherence', 10)
         self._warn = Throttle(5.0)
         self._cycles, self._lat_ms, self._t0 = 0, [], time.monotonic()
-        self._last_input_s = None
         self._pending = None      # a runtime loaded off-thread, swapped in by the next cycle
         self.create_timer(1.0 / self.p['rate_hz'], self._cycle)
         self.diag.set('OK', f'model {self.runtime.version}, backend {self.runtime.backend}',
@@ -105,7 +104,6 @@ class CoherenceNode(Node):
             if self._warn():
                 self.get_logger().warning(f'dropped feature: {exc}')
             return
-        self._last_input_s = self._now_s()
 
     def _on_estop(self, msg: Bool) -> None:
         self.limiter.estop = bool(msg.data)
@@ -134,7 +132,9 @@ class CoherenceNode(Node):
         now = self._now_s()
         vectors, trust, age = self.buffer.snapshot(now)
         decision = self.runtime.step(vectors, trust, age, budget_ms=self.p['budget_ms'])
-        fresh = self._last_input_s is not None and now - self._last_input_s < self.p['watchdog_s']
+        # freshness by the sensors' stamps, not arrival: a late burst of old data is still stale
+        newest = self.buffer.newest_stamp()
+        fresh = newest is not None and now - newest < self.p['watchdog_s']
         v, w = self.limiter.update(decision.continuous[0], decision.continuous[1], now, fresh)
         header_stamp = stamp(self)
         self._publish(decision, v, w, header_stamp, trust, age)
