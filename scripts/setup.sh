@@ -6,7 +6,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # One set-up at a time (two colcon builds in one tree corrupt each other).
-mkdir -p .venv 2>/dev/null || true
 exec 9>"$root/.setup.lock"
 flock 9
 stamp_dir=.venv/.sage-stamps
