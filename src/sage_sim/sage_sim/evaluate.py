@@ -66,24 +66,52 @@ class Report:
 
 
 def evaluate(make_policy: Callable[[World], Policy], suite: Suite = MORNING,
-             progress: Callable[[int, int], None] | None = None) -> Report:
-    """Run ``suite`` with a policy from ``make_policy(world)``; return its Report."""
-    world = World(suite.config(), seed=suite.seeds[0])
-    policy = make_policy(world)
-    episodes = []
-    for i, seed in enumerate(suite.seeds):
-        obs = world.reset(seed)
-        policy.reset()
-        while not world.done:
-            v, w = policy.act(obs)
-            obs, _, _, _ = world.step(v, w)
-        episodes.append(world.metrics())
-        if progress:
-            progress(i + 1, len(suite.seeds))
+             progress: Callable[[int, int], None] | None = None, workers: int = 1) -> Report:
+    """Run ``suite`` with a policy from ``make_policy(world)``; return its Report.
+
+    With ``workers`` > 1 the episodes run in forked processes, each with its
+    own world and policy; a policy that resets itself per episode gives the
+    same results either way.
+    """
+    global _eval_job
+    _eval_job = (make_policy, suite)
+    if workers > 1:
+        import multiprocessing as mp
+        with mp.get_context('fork').Pool(workers) as pool:
+            episodes = _gather(pool.imap(_run_episode, suite.seeds), len(suite.seeds), progress)
+    else:
+        episodes = _gather(map(_run_episode, suite.seeds), len(suite.seeds), progress)
     wins = [e for e in episodes if e['success']]
     return Report(suite.name, len(wins) / len(episodes),
                   float(np.mean([e['time_s'] for e in wins])) if wins else float('nan'),
                   float(np.mean([e['collisions'] for e in episodes])), episodes)
+
+
+_eval_job = None
+_eval_state = {}
+
+
+def _run_episode(seed: int) -> dict:
+    make_policy, suite = _eval_job
+    if _eval_state.get('job') is not _eval_job:     # one world and policy per process
+        world = World(suite.config(), seed=suite.seeds[0])
+        _eval_state.update(job=_eval_job, world=world, policy=make_policy(world))
+    world, policy = _eval_state['world'], _eval_state['policy']
+    obs = world.reset(seed)
+    policy.reset()
+    while not world.done:
+        v, w = policy.act(obs)
+        obs, _, _, _ = world.step(v, w)
+    return world.metrics()
+
+
+def _gather(results, n, progress) -> list:
+    episodes = []
+    for i, e in enumerate(results):
+        episodes.append(e)
+        if progress:
+            progress(i + 1, n)
+    return episodes
 
 
 class RandomPolicy:

@@ -125,6 +125,7 @@ def test_oracle_is_the_ceiling_and_random_the_floor():
     assert oracle.success_rate >= 0.9
     assert rand.success_rate <= 0.3
     assert len(oracle.episodes) == 10
+    assert evaluate(OraclePolicy, suite, workers=2).episodes == oracle.episodes
 
 
 @pytest.mark.parametrize('action', ACTION_NAMES)

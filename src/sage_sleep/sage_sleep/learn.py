@@ -12,6 +12,8 @@ from the oracle.
 
 from __future__ import annotations
 
+import copy
+import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -49,40 +51,71 @@ def default_config() -> CoherenceConfig:
 
 def collect(seeds, model: CoherenceModel | None = None, beta: float = 1.0,
             world_config: WorldConfig | None = None, seed: int = 0,
-            progress: Callable[[int, int], None] | None = None) -> list[Episode]:
-    """Roll out one episode per seed; act as the oracle with probability ``beta``."""
-    rng = np.random.default_rng(seed)
-    world = World(world_config or WorldConfig())
-    pipeline = SensePipeline(dict(model.cfg.modalities) if model else MODALITIES)
-    runtime = TorchRuntime(model, 'training') if model is not None else None
-    policy = CoherencePolicy(runtime) if runtime else None
-    episodes = []
-    for i, s in enumerate(seeds):
-        obs = world.reset(int(s))
-        pipeline.reset()
-        if policy:
-            policy.reset()
-            policy.pipeline = pipeline
-        rows = {k: [] for k in ('f', 't', 'a', 'y', 'r')}
-        while not world.done:
-            vectors, trust, age = pipeline.observe(obs)
-            teacher = world.oracle_action()
-            rows['f'].append(pipeline.stack(vectors))
-            rows['t'].append(trust)
-            rows['a'].append(age)
-            rows['y'].append(teacher)
-            if runtime is not None and rng.random() >= beta:
-                action = runtime.step(vectors, trust, age).action_id
-            else:
-                action = teacher
-            obs, reward, _, _ = world.step(ACTIONS[action][1], ACTIONS[action][2])
-            rows['r'].append(reward)
-        episodes.append(Episode(np.stack(rows['f']), np.stack(rows['t']), np.stack(rows['a']),
-                                np.array(rows['y']), np.array(rows['r'], np.float32),
-                                world.success, {'seed': int(s)}))
-        if progress:
-            progress(i + 1, len(seeds))
+            progress: Callable[[int, int], None] | None = None,
+            workers: int = 1) -> list[Episode]:
+    """Roll out one episode per seed; act as the oracle with probability ``beta``.
+
+    Each episode's coin flips are seeded by (``seed``, episode seed), so the
+    result is the same for any number of ``workers`` (processes).
+    """
+    seeds = [int(s) for s in seeds]
+    cpu_model = copy.deepcopy(model).cpu().eval() if model is not None else None
+    job = (cpu_model, beta, world_config or WorldConfig(), seed)
+    if workers <= 1 or len(seeds) < 2:
+        _init_worker(job)
+        results = map(_collect_one, seeds)
+        episodes = []
+        for i, ep in enumerate(results):
+            episodes.append(ep)
+            if progress:
+                progress(i + 1, len(seeds))
+        return episodes
+    # fork: workers inherit the model and everything imported (no re-import, no pickling)
+    with mp.get_context('fork').Pool(workers, _init_worker, (job,)) as pool:
+        episodes = []
+        for i, ep in enumerate(pool.imap(_collect_one, seeds)):
+            episodes.append(ep)
+            if progress:
+                progress(i + 1, len(seeds))
     return episodes
+
+
+_job = None
+
+
+def _init_worker(job) -> None:
+    global _job
+    torch.set_num_threads(1)
+    model, beta, config, seed = job
+    runtime = TorchRuntime(model, 'training') if model is not None else None
+    _job = (runtime, beta, World(config), seed,
+            SensePipeline(dict(model.cfg.modalities) if model else MODALITIES))
+
+
+def _collect_one(episode_seed: int) -> Episode:
+    runtime, beta, world, seed, pipeline = _job
+    rng = np.random.default_rng([seed, episode_seed])
+    obs = world.reset(episode_seed)
+    pipeline.reset()
+    if runtime is not None:
+        runtime.reset()
+    rows = {k: [] for k in ('f', 't', 'a', 'y', 'r')}
+    while not world.done:
+        vectors, trust, age = pipeline.observe(obs)
+        teacher = world.oracle_action()
+        rows['f'].append(pipeline.stack(vectors))
+        rows['t'].append(trust)
+        rows['a'].append(age)
+        rows['y'].append(teacher)
+        if runtime is not None and rng.random() >= beta:
+            action = runtime.step(vectors, trust, age).action_id
+        else:
+            action = teacher
+        obs, reward, _, _ = world.step(ACTIONS[action][1], ACTIONS[action][2])
+        rows['r'].append(reward)
+    return Episode(np.stack(rows['f']), np.stack(rows['t']), np.stack(rows['a']),
+                   np.array(rows['y']), np.array(rows['r'], np.float32), world.success,
+                   {'seed': episode_seed, 'faults': [f.kind for f in world.cfg.faults]})
 
 
 def augment_faults(ep: Episode, names: list[str], dims: list[int], rng,
@@ -90,6 +123,12 @@ def augment_faults(ep: Episode, names: list[str], dims: list[int], rng,
     """Corrupt one modality over a window (with prob. ``p``); return it and trust targets."""
     f, t = ep.features.copy(), ep.trust.copy()
     target = np.full(t.shape, np.nan, np.float32)
+    if not ep.meta.get('faults'):
+        # a clean episode: every sensor deserved trust, whatever its own estimate said
+        # (without this target, trust learning could only ever push trust down)
+        for m, n in enumerate(names):
+            if n in FAULTABLE:
+                target[:, m] = 1.0
     if rng.random() < p:
         choices = [i for i, n in enumerate(names) if n in FAULTABLE]
         m = int(rng.choice(choices))
@@ -114,21 +153,26 @@ def train(model: CoherenceModel, episodes: list[Episode], epochs: int = 3,
           batch: int = 64, lr: float = 2e-3, augment: bool = True,
           reward_weighted: bool = False, time_budget_s: float = float('inf'),
           seed: int = 0, progress: Callable[[float, dict], None] | None = None,
-          should_stop: Callable[[], bool] = lambda: False, updates: int | None = None) -> dict:
+          should_stop: Callable[[], bool] = lambda: False, updates: int | None = None,
+          device: str = 'cpu') -> dict:
     """Deep supervision over random windows of episodes; return the last loss terms.
 
     Each update runs ``batch`` windows of WINDOW steps from many episodes at
     once (the carry starts fresh and warms up for WARMUP unsupervised steps),
-    one HRM segment per step with the carry detached between steps. Random
-    windows decorrelate the updates; an epoch sees about every step once.
-    ``updates`` (if given) fixes the number of optimizer steps instead of ``epochs``.
+    with the carry detached between HRM segments. Each control step thinks for
+    a random 1..max_segments segments on the same input, every one supervised,
+    because at run time ACT decides how many segments a cycle gets: the model
+    must act well after any number. Random windows decorrelate the updates; an
+    epoch sees about every step once. ``updates`` (if given) fixes the number
+    of optimizer steps instead of ``epochs``.
     """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    model.train()
+    model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     names, dims = list(model.cfg.modalities), model.dims
-    values = torch.tensor([list(v) for v in model.cfg.action_values], dtype=torch.float32)
+    values = torch.tensor([list(v) for v in model.cfg.action_values], dtype=torch.float32,
+                          device=device)
 
     def prepare():
         out = []
@@ -154,7 +198,7 @@ def train(model: CoherenceModel, episodes: list[Episode], epochs: int = 3,
             progress(done / total, terms)
         if should_stop() or time.monotonic() - start > time_budget_s:
             break
-    model.eval()
+    model.cpu().eval()
     return terms
 
 
@@ -178,21 +222,30 @@ def _train_windows(model, opt, prepared, values, batch, rng) -> dict:
         teacher[i, o:o + b - a], weight[i, o:o + b - a] = e.teacher[a:b], w[a:b]
         if t0 > 0:                                   # mid-episode start: warm up unsupervised
             teacher[i, o:o + min(WARMUP, b - a)] = -1
-    feats, trust, age, trust_t = map(torch.from_numpy, (feats, trust, age, trust_t))
-    teacher, weight = torch.from_numpy(teacher), torch.from_numpy(weight)
-    carry = model.initial_carry(batch)
+    device = values.device
+    feats, trust, age, trust_t, teacher, weight = (
+        torch.from_numpy(a).to(device) for a in (feats, trust, age, trust_t, teacher, weight))
+    carry = model.initial_carry(batch, device)
     terms_sum, n = {}, 0
     opt.zero_grad(set_to_none=True)
     for t in range(length):
-        carry, out = model(carry, feats[:, t], trust[:, t], age[:, t])
+        x, trust_used = model.tokens(feats[:, t], trust[:, t], age[:, t])
         alive = teacher[:, t] >= 0
+        ids = teacher[:, t].clamp_min(0)
+        segments = int(rng.integers(1, model.cfg.max_segments + 1))
+        loss = 0.0
+        for _ in range(segments):
+            carry, out = model.segment(carry, x)
+            if not alive.any():
+                continue
+            out['trust_used'] = trust_used
+            seg_loss, terms = bc_loss(out, ids, values[ids], model.scale,
+                                      weight[:, t] * alive.float(), trust_t[:, t])
+            loss = loss + seg_loss / segments
         if not alive.any():
             continue
-        ids = teacher[:, t].clamp_min(0)
-        loss, terms = bc_loss(out, ids, values[ids], model.scale, weight[:, t] * alive.float(),
-                              trust_t[:, t])
         (loss / length).backward()
-        for key, v in terms.items():
+        for key, v in terms.items():                  # the last segment's figures
             terms_sum[key] = terms_sum.get(key, 0.0) + v
         n += 1
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -212,8 +265,13 @@ def _return_weights(reward: np.ndarray, gamma: float = 0.95) -> np.ndarray:
 
 def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: int = 3,
               updates: int = 300, seed: int = 0, log: Callable[[str], None] = print,
-              model: CoherenceModel | None = None) -> tuple[CoherenceModel, list[Episode]]:
-    """First competence: DAgger from the oracle; return the model and all episodes."""
+              model: CoherenceModel | None = None, workers: int = 1, device: str = 'cpu',
+              batch: int = 64, lr: float = 2e-3) -> tuple[CoherenceModel, list[Episode]]:
+    """First competence: DAgger from the oracle; return the model and all episodes.
+
+    Round 1 drives with the oracle; round r > 1 lets the model drive with
+    probability 1 - 0.5^(r-1), so it learns to recover from its own mistakes.
+    """
     torch.manual_seed(seed)
     model = model or CoherenceModel(cfg or default_config())
     seeds = list(seeds)
@@ -223,12 +281,14 @@ def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: in
         beta = 1.0 if r == 0 else 0.5 ** r
         chunk = seeds[r * per_round:(r + 1) * per_round] or seeds[:per_round]
         t0 = time.monotonic()
-        data += collect(chunk, None if r == 0 else model, beta=beta, seed=seed + r)
+        data += collect(chunk, None if r == 0 else model, beta=beta, seed=seed + r,
+                        workers=workers)
         wins = np.mean([e.success for e in data[-len(chunk):]])
         log(f'round {r + 1}/{rounds}: {len(chunk)} episodes (beta {beta:.2f}, '
             f'success {wins:.0%}) in {time.monotonic() - t0:.0f} s; training on {len(data)}')
         t0 = time.monotonic()
-        terms = train(model, data, updates=updates, seed=seed + r)
+        terms = train(model, data, updates=updates, seed=seed + r, device=device, batch=batch,
+                      lr=lr)
         log(f'  trained in {time.monotonic() - t0:.0f} s: ' +
             ', '.join(f'{k} {v:.3f}' for k, v in terms.items()))
     return model, data
