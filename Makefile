@@ -6,7 +6,7 @@ setup:
 
 # Run SAGE's main job on the embedded default (the built-in world). Ctrl-C stops.
 run: setup
-	bash -c 'source scripts/env.sh && { [ -e "$$SAGE_HOME/models/coherence/latest" ] || sage train coherence; } && sage run $(ARGS)'
+	bash -c 'source scripts/env.sh && sage init && sage run $(ARGS)'
 
 # The whole test suite (CI runs exactly this).
 test: setup

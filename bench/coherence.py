@@ -4,8 +4,8 @@
     summary: success, random_success, oracle_success, fault_success_learned_trust,
              fault_success_uniform_trust, loop_latency_p50_ms, loop_latency_p99_ms
 
-Uses the committed model in $SAGE_HOME/models (trains one with the defaults of
-`sage train coherence` if there is none). Success figures run the library
+Uses the committed model in $SAGE_HOME/models (installs the shipped base model,
+as `sage init` does, if there is none). Success figures run the library
 loop (the same feature extractors and runtime as the nodes); latency runs the
 full graph (`sage run`, all nodes in one process) and reads sage/coherence:
 sensor stamp -> decision = age of the newest camera feature at fusion + model time.
@@ -20,22 +20,25 @@ import numpy as np
 import torch
 from common import write
 from sage_core.checkpoints import CheckpointStore
-from sage_core.coherence.runtime import load_runtime
+from sage_core.coherence.runtime import install_base, load_runtime
 from sage_core.ros_common import resolve_path
 from sage_sim.evaluate import FAULTY, MORNING, OraclePolicy, RandomPolicy, evaluate
 from sage_sleep.agent import CoherencePolicy
 
 
+WORKERS = max(1, min(4, os.cpu_count() or 1))   # episodes in parallel (forked processes)
+
+
 def model_dir() -> str:
     root = resolve_path('models')
-    if CheckpointStore(root, 'coherence').latest_version() is None:
-        subprocess.run(['sage', 'train', 'coherence'], check=True)
+    install_base(root)
     return root
 
 
 def success(root, suite, uniform=False, backend='torch'):
     runtime = load_runtime(root, backend=backend)
-    return evaluate(lambda w: CoherencePolicy(runtime, uniform_trust=uniform), suite)
+    return evaluate(lambda w: CoherencePolicy(runtime, uniform_trust=uniform), suite,
+                    workers=WORKERS)
 
 
 def model_latency(root, backend, n=300):
@@ -80,7 +83,7 @@ def main():
     root = model_dir()
     version = CheckpointStore(root, 'coherence').latest_version()
     ours = success(root, MORNING)
-    oracle = evaluate(OraclePolicy, MORNING)
+    oracle = evaluate(OraclePolicy, MORNING, workers=WORKERS)
     rand = evaluate(lambda w: RandomPolicy(0), MORNING)
     learned = success(root, FAULTY)
     uniform = success(root, FAULTY, uniform=True)

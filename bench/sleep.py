@@ -5,7 +5,7 @@
              peak_rss_mb
 
 For each seed: start from the deployed coherence model ($SAGE_HOME/models, trained
-by `sage train coherence` if missing), live a day in the world (the model acts,
+the shipped base if missing), live a day in the world (the model acts,
 the oracle labels, every step goes to a fresh experience store), run one
 consolidation cycle (sage_sleep.consolidate.run_target with CoherenceTarget), and
 measure morning-suite success before and after. The committed model is used
@@ -16,7 +16,6 @@ import argparse
 import os
 import resource
 import shutil
-import subprocess
 import tempfile
 import time
 
@@ -25,6 +24,7 @@ import torch
 from common import write
 from sage_core.checkpoints import CheckpointStore
 from sage_core.coherence.model import CoherenceConfig, CoherenceModel
+from sage_core.coherence.runtime import install_base
 from sage_core.ros_common import resolve_path
 from sage_memory.store import ExperienceStore
 from sage_sleep.consolidate import run_target
@@ -35,8 +35,7 @@ from sage_sleep.targets import CoherenceTarget
 def deployed():
     root = resolve_path('models')
     store = CheckpointStore(root, 'coherence')
-    if store.latest_version() is None:
-        subprocess.run(['sage', 'train', 'coherence'], check=True)
+    install_base(root)
     return store.open(), store
 
 

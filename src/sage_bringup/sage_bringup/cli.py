@@ -323,6 +323,21 @@ def _bar(feedback) -> None:
           f'{feedback.phase:9s} {feedback.message[:60]:60s}', end='', flush=True)
 
 
+def cmd_init(args) -> int:
+    """Install the shipped base models into $SAGE_HOME unless models are already there."""
+    from sage_core.coherence.runtime import install_base
+    from sage_core.ros_common import resolve_path
+    root = resolve_path(args.model_dir)
+    ckpt = install_base(root)
+    if ckpt is None:
+        print(f'sage: {root}/coherence already holds a model; nothing to do')
+    else:
+        score = ckpt.meta.get('metrics', {}).get('morning_success_cpu')
+        print(f'installed the base coherence model as v{ckpt.version:04d} in {root}/coherence'
+              + (f' (morning-suite success {score:.2f})' if score is not None else ''))
+    return 0
+
+
 def cmd_train(args) -> int:
     """Train the coherence model from oracle demonstrations (DAgger) and commit it."""
     import torch
@@ -330,18 +345,34 @@ def cmd_train(args) -> int:
     from sage_core.ros_common import resolve_path
     from sage_sleep.learn import bootstrap
 
+    if args.workers > 1 and args.threads > 1:
+        print('sage: --workers > 1 needs --threads 1 (OpenMP threads in the parent hang '
+              'forked workers)', file=sys.stderr)
+        return EXIT_CONFIG
     torch.set_num_threads(args.threads)
     root = resolve_path(args.model_dir)
     store = CheckpointStore(root, 'coherence')
-    if store.latest_version() is not None and not args.force:
+    if store.latest_version() is not None and not (args.force or args.init):
         print(f'sage: {root}/coherence already holds v{store.latest_version()}; '
               f'use --force to train a new version', file=sys.stderr)
         return EXIT_CONFIG
     start = time.monotonic()
+    model = None
+    if args.init:
+        from sage_core.coherence.runtime import load_runtime, RuntimeRefused
+        try:
+            model = load_runtime(root).model.train()
+        except RuntimeRefused as exc:
+            print(f'sage: --init: {exc}', file=sys.stderr)
+            return EXIT_CONFIG
+    betas = [float(b) for b in args.betas.split(',')] if args.betas else None
     model, data = bootstrap(seeds=range(args.seed, args.seed + args.episodes),
                             rounds=args.rounds, updates=args.updates, seed=args.seed,
-                            log=lambda m: print(m, flush=True))
+                            log=lambda m: print(m, flush=True), workers=args.workers,
+                            device=args.device, batch=args.batch, lr=args.lr, betas=betas,
+                            model=model)
     meta = {'config': model.cfg.to_dict(), 'trained_by': 'sage train coherence',
+            'args': {k: v for k, v in vars(args).items() if k != 'func'},
             'episodes': len(data), 'train_s': round(time.monotonic() - start, 1)}
     if args.evaluate:
         from sage_core.coherence.runtime import TorchRuntime
@@ -383,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument('--wait', type=float, default=2.0, help='seconds to listen (default 2)')
     status.set_defaults(func=cmd_status)
 
+    init = sub.add_parser('init', help='install the shipped base models into $SAGE_HOME',
+                          description='Commit the base coherence model that ships with SAGE '
+                          'as version 1 under $SAGE_HOME/models, unless a model is there.')
+    init.add_argument('--model-dir', default='models', help='checkpoint root (relative: '
+                      'under $SAGE_HOME)')
+    init.set_defaults(func=cmd_init)
+
     train = sub.add_parser('train', help='train the coherence model (first competence)',
                            description='Collect oracle demonstrations in the built-in world, '
                            'train the coherence model by behaviour cloning with DAgger rounds, '
@@ -394,8 +432,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--rounds', type=int, default=3, help='DAgger rounds')
     train.add_argument('--updates', type=int, default=300, help='optimizer steps per round')
     train.add_argument('--seed', type=int, default=0)
+    train.add_argument('--betas', metavar='B1,B2,...', help='DAgger schedule: the chance the '
+                       'oracle drives in each round (overrides --rounds; default 1,0.5,0.25...)')
+    train.add_argument('--init', action='store_true',
+                       help='continue from the latest committed version instead of from scratch')
+    train.add_argument('--batch', type=int, default=64, help='training windows per update')
+    train.add_argument('--lr', type=float, default=2e-3, help='learning rate')
     train.add_argument('--threads', type=int, default=1,
                        help='torch threads (1 is fastest for this small model)')
+    train.add_argument('--workers', type=int, default=1,
+                       help='processes that roll out episodes in parallel')
+    train.add_argument('--device', default='cpu', help='training device: cpu or cuda')
     train.add_argument('--evaluate', action='store_true', help='run the morning test after')
     train.add_argument('--force', action='store_true', help='train even if a model exists')
     train.set_defaults(func=cmd_train)

@@ -66,7 +66,8 @@ class CoherenceNode(Node):
                                         self.p['backend'], self.p['device'])
         except RuntimeRefused as exc:
             raise ParameterError(f'coherence: cannot load a model from {self.model_dir}: {exc}. '
-                                 f'Train one with `sage train coherence`.') from exc
+                                 f'Install the shipped one with `sage init`, or train one with '
+                                 f'`sage train coherence`.') from exc
         modalities = self.runtime.modalities
         self.buffer = FeatureBuffer(self.runtime.dims, self.p['stale_after_s'],
                                     self.p['drop_after_s'])

@@ -266,22 +266,26 @@ def _return_weights(reward: np.ndarray, gamma: float = 0.95) -> np.ndarray:
 def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: int = 3,
               updates: int = 300, seed: int = 0, log: Callable[[str], None] = print,
               model: CoherenceModel | None = None, workers: int = 1, device: str = 'cpu',
-              batch: int = 64, lr: float = 2e-3) -> tuple[CoherenceModel, list[Episode]]:
+              batch: int = 64, lr: float = 2e-3,
+              betas: list[float] | None = None) -> tuple[CoherenceModel, list[Episode]]:
     """First competence: DAgger from the oracle; return the model and all episodes.
 
-    Round 1 drives with the oracle; round r > 1 lets the model drive with
-    probability 1 - 0.5^(r-1), so it learns to recover from its own mistakes.
+    In round r the oracle drives with probability ``betas[r]`` (default 1, 0.5,
+    0.25, ...: the oracle first, then more and more the model, so it learns to
+    recover from its own mistakes); the oracle labels every step. The seeds are
+    split evenly over the rounds; each round trains on all episodes so far.
     """
     torch.manual_seed(seed)
     model = model or CoherenceModel(cfg or default_config())
+    betas = list(betas) if betas else [0.5 ** r for r in range(rounds)]
+    rounds = len(betas)
     seeds = list(seeds)
     per_round = max(1, len(seeds) // rounds)
     data: list[Episode] = []
-    for r in range(rounds):
-        beta = 1.0 if r == 0 else 0.5 ** r
+    for r, beta in enumerate(betas):
         chunk = seeds[r * per_round:(r + 1) * per_round] or seeds[:per_round]
         t0 = time.monotonic()
-        data += collect(chunk, None if r == 0 else model, beta=beta, seed=seed + r,
+        data += collect(chunk, None if beta >= 1 else model, beta=beta, seed=seed + r,
                         workers=workers)
         wins = np.mean([e.success for e in data[-len(chunk):]])
         log(f'round {r + 1}/{rounds}: {len(chunk)} episodes (beta {beta:.2f}, '

@@ -242,6 +242,26 @@ def load_runtime(path: str, modalities: list[str] | None = None, backend: str = 
     return runtime
 
 
+BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'base')
+
+
+def install_base(root: str) -> Checkpoint | None:
+    """Commit the shipped base model as version 1 if ``root`` holds no coherence model yet.
+
+    The base was trained by DAgger in the built-in world (its meta.json says how
+    and what it scored); returns None when a model is already there.
+    """
+    store = CheckpointStore(root, 'coherence')
+    if store.versions():
+        return None
+    import json
+    with open(os.path.join(BASE_DIR, 'meta.json')) as f:
+        meta = json.load(f)
+    state = torch.load(os.path.join(BASE_DIR, 'weights.pt'), map_location='cpu',
+                       weights_only=True)
+    return store.commit(state, meta)
+
+
 def _open(path: str) -> Checkpoint:
     root, name = os.path.split(os.path.normpath(path))
     if re.fullmatch(r'v\d{4,}', name):          # a version directory
