@@ -7,8 +7,12 @@
 Uses the committed model in $SAGE_HOME/models (installs the shipped base model,
 as `sage init` does, if there is none). Success figures run the library
 loop (the same feature extractors and runtime as the nodes); latency runs the
-full graph (`sage run`, all nodes in one process) and reads sage/coherence:
+full graph (`sage run --processes`, one process per node) and reads sage/coherence:
 sensor stamp -> decision = age of the newest camera feature at fusion + model time.
+
+    python bench/coherence.py --gpu  ->  bench/results/coherence_gpu.json
+    model latency per cycle on CUDA for the torch and ONNX Runtime backends
+    (summary: torch_cuda_p50_ms, onnxruntime_cuda_p50_ms, ...); needs no ROS.
 """
 
 import os
@@ -21,7 +25,6 @@ import torch
 from common import write
 from sage_core.checkpoints import CheckpointStore
 from sage_core.coherence.runtime import install_base, load_runtime
-from sage_core.ros_common import resolve_path
 from sage_sim.evaluate import FAULTY, MORNING, OraclePolicy, RandomPolicy, evaluate
 from sage_sleep.agent import CoherencePolicy
 
@@ -30,6 +33,7 @@ WORKERS = max(1, min(4, os.cpu_count() or 1))   # episodes in parallel (forked p
 
 
 def model_dir() -> str:
+    from sage_core.ros_common import resolve_path   # imports rclpy: not on the GPU host
     root = resolve_path('models')
     install_base(root)
     return root
@@ -41,8 +45,8 @@ def success(root, suite, uniform=False, backend='torch'):
                     workers=WORKERS)
 
 
-def model_latency(root, backend, n=300):
-    runtime = load_runtime(root, backend=backend)
+def model_latency(root, backend, n=300, device='cpu'):
+    runtime = load_runtime(root, backend=backend, device=device)
     vectors = {m: np.random.default_rng(0).normal(size=d).astype(np.float32)
                for m, d in runtime.dims.items()}
     k = len(runtime.modalities)
@@ -58,7 +62,7 @@ def loop_latency(seconds=25.0):
         text = f.read().replace('rate_hz: 10.0', 'rate_hz: 30.0')
     with open(params, 'w') as f:
         f.write(text)
-    proc = subprocess.Popen(['sage', 'run', '--params-file', params, '--duration',
+    proc = subprocess.Popen(['sage', 'run', '--processes', '--params-file', params, '--duration',
                              str(seconds + 15)], stdout=subprocess.DEVNULL)
     rclpy.init()
     node = rclpy.create_node('bench_latency')
@@ -78,8 +82,31 @@ def loop_latency(seconds=25.0):
             len(got))
 
 
+def gpu_main(root):
+    """Model latency per control cycle on the GPU, per backend (batch 1, as the node runs)."""
+    import onnxruntime as ort
+    summary, rows = {}, [('backend (batch 1, one cycle incl. ACT)', 'p50 ms', 'p99 ms')]
+    for backend in ('torch', 'onnxruntime'):
+        if backend == 'onnxruntime' and 'CUDAExecutionProvider' not in \
+                ort.get_available_providers():
+            rows.append((f'{backend} cuda', 'n/a: onnxruntime has no CUDA provider here', ''))
+            continue
+        p50, p99 = model_latency(root, backend, n=1000, device='cuda')
+        summary[f'{backend}_cuda_p50_ms'], summary[f'{backend}_cuda_p99_ms'] = p50, p99
+        rows.append((f'{backend} cuda', f'{p50:.3f}', f'{p99:.3f}'))
+    p50, p99 = model_latency(root, 'torch', n=1000)
+    summary['torch_cpu_same_host_p50_ms'] = p50
+    rows.append(('torch cpu, same host (1 thread)', f'{p50:.3f}', f'{p99:.3f}'))
+    write('coherence_gpu', summary, rows, {'gpu': torch.cuda.get_device_name()})
+
+
 def main():
     torch.set_num_threads(1)
+    if '--gpu' in sys.argv[1:]:             # the shipped base model, no ROS needed
+        import tempfile
+        root = tempfile.mkdtemp()
+        install_base(root)
+        return gpu_main(root)
     root = model_dir()
     version = CheckpointStore(root, 'coherence').latest_version()
     ours = success(root, MORNING)

@@ -32,6 +32,30 @@ from sage_sleep.learn import record_day
 from sage_sleep.targets import CoherenceTarget
 
 
+WORKERS = max(1, min(4, os.cpu_count() or 1))   # evaluation episodes in parallel
+
+
+def plot(runs, path):
+    """Before/after success per sleep cycle (one cycle per seed)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(runs))
+    for k, (key, label) in enumerate((('before', 'before'), ('after', 'candidate'))):
+        for j, (metric, hatch) in enumerate((('success', ''), ('validation_success', '//'))):
+            ax.bar(x + (2 * k + j) * 0.2 - 0.3, [r[key][metric] for r in runs], 0.2,
+                   hatch=hatch, color=('tab:grey', 'tab:green')[k],
+                   label=f'{label}: {"morning" if metric == "success" else "validation"}')
+    ax.set_xticks(x, [f"seed {r['seed']}\n{'kept' if r['committed'] else 'rolled back'}"
+                      for r in runs])
+    ax.set_ylabel('closed-loop success')
+    ax.set_title('one sleep cycle on a day of own experience')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def deployed():
     root = resolve_path('models')
     store = CheckpointStore(root, 'coherence')
@@ -58,7 +82,7 @@ def main():
         model.load_state_dict(base_store.load_state(base))
         day_seeds = range(50_000 + 1000 * seed, 50_000 + 1000 * seed + args.day_episodes)
         day = record_day(model, day_seeds, store)
-        target = CoherenceTarget(store, cfg, seed=seed)
+        target = CoherenceTarget(store, cfg, seed=seed, workers=WORKERS)
         t0 = time.monotonic()
         result = run_target(target, ckpts, {'train_s': args.train_s, 'max_experiences': 10_000},
                             lambda p, f, m: print(f'\r  seed {seed}: {p:9s} {f:4.0%} {m[:60]:60s}',
@@ -90,6 +114,7 @@ def main():
                      r['committed'], f"{r['cycle_s']:.0f}"))
     rows.append(('mean', '', '', f'{before:.3f}', f'{after:.3f}', '', '', ''))
     write('sleep', summary, rows, {'runs': runs})
+    plot(runs, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'sleep.png'))
 
 
 if __name__ == '__main__':

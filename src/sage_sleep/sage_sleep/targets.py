@@ -2,10 +2,11 @@
 
 ``CoherenceTarget`` selects the day's episodes by salience, trains the model
 from its current version with a small learning rate and a time bound
-(behaviour cloning on teacher labels, reward-weighted; sensor-fault
-augmentation teaches trust), and scores a candidate by closed-loop success on
-a validation suite of the world, with the morning suite as the regression set
-and the accuracy on held-out stored episodes reported beside them.
+(behaviour cloning on the teacher's labels: the day's own states labelled by
+the teacher make a DAgger round; sensor-fault augmentation teaches trust), and
+scores a candidate by closed-loop success on a validation suite of the world,
+with the morning suite as the regression set and the accuracy on held-out
+stored episodes reported beside them.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ class CoherenceTarget:
     def __init__(self, store: ExperienceStore, config: CoherenceConfig, lr: float = 1e-3,
                  epochs: int = 20, min_gain: float = 0.0,
                  validation: Suite = Suite('validation', VALIDATION.seeds[:20]),
-                 regression: Suite = MORNING, seed: int = 0, min_episodes: int = 4):
+                 regression: Suite = MORNING, seed: int = 0, min_episodes: int = 4,
+                 workers: int = 1):
         self.store, self.config = store, config
+        self.workers = workers      # evaluation processes (forked; 1 inside a ROS node)
         self.lr, self.epochs, self.min_gain = lr, epochs, min_gain
         self.validation, self.regression = validation, regression
         self.rng = np.random.default_rng(seed)
@@ -89,7 +92,7 @@ class CoherenceTarget:
     def train(self, state: dict, data, budget_s: float, progress) -> dict:
         """Fine-tune a copy of ``state``; return the candidate's state."""
         model = self._model(copy.deepcopy(state))
-        train(model, data['train'], epochs=self.epochs, lr=self.lr, reward_weighted=True,
+        train(model, data['train'], epochs=self.epochs, lr=self.lr,
               time_budget_s=budget_s, seed=self.seed, progress=lambda f, _: progress(f))
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -99,8 +102,8 @@ class CoherenceTarget:
 
         def policy(world):
             return CoherencePolicy(TorchRuntime(model, 'candidate'))
-        val = evaluate(policy, self.validation)
-        reg = evaluate(policy, self.regression)
+        val = evaluate(policy, self.validation, workers=self.workers)
+        reg = evaluate(policy, self.regression, workers=self.workers)
         acc = heldout_accuracy(model, data['held_out'])
         return Evaluation(score=val.success_rate, regression=reg.success_rate,
                           metrics={'validation_success': val.success_rate,
