@@ -27,6 +27,9 @@ PARAMS = [
     Param('modalities', ['vision', 'audio', 'imu', 'cognition_main'],
           'modalities fused, in token order; each is read from sage/features/<name>'),
     Param('rate_hz', 10.0, 'control cycles per second', low=0.5, high=200.0),
+    Param('trigger_modality', '', 'if set, a cycle runs on each new feature of this modality '
+          '(lowest latency, one model step per observation as in training); the timer then '
+          'runs a cycle only when it has been silent for 2 periods'),
     Param('budget_ms', 25.0, 'compute budget of one cycle (ACT stops thinking when spent)',
           low=1.0, high=1000.0),
     Param('stale_after_s', 0.5, 'features older than this lose trust linearly', low=0.01,
@@ -59,6 +62,10 @@ class CoherenceNode(Node):
     def __init__(self, **kwargs):
         super().__init__(kwargs.pop('node_name', 'coherence'), **kwargs)
         self.p = declare_parameters(self, PARAMS)
+        trigger = self.p['trigger_modality']
+        if trigger and trigger not in self.p['modalities']:
+            raise ParameterError(f'coherence: trigger_modality {trigger!r} is not one of the '
+                                 f'modalities {self.p["modalities"]}; use one of them or ""')
         self.diag = Diagnostics(self)
         self.model_dir = resolve_path(self.p['model_dir'])
         try:
@@ -90,7 +97,8 @@ class CoherenceNode(Node):
         self._warn = Throttle(5.0)
         self._cycles, self._lat_ms, self._t0 = 0, [], time.monotonic()
         self._pending = None      # a runtime loaded off-thread, swapped in by the next cycle
-        self.create_timer(1.0 / self.p['rate_hz'], self._cycle)
+        self._last_cycle = 0.0
+        self.create_timer(1.0 / self.p['rate_hz'], self._on_timer)
         self.diag.set('OK', f'model {self.runtime.version}, backend {self.runtime.backend}',
                       backend=self.runtime.backend, modalities=','.join(modalities))
 
@@ -105,6 +113,14 @@ class CoherenceNode(Node):
             if self._warn():
                 self.get_logger().warning(f'dropped feature: {exc}')
             return
+        if msg.modality == self.p['trigger_modality']:
+            self._cycle()
+
+    def _on_timer(self) -> None:
+        if self.p['trigger_modality'] and \
+                time.monotonic() - self._last_cycle < 2.0 / self.p['rate_hz']:
+            return                 # the trigger modality drives the cycles
+        self._cycle()
 
     def _on_estop(self, msg: Bool) -> None:
         self.limiter.estop = bool(msg.data)
@@ -126,6 +142,7 @@ class CoherenceNode(Node):
         self._pending = runtime
 
     def _cycle(self) -> None:
+        self._last_cycle = time.monotonic()
         if self._pending is not None:  # swap between cycles: never a partial model
             self.runtime, self._pending = self._pending, None
             self.get_logger().info(f'hot-reloaded coherence model {self.runtime.version}')
