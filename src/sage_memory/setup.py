@@ -20,6 +20,7 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
+            'memory_node = sage_memory.memory_node:main',
         ],
     },
 )

@@ -57,6 +57,9 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
              'imu/data_raw -> sage/features/imu (trust from saturation, variance)'),
     NodeSpec('cognition', 'sage_core', 'cognition_node', 'sage_core.cognition_node:CognitionNode',
              'sage/instruction -> sage/features/cognition_<name> (sentence embedding)'),
+    NodeSpec('memory', 'sage_memory', 'memory_node', 'sage_memory.memory_node:MemoryNode',
+             'features -> sage/salience (SNARC), sage/features/memory (sidecar), '
+             'experience store'),
     NodeSpec('coherence', 'sage_core', 'coherence_node', 'sage_core.coherence_node:CoherenceNode',
              'features -> sage/action, cmd_vel, sage/coherence (HRM fusion)'),
     NodeSpec('sleep', 'sage_sleep', 'sleep_node', 'sage_sleep.sleep_node:SleepNode',

@@ -1,0 +1,214 @@
+"""The memory node: SNARC salience, the sidecar readout and the experience store.
+
+A thin adapter around sage_memory.snarc, .sidecar and .store. Each cycle it
+takes the newest feature of every modality, recalls from the sidecar, scores
+the step (SNARC), writes the sidecar gated by salience, stores salient steps
+(with the action taken, the teacher's action and the reward) for the sleep
+node, and publishes the readout and the salience.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+from rclpy.node import Node
+from sage_core.coherence.inputs import FeatureBuffer, FeatureRejected
+from sage_core.ros_common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
+                                  declare_parameters, make_feature, qos_from_name,
+                                  resolve_path, run_node, stamp)
+from sage_msgs.msg import Action, Feature, Salience
+from sage_msgs.srv import Recall, Snapshot
+from std_msgs.msg import Float32, String
+
+from sage_memory.sidecar import Sidecar, SidecarError
+from sage_memory.snarc import Snarc
+from sage_memory.store import ExperienceStore, Step, StoreError
+
+PARAMS = [
+    Param('modalities', ['vision', 'audio', 'imu', 'cognition_main'],
+          'modalities remembered, each read from sage/features/<name>'),
+    Param('dims', [68, 18, 14, 384], 'feature length of each modality, same order'),
+    Param('rate_hz', 10.0, 'steps scored per second', low=0.5, high=200.0),
+    Param('store_path', 'memory/experiences.db', 'experience store (relative: under $SAGE_HOME)'),
+    Param('sidecar_path', 'memory/sidecar.npz', 'sidecar snapshot (relative: under $SAGE_HOME)'),
+    Param('snapshot_period_s', 60.0, 'save the sidecar this often (and on shutdown)', low=1.0,
+          high=86400.0),
+    Param('store_threshold', 0.0, 'store steps with salience at least this', low=0.0, high=1.0),
+    Param('max_rows', 200000, 'experience store cap (the least salient go first)', low=100,
+          high=100000000),
+    Param('weights', [0.25, 0.2, 0.15, 0.25, 0.15], 'SNARC weights: surprise, novelty, '
+          'arousal, reward, conflict'),
+    Param('learn_weights', 0.0, 'learning rate of the SNARC weights from reward (0 = fixed)',
+          low=0.0, high=1.0),
+    Param('key_dim', 256, 'sidecar key size d', low=8, high=4096),
+    Param('slots', 64, 'sidecar rank r (memories held)', low=4, high=4096),
+    Param('qos_features', 'SENSOR_DATA', 'QoS of feature subscriptions', choices=QOS_CHOICES),
+]
+
+
+class MemoryNode(Node):
+    """See the module doc."""
+
+    def __init__(self, **kwargs):
+        super().__init__(kwargs.pop('node_name', 'memory'), **kwargs)
+        self.p = declare_parameters(self, PARAMS)
+        names, dims = list(self.p['modalities']), [int(d) for d in self.p['dims']]
+        if len(names) != len(dims) or not names:
+            raise ParameterError(f'memory: modalities {names} and dims {dims} must have the '
+                                 f'same, non-zero length')
+        self.diag = Diagnostics(self)
+        self.layout = dict(zip(names, dims))
+        try:
+            self.snarc = Snarc(dims, self.p['weights'], weight_lr=self.p['learn_weights'])
+            self.store = ExperienceStore(resolve_path(self.p['store_path']), self.layout,
+                                         max_rows=self.p['max_rows'])
+        except (ValueError, StoreError) as exc:
+            raise ParameterError(f'memory: {exc}') from exc
+        self.sidecar_path = resolve_path(self.p['sidecar_path'])
+        self.sidecar = self._load_sidecar(sum(dims))
+        self.buffer = FeatureBuffer(self.layout, 0.5, 2.0)
+        for m in names:
+            if m.startswith('cognition'):
+                self.buffer.set_lifetime(m, 30.0, 120.0)     # a plan stays valid
+        qos = qos_from_name(self.p['qos_features'])
+        for m in names:
+            self.create_subscription(Feature, f'sage/features/{m}', self._on_feature, qos)
+        self.create_subscription(Action, 'sage/action', self._on_action, 10)
+        self.create_subscription(Action, 'sage/teacher_action', self._on_teacher, 10)
+        self.create_subscription(Float32, 'sage/reward', self._on_reward, 10)
+        self.create_subscription(String, 'sage/episode', self._on_episode, 10)
+        self.pub_memory = self.create_publisher(Feature, 'sage/features/memory', 10)
+        self.pub_salience = self.create_publisher(Salience, 'sage/salience', 10)
+        self.create_service(Recall, 'sage/memory/recall', self._recall)
+        self.create_service(Snapshot, 'sage/memory/snapshot', self._snapshot)
+        self.action = self.teacher = -1
+        self.reward, self.episode = 0.0, 0
+        self.rejected = self.stored = self.steps = 0
+        self.last_snapshot = time.monotonic()
+        self._warn = Throttle(5.0)
+        self._t0 = time.monotonic()
+        self.create_timer(1.0 / self.p['rate_hz'], self._cycle)
+
+    def _load_sidecar(self, input_dim: int) -> Sidecar:
+        if os.path.exists(self.sidecar_path):
+            try:
+                mem = Sidecar.load(self.sidecar_path)
+                if mem.input_dim != input_dim:
+                    raise SidecarError(f'it holds {mem.input_dim}-d inputs, the node is '
+                                       f'configured for {input_dim}')
+                self.get_logger().info(f'loaded sidecar ({mem.writes} writes, fill '
+                                       f'{mem.fill:.0%}) from {self.sidecar_path}')
+                return mem
+            except SidecarError as exc:
+                aside = f'{self.sidecar_path}.corrupt-{int(time.time())}'
+                os.replace(self.sidecar_path, aside)
+                self.get_logger().error(f'refused sidecar snapshot: {exc}; moved it to {aside} '
+                                        f'and starting with an empty memory')
+                self.diag.set('WARN', f'sidecar snapshot refused: {exc}', moved_to=aside)
+        return Sidecar(input_dim, d=self.p['key_dim'], r=self.p['slots'])
+
+    # ----------------------------------------------------------------- inputs
+    def _on_feature(self, msg: Feature) -> None:
+        try:
+            self.buffer.put(msg.modality, msg.data, msg.trust,
+                            msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+        except FeatureRejected as exc:
+            self.rejected += 1
+            if self._warn():
+                self.get_logger().warning(f'rejected feature ({self.rejected} so far): {exc}')
+
+    def _on_action(self, msg: Action) -> None:
+        self.action = int(msg.discrete_id)
+
+    def _on_teacher(self, msg: Action) -> None:
+        self.teacher = int(msg.discrete_id)
+
+    def _on_reward(self, msg: Float32) -> None:
+        if np.isfinite(msg.data):
+            self.reward += float(msg.data)
+            self.snarc.learn(msg.data)
+
+    def _on_episode(self, msg: String) -> None:
+        try:
+            self.episode = int(json.loads(msg.data)['episode']) + 1
+        except (ValueError, KeyError, TypeError):
+            if self._warn():
+                self.get_logger().warning(f'ignored malformed sage/episode: {msg.data[:80]!r}')
+
+    # ----------------------------------------------------------------- cycle
+    def _cycle(self) -> None:
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if not self.buffer.latest:
+            return
+        vectors, trust, age = self.buffer.snapshot(now)
+        x = np.concatenate([vectors[m] for m in self.layout]).astype(np.float32)
+        recalled, confidence = self.sidecar.read(x)
+        scores = self.snarc.score(x, 1.0 - confidence, self.reward, self.action, self.teacher)
+        self.sidecar.write(x, x, scores.total)
+        stored = scores.total >= self.p['store_threshold']
+        if stored:
+            self.store.insert(Step(self.episode, now, x, trust, age, self.action, self.teacher,
+                                   self.reward, scores.total))
+            self.stored += 1
+        self.steps += 1
+        header_stamp = stamp(self)
+        sal = Salience(surprise=scores.surprise, novelty=scores.novelty,
+                       arousal=scores.arousal, reward=scores.reward,
+                       conflict=scores.conflict, total=scores.total, stored=stored)
+        sal.header.stamp = header_stamp
+        self.pub_salience.publish(sal)
+        self.pub_memory.publish(make_feature(self, 'memory', recalled, confidence))
+        self.reward = 0.0
+        if time.monotonic() - self.last_snapshot > self.p['snapshot_period_s']:
+            self.save()
+        if self.steps % max(1, int(self.p['rate_hz'])) == 0:
+            rate = self.steps / max(1e-6, time.monotonic() - self._t0)
+            self.diag.set('OK', 'remembering', fill=self.sidecar.fill, write_rate_hz=rate,
+                          stored=self.stored, rejected_features=self.rejected,
+                          last_snapshot_s=time.monotonic() - self.last_snapshot)
+
+    # ----------------------------------------------------------------- services
+    def _recall(self, request: Recall.Request, response: Recall.Response):
+        try:
+            query = np.asarray(request.query, np.float32)
+            if query.size == 0:
+                vectors, _, _ = self.buffer.snapshot(self.get_clock().now().nanoseconds * 1e-9)
+                query = np.concatenate([vectors[m] for m in self.layout])
+            recalled, confidence = self.sidecar.read(query)
+            response.recalled, response.score, response.success = \
+                recalled.tolist(), confidence, True
+        except ValueError as exc:
+            response.success, response.message = False, f'bad query: {exc}'
+        return response
+
+    def _snapshot(self, request: Snapshot.Request, response: Snapshot.Response):
+        path = request.path and os.path.join(resolve_path(request.path), 'sidecar.npz')
+        try:
+            response.path = self.save(path or None)
+            response.success, response.message = True, 'saved'
+        except OSError as exc:
+            response.success, response.message = False, f'cannot save: {exc}'
+        return response
+
+    def save(self, path: str | None = None) -> str:
+        """Save the sidecar now (atomically); return where."""
+        out = self.sidecar.save(path or self.sidecar_path)
+        self.last_snapshot = time.monotonic()
+        return out
+
+    def destroy_node(self):
+        """Persist on shutdown, then close the store."""
+        try:
+            self.save()
+        except OSError as exc:
+            self.get_logger().error(f'could not save the sidecar on shutdown: {exc}')
+        self.store.close()
+        return super().destroy_node()
+
+
+def main(args=None):
+    """Run the memory node."""
+    raise SystemExit(run_node(MemoryNode, args))

@@ -1,0 +1,198 @@
+"""The sidecar: a constant-size, salience-gated fast-weight memory.
+
+ROS-free. Two low-rank matrices hold everything: slot keys U (d×r) and slot
+values V (d_v×r). An input vector x (any fixed length) becomes a key
+k = normalise(P·x) through a fixed random projection P that is saved with the
+memory, so a memory reloaded in another process keys the same way.
+
+Read:   a = topk_softmax(Uᵀk / T);  readout = V·a;  confidence = max cosine(k, U).
+Write:  gated by salience g in [0, 1]. A key close to a slot (cosine ≥ ``merge``)
+        moves that slot towards (k, v) by g (Hebbian); a new key replaces the
+        slot with the least usage, if the event is more salient than what that
+        slot holds (salient memories are not crowded out by routine ones).
+        Usage decays every step, so old, unrecalled memories give way.
+Trace:  an eligibility trace of recent keys; a salient event also writes
+        (trace key -> the event's value) at half strength, binding what led up
+        to it to it.
+
+Save/load: one .npz (no pickle) with a JSON header (format version, sizes,
+sha256 of the arrays), written to a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+
+import numpy as np
+
+FORMAT = 'sage-sidecar'
+VERSION = 1
+_ARRAYS = ('P', 'U', 'V', 'usage', 'strength', 'trace')
+
+
+class SidecarError(RuntimeError):
+    """A snapshot is missing, corrupted or of another layout; the message says which."""
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x)
+    return x / n if n > 1e-12 else x
+
+
+class Sidecar:
+    """See the module doc. ``input_dim`` is the length of the vectors written and read."""
+
+    def __init__(self, input_dim: int, d: int = 256, r: int = 64, value_dim: int | None = None,
+                 temperature: float = 0.05, topk: int = 4, merge: float = 0.9,
+                 decay: float = 1e-3, trace_decay: float = 0.8, bind_gate: float = 0.5,
+                 seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.input_dim, self.d, self.r = int(input_dim), int(d), int(r)
+        self.value_dim = int(value_dim or input_dim)
+        self.temperature, self.topk, self.merge = temperature, int(topk), merge
+        self.decay, self.trace_decay, self.bind_gate = decay, trace_decay, bind_gate
+        self.P = (rng.standard_normal((self.d, self.input_dim)) /
+                  np.sqrt(self.d)).astype(np.float32)
+        self.U = np.zeros((self.d, self.r), np.float32)
+        self.V = np.zeros((self.value_dim, self.r), np.float32)
+        self.usage = np.zeros(self.r, np.float32)      # decays; refreshed by recall and write
+        self.strength = np.zeros(self.r, np.float32)   # salience of what each slot holds
+        self.trace = np.zeros(self.d, np.float32)
+        self.writes = 0
+
+    # ------------------------------------------------------------------ keys
+    def key(self, x) -> np.ndarray:
+        """Project an input vector to a unit key."""
+        x = np.asarray(x, np.float32)
+        if x.shape != (self.input_dim,):
+            raise ValueError(f'expected a vector of {self.input_dim}, got shape {x.shape}')
+        if not np.isfinite(x).all():
+            raise ValueError('vector contains NaN or Inf')
+        return _unit(self.P @ x)
+
+    # ------------------------------------------------------------------ read
+    def read(self, x=None, key: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """Return (readout [value_dim], confidence in [0, 1]) for an input or a key."""
+        k = self.key(x) if key is None else key
+        sims = self.U.T @ k                             # slots are unit vectors (or zero)
+        live = self.strength > 0
+        if not live.any():
+            return np.zeros(self.value_dim, np.float32), 0.0
+        logits = np.where(live, sims / self.temperature, -np.inf)
+        top = np.argpartition(-logits, min(self.topk, self.r) - 1)[:self.topk]
+        a = np.zeros(self.r, np.float32)
+        z = logits[top] - logits[top].max()
+        w = np.where(np.isfinite(z), np.exp(z), 0.0)
+        a[top] = w / w.sum()
+        self.usage += a                                # recalled memories stay
+        return self.V @ a, float(np.clip(sims[live].max(), 0.0, 1.0))
+
+    # ------------------------------------------------------------------ write
+    def step(self, x, value, salience: float) -> tuple[np.ndarray, float]:
+        """One time step: recall for ``x``, then write (x -> value); return the recall."""
+        k = self.key(x)
+        recalled = self.read(key=k)
+        self.write(None, value, salience, key=k)
+        return recalled
+
+    def write(self, x, value, salience: float, key: np.ndarray | None = None) -> int | None:
+        """Store (x -> value) gated by ``salience``; return the slot written, or None."""
+        k, v = (self.key(x) if key is None else key), np.asarray(value, np.float32)
+        if v.shape != (self.value_dim,) or not np.isfinite(v).all():
+            raise ValueError(f'value must be {self.value_dim} finite floats')
+        g = float(np.clip(salience, 0.0, 1.0))
+        self.usage *= 1.0 - self.decay
+        slot = self._write_key(k, v, g)
+        if g >= self.bind_gate and np.linalg.norm(self.trace) > 0:
+            # the lead-up recalls the event; held weaker than direct memories
+            self._write_key(_unit(self.trace), v, 0.5 * g)
+        self.trace = self.trace_decay * self.trace + k
+        return slot
+
+    def _write_key(self, k, v, g) -> int | None:
+        if g <= 0:
+            return None
+        sims = self.U.T @ k
+        j = int(np.argmax(sims))
+        if self.strength[j] > 0 and sims[j] >= self.merge:   # the same memory: reinforce it
+            self.U[:, j] = _unit((1 - g) * self.U[:, j] + g * k)
+            self.V[:, j] = (1 - g) * self.V[:, j] + g * v
+            self.strength[j] = max(self.strength[j], g)
+        else:                                               # a new memory: take a weak slot
+            weakness = self.strength * (0.5 + self.usage / (1.0 + self.usage))
+            j = int(np.argmin(weakness))
+            if self.strength[j] > g:
+                return None                                # everything held is more salient
+            self.U[:, j], self.V[:, j], self.strength[j] = k, v, g
+        self.usage[j] += 1.0
+        self.writes += 1
+        return j
+
+    @property
+    def fill(self) -> float:
+        """Fraction of slots in use."""
+        return float((self.strength > 0).mean())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the memory's arrays (constant whatever the run length)."""
+        return int(sum(getattr(self, n).nbytes for n in _ARRAYS))
+
+    # ------------------------------------------------------------------ persistence
+    def _header(self) -> dict:
+        return {'format': FORMAT, 'version': VERSION, 'input_dim': self.input_dim,
+                'd': self.d, 'r': self.r, 'value_dim': self.value_dim,
+                'temperature': self.temperature, 'topk': self.topk, 'merge': self.merge,
+                'decay': self.decay, 'trace_decay': self.trace_decay,
+                'bind_gate': self.bind_gate, 'writes': self.writes, 'saved': time.time()}
+
+    def save(self, path: str) -> str:
+        """Write atomically (temporary file, fsync, rename); return the path."""
+        arrays = {n: getattr(self, n) for n in _ARRAYS}
+        header = self._header()
+        header['sha256'] = _digest(arrays)
+        buf = io.BytesIO()
+        np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f'{path}.tmp-{os.getpid()}'
+        with open(tmp, 'wb') as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str) -> 'Sidecar':
+        """Load a snapshot; raise SidecarError if it is missing, corrupted or foreign."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(bytes(z['header']).decode())
+                arrays = {n: z[n] for n in _ARRAYS}
+        except FileNotFoundError:
+            raise SidecarError(f'no sidecar snapshot at {path}') from None
+        except Exception as exc:
+            raise SidecarError(f'{path} is not a readable sidecar snapshot ({exc})') from exc
+        if header.get('format') != FORMAT or header.get('version') != VERSION:
+            raise SidecarError(f'{path}: format {header.get("format")} v{header.get("version")}'
+                               f', this SAGE reads {FORMAT} v{VERSION}')
+        if _digest(arrays) != header.get('sha256'):
+            raise SidecarError(f'{path}: arrays do not match their recorded sha256 (corrupted)')
+        mem = cls(header['input_dim'], header['d'], header['r'], header['value_dim'],
+                  header['temperature'], header['topk'], header['merge'], header['decay'],
+                  header['trace_decay'], header['bind_gate'])
+        for n, a in arrays.items():
+            setattr(mem, n, a.astype(np.float32))
+        mem.writes = int(header['writes'])
+        return mem
+
+
+def _digest(arrays: dict) -> str:
+    h = hashlib.sha256()
+    for n in _ARRAYS:
+        h.update(np.ascontiguousarray(arrays[n], np.float32).tobytes())
+    return h.hexdigest()

@@ -1,0 +1,134 @@
+"""The memory node in a real rclpy graph, and killed with -9 as a real process."""
+
+import glob
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+from ament_index_python.packages import get_package_prefix
+from rclpy.parameter import Parameter
+from sage_core.testing import Graph
+from sage_memory.memory_node import MemoryNode
+from sage_memory.sidecar import Sidecar
+from sage_memory.store import ExperienceStore
+from sage_msgs.msg import Action, Feature, Salience
+from sage_msgs.srv import Recall, Snapshot
+from std_msgs.msg import Float32
+
+DIMS = {'vision': 6, 'imu': 4}
+
+
+def params(tmp_path, **extra):
+    return {'modalities': list(DIMS), 'dims': list(DIMS.values()), 'rate_hz': 20.0,
+            'store_path': str(tmp_path / 'exp.db'), 'sidecar_path': str(tmp_path / 'side.npz'),
+            'key_dim': 32, 'slots': 16, **extra}
+
+
+def feeder(g):
+    pubs = {m: g.publisher(Feature, f'sage/features/{m}') for m in DIMS}
+    rng = np.random.default_rng(0)
+
+    def feed(bad=None):
+        for m, pub in pubs.items():
+            data = rng.normal(size=DIMS[m]).astype(np.float32).tolist()
+            if bad == 'nan':
+                data[0] = float('nan')
+            elif bad == 'length':
+                data = data + [0.0]
+            msg = Feature(modality=m, trust=0.9, data=data)
+            msg.header.stamp = g.probe.get_clock().now().to_msg()
+            pub.publish(msg)
+    return feed
+
+
+def call(g, srv_type, name, request, timeout=10.0):
+    client = g.probe.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=timeout), f'{name} not offered'
+    future = client.call_async(request)
+    assert g.wait_for(future.done, timeout)
+    return future.result()
+
+
+def test_scores_remembers_stores_and_rejects_bad_features(tmp_path):
+    with Graph() as g:
+        node = g.add(MemoryNode(context=g.context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params(tmp_path).items()]))
+        salience = g.collect(Salience, 'sage/salience')
+        memory = g.collect(Feature, 'sage/features/memory')
+        feed = feeder(g)
+        reward = g.publisher(Float32, 'sage/reward')
+        action = g.publisher(Action, 'sage/action')
+        teacher = g.publisher(Action, 'sage/teacher_action')
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            feed()
+            action.publish(Action(discrete_id=1))
+            teacher.publish(Action(discrete_id=2))
+            reward.publish(Float32(data=0.5))
+            time.sleep(0.03)
+        assert g.wait_for(lambda: len(salience) > 10 and memory)
+        s = salience[-1]
+        scores = (s.surprise, s.novelty, s.arousal, s.reward, s.conflict, s.total)
+        assert all(0 <= v <= 1 for v in scores)
+        assert max(m.conflict for m in salience) == 1.0      # action != teacher
+        assert len(memory[-1].data) == sum(DIMS.values()) and 0 <= memory[-1].trust <= 1
+        assert node.store.count() > 0
+        before = node.sidecar.writes
+        for bad in ('nan', 'length'):
+            feed(bad)
+        assert g.wait_for(lambda: node.rejected >= 4)
+        assert node.sidecar.writes >= before               # still running
+        got = call(g, Recall, 'sage/memory/recall', Recall.Request(query=[]))
+        assert got.success and len(got.recalled) == 10 and 0 <= got.score <= 1
+        bad = call(g, Recall, 'sage/memory/recall', Recall.Request(query=[1.0, 2.0]))
+        assert not bad.success and 'bad query' in bad.message
+        snap = call(g, Snapshot, 'sage/memory/snapshot', Snapshot.Request(path=''))
+        assert snap.success and Sidecar.load(snap.path).writes > 0
+
+
+def _start(tmp_path, log):
+    exe = os.path.join(get_package_prefix('sage_memory'), 'lib', 'sage_memory', 'memory_node')
+    args = [exe, '--ros-args']
+    for k, v in params(tmp_path).items():
+        v = '[' + ','.join(f"'{x}'" if isinstance(x, str) else str(x) for x in v) + ']' \
+            if isinstance(v, list) else v
+        args += ['-p', f'{k}:={v}']
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_kill_9_loses_nothing_and_a_corrupt_snapshot_is_moved_aside(tmp_path):
+    log = open(tmp_path / 'node.log', 'w')
+    proc = _start(tmp_path, log)
+    try:
+        with Graph() as g:
+            feed = feeder(g)
+            salience = g.collect(Salience, 'sage/salience')
+            started = g.wait_for(lambda: feed() or len(salience) > 5, 30)
+            assert started, open(tmp_path / 'node.log').read()
+            snap = call(g, Snapshot, 'sage/memory/snapshot', Snapshot.Request(path=''))
+            assert snap.success
+            n = len(salience)
+            assert g.wait_for(lambda: feed() or len(salience) > n + 10, 10)
+            proc.send_signal(signal.SIGKILL)          # while it writes
+            proc.wait(10)
+        store = ExperienceStore(str(tmp_path / 'exp.db'))
+        assert store.count() > 0
+        assert store.db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+        assert Sidecar.load(str(tmp_path / 'side.npz')).writes > 0
+        with open(tmp_path / 'side.npz', 'r+b') as f:   # corrupt the snapshot
+            f.seek(200)
+            f.write(b'\x00' * 64)
+        proc = _start(tmp_path, log)
+        with Graph() as g:
+            feed = feeder(g)
+            salience = g.collect(Salience, 'sage/salience')
+            assert g.wait_for(lambda: feed() or len(salience) > 3, 30), 'node did not recover'
+        assert glob.glob(str(tmp_path / 'side.npz.corrupt-*'))
+        assert 'refused sidecar snapshot' in open(tmp_path / 'node.log').read()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(15)
+    assert os.path.exists(tmp_path / 'side.npz')      # saved again on shutdown
