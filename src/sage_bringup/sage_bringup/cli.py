@@ -81,7 +81,8 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
     rclpy.init(args=['--ros-args', '--log-level', log_level])
     nodes, code = [], 0
     executor = MultiThreadedExecutor()
-    _stop_on_sigterm(executor)   # before start-up, so an early SIGTERM is clean too
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())   # early SIGTERM is clean too
     try:
         for spec in specs:
             cls = spec.node_class()
@@ -101,8 +102,13 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
         print(f'sage: running {len(nodes)} node(s) in one process: '
               f'{", ".join(s.name for s in specs) or "none"}', flush=True)
         if duration is not None:
-            threading.Timer(duration, executor.shutdown).start()
-        executor.spin()
+            timer = threading.Timer(duration, stop.set)
+            timer.daemon = True                  # an earlier stop must not wait for it
+            timer.start()
+        # spin with a timeout: a graph with no timers (bag or hardware input) would block
+        # in rcl_wait forever, and Python runs signal handlers only between waits
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.25)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # a node's callback raised: report and fail
@@ -125,10 +131,6 @@ def _autostart(node, name: str) -> None:
         result = step()
         if result != TransitionCallbackReturn.SUCCESS:
             raise RuntimeError(f'lifecycle node {name}: {step.__name__} returned {result}')
-
-
-def _stop_on_sigterm(executor) -> None:
-    signal.signal(signal.SIGTERM, lambda *_: executor.shutdown(timeout_sec=0.0))
 
 
 # ------------------------------------------------------------- one process per node
@@ -323,6 +325,109 @@ def _bar(feedback) -> None:
           f'{feedback.phase:9s} {feedback.message[:60]:60s}', end='', flush=True)
 
 
+def _resolve(topic: str, namespace: str) -> str:
+    return topic if topic.startswith('/') else f'{namespace.rstrip("/")}/{topic}'
+
+
+def cmd_record(args) -> int:
+    """Record topics of a running graph into a rosbag2 until Ctrl-C or --duration."""
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from sage_bringup.bag import BagError, DEFAULT_TOPICS, message_class, Recorder
+    from sage_core.ros_common import resolve_path
+
+    path = resolve_path(args.output or os.path.join(
+        'recordings', time.strftime('sage_%Y%m%d_%H%M%S')))
+    try:
+        recorder = Recorder(path, args.storage)
+    except BagError as exc:
+        print(f'sage: {exc}', file=sys.stderr)
+        return EXIT_CONFIG
+    wanted = [_resolve(t, args.namespace or '/') for t in (args.topics or DEFAULT_TOPICS)]
+    rclpy.init()
+    node = rclpy.create_node('sage_recorder')
+    subscribed: set = set()
+
+    def subscribe_new() -> None:      # topics may appear after the recorder starts
+        for topic, types in node.get_topic_names_and_types():
+            if topic in wanted and topic not in subscribed and types:
+                recorder.add_topic(topic, types[0])
+                node.create_subscription(
+                    message_class(types[0]), topic, lambda data, t=topic: recorder.write(
+                        t, data, node.get_clock().now().nanoseconds),
+                    qos_profile_sensor_data, raw=True)
+                subscribed.add(topic)
+    print(f'sage: recording to {path} ({args.storage}); Ctrl-C stops', flush=True)
+    end = time.monotonic() + args.duration if args.duration else None
+    last = 0.0
+    try:
+        while rclpy.ok() and (end is None or time.monotonic() < end):
+            if time.monotonic() - last > 1.0:
+                subscribe_new()
+                last = time.monotonic()
+                total = sum(recorder.counts.values())
+                print(f'\r  {len(subscribed)}/{len(wanted)} topics, {total} messages',
+                      end='', flush=True)
+            rclpy.spin_once(node, timeout_sec=0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        recorder.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    print(f'\nsage: wrote {sum(recorder.counts.values())} messages on {len(subscribed)} '
+          f'topics to {path}')
+    return 0
+
+
+def cmd_replay(args) -> int:
+    """Play a rosbag2 into the graph with its timing, driving /clock."""
+    import rclpy
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from rosgraph_msgs.msg import Clock
+    from sage_bringup.bag import BagError, message_class, play, read
+
+    try:
+        next(read(args.bag, args.topics))            # readable, and holds the topics
+    except (BagError, StopIteration) as exc:
+        print(f'sage: cannot replay {args.bag}: {exc or "the bag is empty"}', file=sys.stderr)
+        return EXIT_CONFIG
+    rclpy.init()
+    node = rclpy.create_node('sage_replay')
+    pubs = {}
+    clock_pub = node.create_publisher(Clock, '/clock', QoSProfile(depth=10)) \
+        if args.clock else None
+
+    def publish(topic, msgtype, data):
+        if topic not in pubs:
+            qos = qos_profile_sensor_data if topic.endswith(('image_raw', 'data_raw', 'chunk',
+                                                             'camera_info')) else 10
+            pubs[topic] = node.create_publisher(message_class(msgtype), topic, qos)
+        pubs[topic].publish(data)
+
+    def clock(stamp_ns):
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        clock_pub.publish(msg)
+
+    print(f'sage: replaying {args.bag} at {args.rate}x' + (' (loop)' if args.loop else ''),
+          flush=True)
+    try:
+        sent = play(args.bag, publish, clock if clock_pub else None, args.rate, args.loop,
+                    args.topics)
+    except KeyboardInterrupt:
+        sent = None
+    except BagError as exc:
+        print(f'sage: {exc}', file=sys.stderr)
+        return EXIT_NODE_FAILED
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    if sent is not None:
+        print(f'sage: replayed {sent} messages')
+    return 0
+
+
 def cmd_init(args) -> int:
     """Install the shipped base models into $SAGE_HOME unless models are already there."""
     from sage_core.coherence.runtime import install_base
@@ -413,6 +518,31 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser('status', help='show nodes, topics and diagnostics of a running graph')
     status.add_argument('--wait', type=float, default=2.0, help='seconds to listen (default 2)')
     status.set_defaults(func=cmd_status)
+
+    record = sub.add_parser('record', help='record the running graph into a rosbag2',
+                            description='Record topics of a running SAGE graph into a rosbag2 '
+                            '(MCAP or sqlite3), readable by `ros2 bag` and the rosbags library.')
+    record.add_argument('topics', nargs='*', help='topics (default: sensors, features, '
+                        'salience, actions, coherence, diagnostics)')
+    record.add_argument('-o', '--output', help='bag directory (default: '
+                        '$SAGE_HOME/recordings/sage_<time>; never overwritten)')
+    record.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
+    record.add_argument('--namespace', default='', help='namespace of the graph')
+    record.add_argument('--duration', type=float, default=None, metavar='S',
+                        help='stop after S seconds (default: Ctrl-C)')
+    record.set_defaults(func=cmd_record)
+
+    replay = sub.add_parser('replay', help='play a rosbag2 into the graph',
+                            description='Publish the messages of a rosbag2 with their timing '
+                            'and drive /clock, for a graph started with '
+                            '`sage run --source bag` (use_sim_time).')
+    replay.add_argument('bag', help='rosbag2 directory')
+    replay.add_argument('topics', nargs='*', help='only these topics (default: all)')
+    replay.add_argument('--rate', type=float, default=1.0, help='speed factor (default 1)')
+    replay.add_argument('--loop', action='store_true', help='start again at the end')
+    replay.add_argument('--no-clock', dest='clock', action='store_false',
+                        help='do not publish /clock')
+    replay.set_defaults(func=cmd_replay)
 
     init = sub.add_parser('init', help='install the shipped base models into $SAGE_HOME',
                           description='Commit the base coherence model that ships with SAGE '
