@@ -142,6 +142,36 @@ class ExperienceStore:
         k = min(n, len(ids))
         return [int(x) for x in rng.choice(ids, size=k, replace=False, p=w / w.sum())]
 
+    def export_parquet(self, path: str, episodes=None, t_min: float = -np.inf,
+                       t_max: float = np.inf) -> int:
+        """Write a slice (episodes, time range) to a Parquet file for analysis; return rows.
+
+        One row per step: episode, t, action, teacher, reward, salience and the
+        trust, age and feature vectors as lists; the modality layout is in the
+        file's metadata. Written to a temporary file and renamed into place.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        query = ('SELECT episode, t, features, trust, age, action, teacher, reward, salience '
+                 'FROM steps WHERE t >= ? AND t <= ?')
+        args = [float(t_min), float(t_max)]
+        if episodes is not None:
+            ids = [int(e) for e in episodes]
+            query += f' AND episode IN ({",".join("?" * len(ids))})'
+            args += ids
+        rows = self.db.execute(query + ' ORDER BY episode, t', args).fetchall()
+        vec = lambda i: [np.frombuffer(r[i], np.float32).tolist() for r in rows]  # noqa: E731
+        table = pa.table({
+            'episode': [r[0] for r in rows], 't': [r[1] for r in rows],
+            'action': [r[5] for r in rows], 'teacher': [r[6] for r in rows],
+            'reward': [r[7] for r in rows], 'salience': [r[8] for r in rows],
+            'trust': vec(3), 'age': vec(4), 'features': vec(2)})
+        table = table.replace_schema_metadata({'sage_modalities': json.dumps(self.modalities)})
+        tmp = f'{path}.tmp-{os.getpid()}'
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+        return len(rows)
+
     def close(self) -> None:
         """Close the connection."""
         self.db.close()

@@ -32,6 +32,22 @@ def test_insert_read_and_reject(tmp_path):
     assert store.count() == 2
 
 
+def test_export_a_slice_to_parquet(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+    store = ExperienceStore(str(tmp_path / 'e.db'), MODS)
+    for ep in range(3):
+        for i in range(4):
+            store.insert(step(ep, i * 0.1, value=ep + i))
+    n = store.export_parquet(str(tmp_path / 'slice.parquet'), episodes=[1, 2], t_max=0.15)
+    table = pq.read_table(tmp_path / 'slice.parquet')
+    assert n == table.num_rows == 4
+    assert table.column('episode').to_pylist() == [1, 1, 2, 2]
+    assert table.column('features').to_pylist()[1] == [2.0] * 5     # episode 1, step 1
+    assert json.loads(table.schema.metadata[b'sage_modalities']) == MODS
+
+
 def test_cap_keeps_the_most_salient(tmp_path):
     store = ExperienceStore(str(tmp_path / 'e.db'), MODS, max_rows=10)
     for i in range(30):
