@@ -36,7 +36,7 @@ def build_messages(instruction: str, state: dict | None = None, max_chars: int =
 
 
 def garbage(text: str) -> bool:
-    """True for an answer no one should trust: empty, mostly non-letters or repetitive."""
+    """Return True for an answer no one should trust: empty, non-letters or repetitive."""
     words = text.lower().split()
     if len(words) < 2:
         return True
