@@ -57,6 +57,9 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
              'imu/data_raw -> sage/features/imu (trust from saturation, variance)'),
     NodeSpec('cognition', 'sage_core', 'cognition_node', 'sage_core.cognition_node:CognitionNode',
              'sage/instruction -> sage/features/cognition_<name> (sentence embedding)'),
+    NodeSpec('advisor', 'sage_core', 'cognition_node', 'sage_core.cognition_node:CognitionNode',
+             'a second cognition node: a language model thinks about the instruction '
+             '-> sage/features/cognition_<name>'),
     NodeSpec('memory', 'sage_memory', 'memory_node', 'sage_memory.memory_node:MemoryNode',
              'features -> sage/salience (SNARC), sage/features/memory (sidecar), '
              'experience store'),

@@ -151,3 +151,11 @@ def test_lifecycle_node_that_cannot_configure_fails_the_start(tmp_path):
     out = sage('run', '--params-file', write(tmp_path, text), '--duration', '5')
     assert out.returncode == 1
     assert 'lifecycle node sleep' in out.stderr and 'configure' in out.stderr
+
+
+def test_two_cognition_nodes_side_by_side_from_config(tmp_path):
+    params = write(tmp_path, 'cognition:\n  ros__parameters:\n    name: main\n'
+                   'advisor:\n  ros__parameters:\n    name: advisor\n    backend: local\n')
+    out = sage('run', '--params-file', params, '--list')
+    assert out.returncode == 0, out.stderr
+    assert 'cognition ' in out.stdout and 'advisor ' in out.stdout
