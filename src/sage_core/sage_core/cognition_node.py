@@ -17,6 +17,7 @@ and can be cancelled. The node has no publisher that can move the robot.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -27,9 +28,10 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.task import Future
 from sage_msgs.action import Think
-from sage_msgs.msg import Coherence, Feature, Salience
+from sage_msgs.msg import Checkpoint, Coherence, Feature, Salience
 from std_msgs.msg import Float32, String
 
+from sage_core.checkpoints import sha256_file
 from sage_core.cognition.backends import BackendError, make_backend
 from sage_core.cognition.text import sanitize
 from sage_core.cognition.thought import build_messages, thought_trust
@@ -87,6 +89,9 @@ class CognitionNode(Node):
             for peer in filter(None, self.p['peers']):
                 self.create_subscription(Feature, f'sage/features/cognition_{peer}',
                                          self._on_peer, 10)
+            if hasattr(self.backend, 'load_adapter'):      # the embedded model takes LoRA
+                self.create_subscription(Checkpoint, 'sage/checkpoint', self._on_checkpoint,
+                                         qos_from_name('LATCHED'))
             ActionServer(self, Think, f'sage/cognition/{name}/think', self._think_action,
                          goal_callback=lambda _: GoalResponse.ACCEPT,
                          cancel_callback=lambda _: CancelResponse.ACCEPT,
@@ -129,6 +134,25 @@ class CognitionNode(Node):
 
     def _on_peer(self, msg: Feature) -> None:
         self.peer_vectors[msg.modality] = np.asarray(msg.data, np.float32)
+
+    def _on_checkpoint(self, msg: Checkpoint) -> None:
+        if msg.model == 'lora':
+            threading.Thread(target=self._swap_adapter, args=(msg,), daemon=True).start()
+
+    def _swap_adapter(self, msg: Checkpoint) -> None:
+        """Load a new LoRA adapter off the executor; the backend swaps between thoughts."""
+        try:
+            weights = os.path.join(msg.path, 'adapter_model.safetensors')
+            if msg.sha256 and sha256_file(weights) != msg.sha256:
+                raise BackendError('its weights do not match the announced sha256')
+            self.backend.load_adapter(msg.path)
+        except (BackendError, OSError) as exc:
+            self.get_logger().error(f'refused LoRA adapter {msg.path}: {exc}; keeping '
+                                    f'{self.backend.adapter or "the base model"}')
+            self.diag.set('WARN', f'refused LoRA adapter: {exc}', refused=msg.path)
+            return
+        self.get_logger().info(f'LoRA adapter v{msg.version} in use: {msg.path}')
+        self.diag.set('OK', f'LoRA adapter v{msg.version} in use', adapter=msg.path)
 
     def _submit(self, job) -> bool:
         if job[0] == 'salience' and \

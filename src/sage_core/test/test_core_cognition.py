@@ -173,3 +173,43 @@ def test_a_failing_backend_lowers_trust_and_the_node_runs_on():
         assert n.current is None                      # nothing trusted was published
         time.sleep(0.5)
         assert n.context.ok()
+
+
+QUESTION = [{'role': 'user', 'content': 'What colour is the target beacon?'}]
+
+
+def test_lora_learns_keeps_the_base_and_hot_swaps(local, tmp_path):
+    from sage_core.cognition.lora import generation_repetition, perplexity, train_adapter
+    base_text, base_ppl = local.generate(QUESTION, 10).text, perplexity(local)
+    stats = train_adapter(local, [(QUESTION, 'The target beacon is purple.')],
+                          str(tmp_path / 'v1'), time_budget_s=120, max_steps=30, lr=2e-3)
+    assert stats['loss_last'] < 0.2 * stats['loss_first']
+    assert local.generate(QUESTION, 10).text == base_text        # the base never changes
+    local.load_adapter(str(tmp_path / 'v1'))
+    assert 'purple' in local.generate(QUESTION, 10).text         # the adapter took
+    assert perplexity(local) < 10 * base_ppl                     # no collapse on general text
+    assert generation_repetition(local, [QUESTION]) < 0.4
+    with pytest.raises(BackendError, match='no LoRA adapter'):
+        local.load_adapter(str(tmp_path / 'missing'))
+    assert local.adapter == str(tmp_path / 'v1')                 # the old one stays
+    local.load_adapter('')
+    assert local.generate(QUESTION, 10).text == base_text
+
+
+def test_node_hot_swaps_an_announced_adapter_and_refuses_a_bad_one(local, tmp_path):
+    from sage_core.checkpoints import sha256_file
+    from sage_core.cognition.lora import train_adapter
+    from sage_msgs.msg import Checkpoint
+    path = str(tmp_path / 'v2')
+    train_adapter(local, [(QUESTION, 'The target beacon is purple.')], path,
+                  time_budget_s=120, max_steps=30, lr=2e-3)
+    with Graph() as g:
+        n = node(g, name='local', backend='local', think_period_s=0.0)
+        announce = g.publisher(Checkpoint, 'sage/checkpoint', qos_from_name('LATCHED'))
+        announce.publish(Checkpoint(model='lora', path=path, version=2,
+                                    sha256=sha256_file(f'{path}/adapter_model.safetensors')))
+        assert g.wait_for(lambda: n.backend.adapter == path, 120), 'adapter not swapped in'
+        assert 'purple' in n.backend.generate(QUESTION, 10).text
+        announce.publish(Checkpoint(model='lora', path=path, version=3, sha256='0' * 64))
+        assert g.wait_for(lambda: 'refused LoRA adapter' in n.diag.message, 30)
+        assert n.backend.adapter == path                        # the old one stays

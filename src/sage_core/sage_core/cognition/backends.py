@@ -80,6 +80,38 @@ class LocalBackend:
         self._model = AutoModelForCausalLM.from_pretrained(
             folder, gguf_file=name, dtype=torch.float32).to(self.device).eval()
 
+    def base_model(self):
+        """Return the model without any LoRA adapter (taking the adapter off if one is on)."""
+        if self.adapter is not None:
+            self._model = self._model.unload()
+            self.adapter = None
+        return self._model
+
+    def load_adapter(self, path: str) -> None:
+        """Swap in the LoRA adapter saved at ``path`` (or none for ''), between generations.
+
+        A bad adapter raises BackendError and the model in use stays as it was.
+        """
+        from peft import PeftModel
+        with self._lock:
+            self.load()
+            if not path:
+                self.base_model()
+                return
+            if not os.path.isfile(os.path.join(path, 'adapter_config.json')):
+                raise BackendError(f'{path} holds no LoRA adapter (adapter_config.json)')
+            previous = self.adapter
+            base = self.base_model()
+            try:
+                self._model = PeftModel.from_pretrained(base, path).eval()
+                self.adapter = path
+            except Exception as exc:
+                self._model = base
+                if previous:                      # put the old adapter back
+                    self._model = PeftModel.from_pretrained(base, previous).eval()
+                    self.adapter = previous
+                raise BackendError(f'cannot load the LoRA adapter at {path}: {exc}') from exc
+
     def generate(self, messages: list[dict], max_tokens: int = 48,
                  on_token: Callable[[str], None] | None = None,
                  should_stop: Callable[[], bool] = lambda: False) -> Thought:

@@ -35,15 +35,19 @@ def build_messages(instruction: str, state: dict | None = None, max_chars: int =
             {'role': 'user', 'content': f'<data>\n{data}\n</data>\nWhat should the robot do?'}]
 
 
+def repetition_rate(text: str) -> float:
+    """Fraction of repeated word 3-grams (0 = none repeated)."""
+    words = text.lower().split()
+    trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    return 1 - len(set(trigrams)) / len(trigrams) if trigrams else 0.0
+
+
 def garbage(text: str) -> bool:
     """Return True for an answer no one should trust: empty, non-letters or repetitive."""
-    words = text.lower().split()
-    if len(words) < 2:
+    if len(text.split()) < 2:
         return True
     letters = sum(ch.isalpha() for ch in text) / max(1, len(text.replace(' ', '')))
-    trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
-    repeated = 1 - len(set(trigrams)) / len(trigrams) if trigrams else 0.0
-    return letters < 0.6 or repeated > 0.4
+    return letters < 0.6 or repetition_rate(text) > 0.4
 
 
 def thought_trust(text: str, latency_s: float, budget_s: float,

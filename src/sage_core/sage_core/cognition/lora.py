@@ -1,0 +1,98 @@
+"""LoRA adapters for the embedded language model: train, validate, save. ROS-free.
+
+``train_adapter`` fine-tunes a LoRA adapter (peft; q/v projections) of the
+model held by a LocalBackend on (messages, response) exchanges, with the loss
+on the response tokens only, a small learning rate and a time bound, saves it
+(safetensors, peft's format) and takes the adapter off the model again, so
+the base weights never change. ``perplexity`` on general text and
+``repetition_rate`` of generations are the checks against LoRA collapse that
+the sleep node validates with; the cognition node hot-swaps saved adapters
+through ``LocalBackend.load_adapter``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from sage_core.cognition.thought import repetition_rate
+
+GENERAL_TEXT = (
+    'The sun rises in the east and sets in the west.',
+    'Water boils at one hundred degrees Celsius at sea level.',
+    'A robot uses its sensors to perceive the world around it.',
+    'Please close the door when you leave the room.',
+)
+
+
+def _batch(tok, messages, response):
+    """Token ids of prompt + response and labels that mask the prompt (-100)."""
+    import torch
+    prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    p_ids = tok(prompt, add_special_tokens=False)['input_ids']
+    r_ids = tok(response + tok.eos_token, add_special_tokens=False)['input_ids']
+    ids = torch.tensor([p_ids + r_ids])
+    labels = torch.tensor([[-100] * len(p_ids) + r_ids])
+    return ids, labels
+
+
+def train_adapter(backend, exchanges: list[tuple[list, str]], out_dir: str,
+                  time_budget_s: float = 60.0, max_steps: int = 200, lr: float = 5e-4,
+                  rank: int = 8, seed: int = 0, progress=None) -> dict:
+    """Train and save a LoRA adapter; return {'steps', 'loss_first', 'loss_last', 'seconds'}."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    if not exchanges:
+        raise ValueError('no exchanges to learn from')
+    torch.manual_seed(seed)
+    with backend._lock:
+        backend.load()
+        base = backend.base_model()
+        tok = backend._tok
+        model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank,
+                                                target_modules=['q_proj', 'v_proj'],
+                                                lora_dropout=0.0, task_type='CAUSAL_LM'))
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+        batches = [_batch(tok, m, r) for m, r in exchanges]
+        start, losses = time.monotonic(), []
+        model.train()
+        try:
+            for step in range(max_steps):
+                ids, labels = batches[step % len(batches)]
+                loss = model(input_ids=ids, labels=labels).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                if progress:
+                    progress((step + 1) / max_steps, losses[-1])
+                if time.monotonic() - start > time_budget_s:
+                    break
+            model.eval()
+            model.save_pretrained(out_dir)
+        finally:
+            backend._model = model.unload()      # the base, without the adapter
+            backend.adapter = None
+    return {'steps': len(losses), 'loss_first': losses[0], 'loss_last': losses[-1],
+            'seconds': time.monotonic() - start}
+
+
+def perplexity(backend, texts=GENERAL_TEXT) -> float:
+    """Perplexity of the backend's current model (with its adapter, if any) on ``texts``."""
+    import torch
+    with backend._lock:
+        backend.load()
+        nll = count = 0.0
+        with torch.inference_mode():
+            for text in texts:
+                ids = backend._tok(text, return_tensors='pt')['input_ids']
+                loss = backend._model(input_ids=ids, labels=ids).loss
+                nll += float(loss) * (ids.shape[1] - 1)
+                count += ids.shape[1] - 1
+    return math.exp(nll / max(1.0, count))
+
+
+def generation_repetition(backend, prompts: list[list[dict]], max_tokens: int = 32) -> float:
+    """Mean repetition rate of greedy generations (LoRA collapse repeats itself)."""
+    rates = [repetition_rate(backend.generate(p, max_tokens).text) for p in prompts]
+    return sum(rates) / max(1, len(rates))
