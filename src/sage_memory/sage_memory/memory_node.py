@@ -145,9 +145,10 @@ class MemoryNode(Node):
             return
         vectors, trust, age = self.buffer.snapshot(now)
         x = np.concatenate([vectors[m] for m in self.layout]).astype(np.float32)
-        recalled, confidence = self.sidecar.read(x)
+        key = self.sidecar.key(x)
+        recalled, confidence = self.sidecar.read(key=key)
         scores = self.snarc.score(x, 1.0 - confidence, self.reward, self.action, self.teacher)
-        self.sidecar.write(x, x, scores.total)
+        self.sidecar.write(None, x, scores.total, key=key)
         stored = scores.total >= self.p['store_threshold']
         if stored:
             self.store.insert(Step(self.episode, now, x, trust, age, self.action, self.teacher,
