@@ -26,6 +26,7 @@ setup(
     entry_points={
         'console_scripts': [
             'sage = sage_bringup.cli:main',
+            'markers_node = sage_bringup.markers_node:main',
         ],
     },
 )

@@ -65,6 +65,8 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
              'experience store'),
     NodeSpec('coherence', 'sage_core', 'coherence_node', 'sage_core.coherence_node:CoherenceNode',
              'features -> sage/action, cmd_vel, sage/coherence (HRM fusion)'),
+    NodeSpec('markers', 'sage_bringup', 'markers_node', 'sage_bringup.markers_node:MarkersNode',
+             'sage/coherence, sage/salience -> sage/markers (RViz: trust and salience bars)'),
     NodeSpec('sleep', 'sage_sleep', 'sleep_node', 'sage_sleep.sleep_node:SleepNode',
              'lifecycle: consolidates stored experience into new model versions',
              lifecycle=True),
