@@ -27,6 +27,7 @@ setup(
         'console_scripts': [
             'sage = sage_bringup.cli:main',
             'markers_node = sage_bringup.markers_node:main',
+            'groot_node = sage_bringup.groot_node:main',
         ],
     },
 )

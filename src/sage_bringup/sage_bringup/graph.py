@@ -67,6 +67,8 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
              'features -> sage/action, cmd_vel, sage/coherence (HRM fusion)'),
     NodeSpec('markers', 'sage_bringup', 'markers_node', 'sage_bringup.markers_node:MarkersNode',
              'sage/coherence, sage/salience -> sage/markers (RViz: trust and salience bars)'),
+    NodeSpec('groot', 'sage_bringup', 'groot_node', 'sage_bringup.groot_node:GrootNode',
+             'GR00T policy server (ZeroMQ) -> groot/action_chunk, cognition feature or teacher'),
     NodeSpec('sleep', 'sage_sleep', 'sleep_node', 'sage_sleep.sleep_node:SleepNode',
              'lifecycle: consolidates stored experience into new model versions',
              lifecycle=True),
