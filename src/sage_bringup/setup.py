@@ -15,6 +15,8 @@ setup(
         # launch/ and config/ live at the repository root; installed here.
         ('share/' + package_name + '/launch', glob(os.path.join('..', '..', 'launch', '*.py'))),
         ('share/' + package_name + '/config', glob(os.path.join('..', '..', 'config', '*.*'))),
+        ('share/' + package_name + '/config/foxglove',
+         glob(os.path.join('..', '..', 'config', 'foxglove', '*.json'))),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
@@ -28,6 +30,7 @@ setup(
             'sage = sage_bringup.cli:main',
             'markers_node = sage_bringup.markers_node:main',
             'groot_node = sage_bringup.groot_node:main',
+            'foxglove_node = sage_bringup.foxglove_node:main',
         ],
     },
 )
