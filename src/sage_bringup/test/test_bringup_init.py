@@ -27,6 +27,6 @@ def test_the_base_model_drives_better_than_random(tmp_path):
                    capture_output=True, timeout=60)
     runtime = load_runtime(str(tmp_path / 'models'))
     suite = Suite('first ten', MORNING.seeds[:10])
-    ours = evaluate(lambda w: CoherencePolicy(runtime), suite, workers=2)
+    ours = evaluate(lambda w: CoherencePolicy(runtime), suite)
     floor = evaluate(lambda w: RandomPolicy(0), suite)
     assert ours.success_rate >= 0.4 and ours.success_rate >= floor.success_rate + 0.2

@@ -9,6 +9,7 @@ policy allowed to read the state (through ``bind(world)``): it gives the ceiling
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -76,8 +77,7 @@ def evaluate(make_policy: Callable[[World], Policy], suite: Suite = MORNING,
     global _eval_job
     _eval_job = (make_policy, suite)
     if workers > 1:
-        import multiprocessing as mp
-        with mp.get_context('fork').Pool(workers) as pool:
+        with forked_pool(workers) as pool:
             episodes = _gather(pool.imap(_run_episode, suite.seeds), len(suite.seeds), progress)
     else:
         episodes = _gather(map(_run_episode, suite.seeds), len(suite.seeds), progress)
@@ -85,6 +85,25 @@ def evaluate(make_policy: Callable[[World], Policy], suite: Suite = MORNING,
     return Report(suite.name, len(wins) / len(episodes),
                   float(np.mean([e['time_s'] for e in wins])) if wins else float('nan'),
                   float(np.mean([e['collisions'] for e in episodes])), episodes)
+
+
+@contextlib.contextmanager
+def forked_pool(workers: int, initializer=None, initargs=()):
+    """A fork-based process pool whose children never garbage-collect the parent's objects.
+
+    Forked children inherit everything (policies, models, lambdas: nothing is
+    pickled), but objects tied to the parent's threads (rclpy, loaded models)
+    must not be finalised in a child: gc.freeze() before the fork keeps the
+    child's collector off them, as the gc module's documentation advises.
+    """
+    import gc
+    import multiprocessing as mp
+    gc.freeze()
+    try:
+        with mp.get_context('fork').Pool(workers, initializer, initargs) as pool:
+            yield pool
+    finally:
+        gc.unfreeze()
 
 
 _eval_job = None

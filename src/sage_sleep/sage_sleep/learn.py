@@ -13,7 +13,6 @@ from the oracle.
 from __future__ import annotations
 
 import copy
-import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from sage_core.coherence.model import CoherenceConfig, CoherenceModel, bc_loss
 from sage_core.coherence.runtime import TorchRuntime
+from sage_sim.evaluate import forked_pool
 from sage_sim.world import ACTION_NAMES, ACTIONS, World, WorldConfig
 
 from sage_sleep.agent import CoherencePolicy, MODALITIES, SensePipeline
@@ -71,7 +71,7 @@ def collect(seeds, model: CoherenceModel | None = None, beta: float = 1.0,
                 progress(i + 1, len(seeds))
         return episodes
     # fork: workers inherit the model and everything imported (no re-import, no pickling)
-    with mp.get_context('fork').Pool(workers, _init_worker, (job,)) as pool:
+    with forked_pool(workers, _init_worker, (job,)) as pool:
         episodes = []
         for i, ep in enumerate(pool.imap(_collect_one, seeds)):
             episodes.append(ep)
