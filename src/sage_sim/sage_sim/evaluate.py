@@ -89,7 +89,7 @@ def evaluate(make_policy: Callable[[World], Policy], suite: Suite = MORNING,
 
 @contextlib.contextmanager
 def forked_pool(workers: int, initializer=None, initargs=()):
-    """A fork-based process pool whose children never garbage-collect the parent's objects.
+    """Yield a fork-based process pool whose children never collect the parent's objects.
 
     Forked children inherit everything (policies, models, lambdas: nothing is
     pickled), but objects tied to the parent's threads (rclpy, loaded models)
