@@ -91,13 +91,18 @@ def test_replay_through_the_camera_node_and_trust_falls_on_blur(tmp_path):
                 'the camera node did not start'
             assert g.wait_for(lambda: g.probe.count_publishers('/sage/features/vision') > 0, 30)
             time.sleep(1.0)                                   # discovery settles both ways
-            out = subprocess.run(['sage', 'replay', str(tmp_path / 'bag')], env=env,
-                                 capture_output=True, text=True, timeout=60)
+            # half speed: a cold node may drop best-effort frames while it warms up
+            out = subprocess.run(['sage', 'replay', str(tmp_path / 'bag'), '--rate', '0.5'],
+                                 env=env, capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stderr
             assert 'replayed 24 messages' in out.stdout
-            assert g.wait_for(lambda: len(got) >= 20, 10), f'{len(got)} features'
-        trust = [f.trust for f in got]
-        assert np.mean(trust[:10]) > np.mean(trust[-8:]) + 0.3   # defocus is noticed
+            assert g.wait_for(lambda: len(got) >= 12, 10), f'{len(got)} features'
+        # frames are told apart by their stamps (bag time 100 s + i / 10 Hz; 12 sharp first)
+        t = np.array([f.header.stamp.sec + f.header.stamp.nanosec * 1e-9 for f in got])
+        trust = np.array([f.trust for f in got])
+        sharp, blurred = trust[t < 101.15], trust[t > 101.35]
+        assert len(sharp) >= 3 and len(blurred) >= 3
+        assert sharp.mean() > blurred.mean() + 0.3                    # defocus is noticed
     finally:
         graph.terminate()
         try:
