@@ -49,6 +49,25 @@ def test_sudoku_augmentation_preserves_validity(box):
     assert not S.is_solution(bad)
 
 
+@pytest.mark.parametrize('box', [2, 3])
+def test_sudoku_batched_token_augmentation(box):
+    import torch
+    rng = np.random.default_rng(2)
+    ps, ss = zip(*[S.generate(rng, box=box)[:2] for _ in range(4)])
+    n = box * box
+    x = torch.as_tensor(S.to_tokens(np.stack(ps)).repeat(8, 0))
+    y = torch.as_tensor(S.to_tokens(np.stack(ss)).repeat(8, 0))
+    ax, ay = S.augment_tokens(x, y, torch.Generator().manual_seed(0), box=box)
+    for a, b, x0 in zip(ax.numpy(), ay.numpy(), x.numpy()):
+        pa, sa = S.from_tokens(a, n), S.from_tokens(b, n)
+        assert S.is_solution(sa, pa)                       # a valid puzzle/solution pair
+        assert (a == 1).sum() == (x0 == 1).sum()           # blanks stay blanks
+        assert len(S.solve(pa, limit=2)[0]) == 1
+    assert len({r.tobytes() for r in ay.numpy()}) > 24     # copies transformed differently
+    again = S.augment_tokens(x, y, torch.Generator().manual_seed(0), box=box)
+    assert torch.equal(again[0], ax) and torch.equal(again[1], ay)   # reproducible
+
+
 def test_sudoku_tokens_roundtrip():
     rng = np.random.default_rng(1)
     p, s, _ = S.generate(rng, box=3)

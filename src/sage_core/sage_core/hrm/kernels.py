@@ -53,7 +53,7 @@ def _rownorm(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def qkv_rope_torch(a, w, cos, sin, seq, num_heads, eps, norm_a, rope=True):
-    """Reference of :func:`qkv_rope` (float32 arithmetic)."""
+    """Compute :func:`qkv_rope` in torch (float32 arithmetic; the kernels' reference)."""
     m, hidden3 = a.shape[0], w.shape[0]
     hidden = hidden3 // 3
     d = hidden // num_heads
@@ -71,14 +71,14 @@ def qkv_rope_torch(a, w, cos, sin, seq, num_heads, eps, norm_a, rope=True):
 
 
 def linear_residual_torch(a, w, res, r_res):
-    """Reference of :func:`linear_residual`."""
+    """Compute :func:`linear_residual` in torch."""
     acc = a.float() @ w.float().t()
     base = res.float() if r_res is None else res.float() * r_res[:, None]
     return (acc + base).to(a.dtype)
 
 
 def gate_up_swiglu_torch(a, w, eps):
-    """Reference of :func:`gate_up_swiglu`."""
+    """Compute :func:`gate_up_swiglu` in torch."""
     inter = w.shape[0] // 2
     r = _rownorm(a, eps)
     acc = (a.float() @ w.float().t()) * r[:, None]
@@ -87,7 +87,7 @@ def gate_up_swiglu_torch(a, w, eps):
 
 
 def combine_torch(a, eps, norm_a=True, b=None, c=None, want_out1=True):
-    """Reference of :func:`combine`."""
+    """Compute :func:`combine` in torch."""
     x = a.float()
     if norm_a:
         x = x * _rownorm(a, eps)[:, None]

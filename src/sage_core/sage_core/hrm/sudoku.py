@@ -221,3 +221,38 @@ def from_tokens(tokens: np.ndarray, n: int) -> np.ndarray:
 def vocab_size(box: int = 3) -> int:
     """Token vocabulary for a box**2 grid."""
     return box * box + 2
+
+
+def augment_tokens(x, y, generator=None, box: int = 3):
+    """Batched :func:`augment` on token tensors [B, N*N] (torch, CPU or GPU).
+
+    Each sample gets its own digit permutation, band/stack and row/column-in-band
+    permutations and transpose flag; puzzle and solution get the same transform. The
+    random draws come from ``generator`` (a ``torch.Generator`` on the CPU), so a run is
+    reproducible and resumable.
+    """
+    import torch
+    n = box * box
+    b = x.shape[0]
+
+    def perms(k, size):
+        return torch.argsort(torch.rand(b, k, size, generator=generator), dim=-1)
+
+    digit = perms(1, n)[:, 0] + 2                       # token d+1 -> perm[d]+1 (d in 1..n)
+    table = torch.cat((torch.arange(2).expand(b, 2), digit), 1)   # pad, blank kept
+    bands, inner = perms(1, box)[:, 0], perms(box, box)
+    stacks, inner_c = perms(1, box)[:, 0], perms(box, box)
+    rows = (bands[:, :, None] * box + torch.gather(inner, 1, bands[:, :, None].expand(
+        b, box, box))).reshape(b, n)
+    cols = (stacks[:, :, None] * box + torch.gather(inner_c, 1, stacks[:, :, None].expand(
+        b, box, box))).reshape(b, n)
+    idx = rows[:, :, None] * n + cols[:, None, :]       # new[r, c] = old[rows[r], cols[c]]
+    flip = torch.rand(b, generator=generator) < 0.5
+    idx = torch.where(flip[:, None, None], idx.transpose(1, 2), idx).reshape(b, n * n)
+    dev = x.device
+    idx, table = idx.to(dev), table.to(dev)
+
+    def tf(t):
+        return torch.gather(table, 1, torch.gather(t.long(), 1, idx)).to(t.dtype)
+
+    return tf(x), tf(y)

@@ -122,6 +122,7 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     augment: bool = False
+    compile: bool = False         # torch.compile the ACT forward (GPU training)
 
 
 class Trainer:
@@ -148,6 +149,28 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.carry: Carry | None = None
+        self._fwd = torch.compile(self.model) if cfg.compile else self.model
+
+    def warmup(self) -> None:
+        """Run one forward/backward (compiling it) and undo it: no update, same RNG and carry.
+
+        Lets a timed run exclude compilation without changing what it computes.
+        """
+        gen, rng = self.gen.get_state(), torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == 'cuda' else None
+        self.model.train()
+        batch = self.next_batch()
+        carry = self.carry if self.carry is not None else self.model.initial_carry(batch)
+        carry, out = self._fwd(carry, batch)
+        loss, _ = act_loss(out, carry.current_data['labels'], carry.halted, self.cfg.loss)
+        (loss / self.cfg.batch_size).backward()
+        self.opt.zero_grad(set_to_none=True)
+        if self.sparse_opt is not None:
+            self.sparse_opt.zero_grad(set_to_none=True)
+        self.gen.set_state(gen)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
 
     def lr_at(self, step: int) -> float:
         """Warm-up then cosine to ``lr_min_ratio * lr`` (the reference's schedule)."""
@@ -181,7 +204,7 @@ class Trainer:
         if self.sparse_opt is not None:
             for g in self.sparse_opt.param_groups:
                 g['lr'] = self.cfg.puzzle_emb_lr * lr / self.cfg.lr
-        self.carry, out = self.model(self.carry, batch)
+        self.carry, out = self._fwd(self.carry, batch)
         loss, metrics = act_loss(out, self.carry.current_data['labels'], self.carry.halted,
                                  self.cfg.loss)
         self.opt.zero_grad(set_to_none=True)
