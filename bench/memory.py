@@ -80,7 +80,9 @@ def gate(seed=0, n=4 * R):
         g = 1.0 if i in salient else 0.1
         side.write(x, y, g)
         knn.write(x, y)
-    return recall_fraction(side, X, Y, rng, salient), recall_fraction(knn, X, Y, rng, salient)
+    routine = [i for i in range(n) if i not in salient]
+    return (recall_fraction(side, X, Y, rng, salient), recall_fraction(knn, X, Y, rng, salient),
+            recall_fraction(side, X, Y, rng, routine), recall_fraction(knn, X, Y, rng, routine))
 
 
 def speed_and_footprint(writes):
@@ -122,20 +124,23 @@ def store_rate(n=5000):
     return rate, mode
 
 
-def plot(curve, path):
+def plot(curve, gated, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    n, s, k = zip(*curve)
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(n, s, 'o-', label=f'sidecar (r={R} slots)')
-    ax.plot(n, k, 's--', label=f'exact nearest neighbour, {R} pairs')
-    ax.axvline(R, color='grey', lw=0.8)
-    ax.set_xscale('log', base=2)
-    ax.set_xlabel('patterns stored (N)')
-    ax.set_ylabel('recalled from a corrupted key')
-    ax.set_title('memory capacity, equal memory size')
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, data, title in ((axes[0], curve, 'all patterns equally salient'),
+                            (axes[1], gated, 'salient events (10%) among routine ones')):
+        n, s, k = zip(*data)
+        ax.plot(n, s, 'o-', label=f'sidecar (r={R} slots)')
+        ax.plot(n, k, 's--', label=f'exact nearest neighbour, {R} pairs')
+        ax.axvline(R, color='grey', lw=0.8)
+        ax.set_xscale('log', base=2)
+        ax.set_xlabel('patterns stored (N)')
+        ax.set_title(title)
+    axes[0].set_ylabel('recalled from a corrupted key')
+    axes[0].legend()
+    fig.suptitle('memory capacity at equal memory size')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -146,10 +151,11 @@ def main():
     args = ap.parse_args()
     curve = capacity([R // 4, R // 2, R, 2 * R, 4 * R, 8 * R])
     at_cap = next(c for c in curve if c[0] == R)
-    salient_side, salient_knn = gate()
+    salient_side, salient_knn, routine_side, routine_knn = gate()
+    gated = [(n, *gate(n=n)[:2]) for n in (R // 2, R, 2 * R, 4 * R, 8 * R, 16 * R)]
     speed = speed_and_footprint(args.writes)
     rate, mode = store_rate()
-    plot(curve, os.path.join(RESULTS, 'memory_capacity.png'))
+    plot(curve, gated, os.path.join(RESULTS, 'memory_capacity.png'))
     summary = {'read_write_us': round(speed['read_write_us_p50'], 1),
                'footprint_bytes_after_1m_writes': speed['bytes_after'],
                'store_inserts_per_s': round(rate),
@@ -167,8 +173,16 @@ def main():
              f'{at_cap[1]:.2f} / {at_cap[2]:.2f}'),
             ('salient events recalled, 10% salient at N = 4r, sidecar / nn',
              f'{salient_side:.2f} / {salient_knn:.2f}'),
-            *[(f'  N = {n}', f'{s:.2f} / {k:.2f}') for n, s, k in curve]]
-    write('memory', summary, rows, {'capacity_curve': curve, 'speed': speed})
+            ('routine events recalled there (room left after salient), sidecar / nn',
+             f'{routine_side:.2f} / {routine_knn:.2f}'),
+            *[(f'  N = {n}', f'{s:.2f} / {k:.2f}') for n, s, k in curve],
+            ('salient events recalled against N (10% salient), sidecar / nn', ''),
+            *[(f'  N = {n}', f'{s:.2f} / {k:.2f}') for n, s, k in gated]]
+    write('memory', summary, rows, {'capacity_curve': curve, 'salient_curve': gated,
+                                    'speed': speed,
+                                    'routine_recall_sidecar': routine_side,
+                                    'routine_recall_knn': routine_knn,
+                                    'store_journal_mode': mode})
 
 
 if __name__ == '__main__':

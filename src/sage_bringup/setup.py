@@ -28,9 +28,6 @@ setup(
     entry_points={
         'console_scripts': [
             'sage = sage_bringup.cli:main',
-            'markers_node = sage_bringup.markers_node:main',
-            'groot_node = sage_bringup.groot_node:main',
-            'foxglove_node = sage_bringup.foxglove_node:main',
         ],
     },
 )

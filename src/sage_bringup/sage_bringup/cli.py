@@ -82,7 +82,10 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
     nodes, code = [], 0
     executor = MultiThreadedExecutor()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())   # early SIGTERM is clean too
+    # Both signals only set the flag: a KeyboardInterrupt raised inside the executor can
+    # leave one of its locks held, and its shutdown then waits forever for the workers.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         for spec in specs:
             cls = spec.node_class()
@@ -333,8 +336,8 @@ def cmd_record(args) -> int:
     """Record topics of a running graph into a rosbag2 until Ctrl-C or --duration."""
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
-    from sage_bringup.bag import BagError, DEFAULT_TOPICS, message_class, Recorder
-    from sage_core.ros_common import resolve_path
+    from sage_core.ros_common import qos_from_name, resolve_path
+    from sage_viz.bag import BagError, DEFAULT_TOPICS, message_class, qos_name, Recorder
 
     path = resolve_path(args.output or os.path.join(
         'recordings', time.strftime('sage_%Y%m%d_%H%M%S')))
@@ -355,7 +358,8 @@ def cmd_record(args) -> int:
                 node.create_subscription(
                     message_class(types[0]), topic, lambda data, t=topic: recorder.write(
                         t, data, node.get_clock().now().nanoseconds),
-                    qos_profile_sensor_data, raw=True)
+                    qos_from_name('LATCHED') if qos_name(topic) == 'LATCHED'
+                    else qos_profile_sensor_data, raw=True)
                 subscribed.add(topic)
     print(f'sage: recording to {path} ({args.storage}); Ctrl-C stops', flush=True)
     end = time.monotonic() + args.duration if args.duration else None
@@ -383,48 +387,71 @@ def cmd_record(args) -> int:
 def cmd_replay(args) -> int:
     """Play a rosbag2 into the graph with its timing, driving /clock."""
     import rclpy
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from rclpy.qos import QoSProfile
     from rosgraph_msgs.msg import Clock
-    from sage_bringup.bag import BagError, message_class, play, read
+    from sage_core.ros_common import qos_from_name
+    from sage_viz.bag import BagError, message_class, play, qos_name, read, topics
 
+    if args.rate <= 0 or args.wait < 0:
+        print('sage: --rate must be > 0 and --wait >= 0', file=sys.stderr)
+        return EXIT_CONFIG
     try:
         next(read(args.bag, args.topics))            # readable, and holds the topics
+        types = topics(args.bag, args.topics)
     except (BagError, StopIteration) as exc:
         print(f'sage: cannot replay {args.bag}: {exc or "the bag is empty"}', file=sys.stderr)
         return EXIT_CONFIG
     rclpy.init()
     node = rclpy.create_node('sage_replay')
-    pubs = {}
+    try:
+        pubs = {t: node.create_publisher(message_class(m), t, qos_from_name(qos_name(t)))
+                for t, m in types.items()}
+    except BagError as exc:
+        print(f'sage: cannot replay {args.bag}: {exc}', file=sys.stderr)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return EXIT_NODE_FAILED
     clock_pub = node.create_publisher(Clock, '/clock', QoSProfile(depth=10)) \
         if args.clock else None
+    # the first messages would be lost before discovery: wait until the set of
+    # subscribed topics stops growing (or --wait runs out)
+    deadline, matched, since = time.monotonic() + args.wait, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        n = sum(p.get_subscription_count() > 0 for p in pubs.values())
+        if n != matched:
+            matched, since = n, time.monotonic()
+        elif n and time.monotonic() - since > 0.5:
+            break
+        time.sleep(0.05)
+    print(f'sage: replaying {args.bag} at {args.rate}x' + (' (loop)' if args.loop else '') +
+          f'; {max(matched, 0)}/{len(pubs)} topics have subscribers', flush=True)
+    progress = {'sent': 0, 'shown': 0.0}
 
     def publish(topic, msgtype, data):
-        if topic not in pubs:
-            qos = qos_profile_sensor_data if topic.endswith(('image_raw', 'data_raw', 'chunk',
-                                                             'camera_info')) else 10
-            pubs[topic] = node.create_publisher(message_class(msgtype), topic, qos)
         pubs[topic].publish(data)
+        progress['sent'] += 1
+        if time.monotonic() - progress['shown'] > 1.0:
+            progress['shown'] = time.monotonic()
+            print(f'\r  {progress["sent"]} messages', end='', flush=True)
 
     def clock(stamp_ns):
         msg = Clock()
         msg.clock.sec, msg.clock.nanosec = divmod(int(stamp_ns), 1_000_000_000)
         clock_pub.publish(msg)
 
-    print(f'sage: replaying {args.bag} at {args.rate}x' + (' (loop)' if args.loop else ''),
-          flush=True)
     try:
         sent = play(args.bag, publish, clock if clock_pub else None, args.rate, args.loop,
                     args.topics)
     except KeyboardInterrupt:
         sent = None
     except BagError as exc:
-        print(f'sage: {exc}', file=sys.stderr)
+        print(f'\nsage: {exc}', file=sys.stderr)
         return EXIT_NODE_FAILED
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
     if sent is not None:
-        print(f'sage: replayed {sent} messages')
+        print(f'\nsage: replayed {sent} messages')
     return 0
 
 
@@ -542,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument('--loop', action='store_true', help='start again at the end')
     replay.add_argument('--no-clock', dest='clock', action='store_false',
                         help='do not publish /clock')
+    replay.add_argument('--wait', type=float, default=3.0, metavar='S',
+                        help='wait up to S seconds for subscribers before playing (default 3)')
     replay.set_defaults(func=cmd_replay)
 
     init = sub.add_parser('init', help='install the shipped base models into $SAGE_HOME',

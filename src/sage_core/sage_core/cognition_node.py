@@ -2,7 +2,8 @@
 
 Inputs are data: sage/instruction (a person, speech recognition or another
 stack), and, for the prompt, the coherence state (sage/coherence), the memory's
-recall confidence (sage/features/memory) and salience (sage/salience). With
+recall confidence (sage/features/memory) and salience (sage/salience); the
+Think action's ``context`` (e.g. a transcript) is data too. With
 backend ``none`` the node encodes the instruction itself (the plan); with
 ``local`` (SmolLM2-135M, embedded) or ``openai`` (any OpenAI-compatible server)
 a language model thinks about it. It thinks on a new instruction, when salience
@@ -10,7 +11,9 @@ crosses ``salience_threshold``, or every ``think_period_s``, never per frame,
 and always in a worker thread, never on the executor. Each thought is
 published as text on sage/cognition/<name>/text and as a sentence-embedding
 Feature on sage/features/cognition_<name> (re-published at ``republish_hz``
-with its original stamp), its trust computed by sage_core.cognition.thought.
+with its original stamp), its trust computed by sage_core.cognition.thought
+(rewards count only within ``reward_window_s`` after a thought); diagnostics
+say what lowered it.
 The Think action (sage/cognition/<name>/think) streams a thought token by token
 and can be cancelled. The node has no publisher that can move the robot.
 """
@@ -34,7 +37,7 @@ from std_msgs.msg import Float32, String
 from sage_core.checkpoints import sha256_file
 from sage_core.cognition.backends import BackendError, make_backend
 from sage_core.cognition.text import sanitize
-from sage_core.cognition.thought import build_messages, thought_trust
+from sage_core.cognition.thought import build_messages, coherence_summary, thought_trust, why
 from sage_core.ros_common import (Diagnostics, Param, declare_parameters, make_feature,
                                   qos_from_name, stamp)
 
@@ -49,6 +52,10 @@ PARAMS = [
     Param('model', 'SmolLM2-135M-Instruct', 'openai backend: model name'),
     Param('timeout_s', 30.0, 'openai backend: per-request timeout', low=0.1, high=600.0),
     Param('retries', 2, 'openai backend: retries on connection errors and 5xx', low=0, high=10),
+    Param('stream', True, 'openai backend: stream tokens (server-sent events) or wait for '
+          'the whole answer'),
+    Param('threads', 1, 'local backend: CPU threads for generation (0 = torch default); one '
+          'is fastest on a small CPU shared with the rest of the graph', low=0, high=256),
     Param('max_tokens', 32, 'longest thought, tokens', low=1, high=2048),
     Param('latency_budget_s', 10.0, 'thoughts slower than this lose trust', low=0.1,
           high=600.0),
@@ -57,6 +64,8 @@ PARAMS = [
     Param('salience_threshold', 0.8, 'think when salience reaches this', low=0.0, high=1.0),
     Param('min_interval_s', 5.0, 'never think more often than this', low=0.0, high=3600.0),
     Param('peers', [''], 'names of other cognition nodes to compare thoughts with'),
+    Param('reward_window_s', 30.0, 'rewards this soon after a thought count for (or against) '
+          'its trust', low=0.0, high=3600.0),
     Param('republish_hz', 2.0, 'rate at which the standing plan is re-published',
           low=0.1, high=50.0),
     Param('max_chars', 240, 'longest instruction or thought kept, characters', low=8,
@@ -74,7 +83,8 @@ class CognitionNode(Node):
         self.modality = f'cognition_{name}'
         self.diag = Diagnostics(self)
         self.backend = make_backend(self.p['backend'], self.p['url'], self.p['model'],
-                                    self.p['timeout_s'], self.p['retries'])
+                                    self.p['timeout_s'], self.p['retries'],
+                                    stream=self.p['stream'], threads=self.p['threads'])
         self.pub_feature = self.create_publisher(Feature, f'sage/features/{self.modality}', 10)
         self.pub_text = self.create_publisher(String, f'sage/cognition/{name}/text', 10)
         self.create_subscription(String, 'sage/instruction', self._on_instruction,
@@ -101,7 +111,8 @@ class CognitionNode(Node):
         self.peer_vectors: dict[str, np.ndarray] = {}
         self.rewards: list[float] = []
         self.thoughts = self.failures = 0
-        self.last_thought = -1e9
+        self.busy = False
+        self.last_thought = self.last_published = -1e9
         self._jobs: queue.Queue = queue.Queue(maxsize=4)
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._worker.start()
@@ -123,13 +134,16 @@ class CognitionNode(Node):
             self._submit(('salience', self.instruction, stamp(self), None))
 
     def _on_coherence(self, msg: Coherence) -> None:
-        self.state['coherence score'] = float(msg.score)
+        self.state['coherence'] = coherence_summary(
+            float(msg.score), list(msg.modalities), [float(t) for t in msg.trust_used],
+            msg.act_steps)
 
     def _on_memory(self, msg: Feature) -> None:
         self.state['memory recall confidence'] = float(msg.trust)
 
     def _on_reward(self, msg: Float32) -> None:
-        if np.isfinite(msg.data) and self.thoughts:     # reward that followed our thoughts
+        followed = time.monotonic() - self.last_published < self.p['reward_window_s']
+        if np.isfinite(msg.data) and followed:          # reward that followed our thoughts
             self.rewards = (self.rewards + [float(msg.data)])[-200:]
 
     def _on_peer(self, msg: Feature) -> None:
@@ -194,6 +208,14 @@ class CognitionNode(Node):
             self._think(text, when, embed, action)
 
     def _think(self, instruction, when, embed, action=None) -> None:
+        """Think once, with ``busy`` set while it lasts."""
+        self.busy = True
+        try:
+            self._think_once(instruction, when, embed, action)
+        finally:
+            self.busy = False
+
+    def _think_once(self, instruction, when, embed, action=None) -> None:
         """One thought: generate, sanitise, embed, score trust, publish (and answer Think)."""
         self.last_thought = time.monotonic()
         partial = []
@@ -204,7 +226,10 @@ class CognitionNode(Node):
                 action['goal'].publish_feedback(Think.Feedback(
                     partial_text=''.join(partial)[:self.p['max_chars']], tokens=len(partial)))
         stop = (lambda: action['goal'].is_cancel_requested) if action else (lambda: False)
-        messages = build_messages(instruction, self.state, self.p['max_chars'])
+        state = self.state.copy()                     # the executor keeps updating it
+        if action is not None and action.get('context'):
+            state['context'] = action['context']
+        messages = build_messages(instruction, state, self.p['max_chars'])
         max_tokens = (action or {}).get('max_tokens') or self.p['max_tokens']
         try:
             thought = self.backend.generate(messages, max_tokens, on_token, stop)
@@ -225,20 +250,23 @@ class CognitionNode(Node):
             self.previous = vector
             self._publish(text, vector, scored['trust'], when,
                           {**{k: v for k, v in scored.items() if k != 'trust'},
-                           'latency_s': thought.latency_s, 'tokens': float(thought.tokens)})
+                           'latency_s': thought.latency_s, 'tokens': float(thought.tokens)},
+                          why(scored, thought.latency_s, self.p['latency_budget_s']))
         if action is not None:
             action['done'].set_result((text, scored['trust'], thought.latency_s,
                                        thought.cancelled, ''))
 
-    def _publish(self, text, vector, trust, when, quality) -> None:
+    def _publish(self, text, vector, trust, when, quality, reasons='') -> None:
         self.current = make_feature(self, self.modality, vector, trust, quality,
                                     header_stamp=when)
         self.thoughts += 1
+        self.last_published = time.monotonic()
         self.pub_text.publish(String(data=text))
         self.pub_feature.publish(self.current)
-        self.diag.set('OK' if trust > 0.2 else 'WARN', f'thought (trust {trust:.2f}): '
-                      f'{text[:60]}', thoughts=self.thoughts, trust=trust,
-                      failures=self.failures)
+        self.diag.set('OK' if trust > 0.2 else 'WARN',
+                      f'thought (trust {trust:.2f}' + (f': {reasons})' if reasons else ')') +
+                      f': {text[:60]}', thoughts=self.thoughts, trust=trust,
+                      failures=self.failures, low_trust_because=reasons or 'n/a')
 
     async def _think_action(self, goal):
         """Think about the goal's instruction; stream tokens as feedback; cancellable."""
@@ -246,7 +274,8 @@ class CognitionNode(Node):
         instruction = sanitize(request.instruction or self.instruction, self.p['max_chars'])
         done = Future()
         job = ('think', instruction, stamp(self),
-               {'goal': goal, 'done': done, 'max_tokens': int(request.max_tokens)})
+               {'goal': goal, 'done': done, 'max_tokens': int(request.max_tokens),
+                'context': sanitize(request.context, self.p['max_chars'])})
         if not instruction or not self._submit(job):
             goal.abort()
             return Think.Result(text='', trust=0.0, latency_s=0.0)

@@ -9,8 +9,10 @@ node, and publishes the readout and the salience.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import sqlite3
 import time
 
 import numpy as np
@@ -45,6 +47,10 @@ PARAMS = [
           low=0.0, high=1.0),
     Param('key_dim', 256, 'sidecar key size d', low=8, high=4096),
     Param('slots', 64, 'sidecar rank r (memories held)', low=4, high=4096),
+    Param('forget', 1e-4, 'per-step fading of what sidecar slots hold (0 = never fade)',
+          low=0.0, high=0.1),
+    Param('label_timeout_s', 1.0, 'an action or teacher label older than this is not '
+          'stored with a step (-1 instead)', low=0.01, high=3600.0),
     Param('qos_features', 'SENSOR_DATA', 'QoS of feature subscriptions', choices=QOS_CHOICES),
 ]
 
@@ -85,14 +91,19 @@ class MemoryNode(Node):
         self.create_service(Recall, 'sage/memory/recall', self._recall)
         self.create_service(Snapshot, 'sage/memory/snapshot', self._snapshot)
         self.action = self.teacher = -1
+        self.action_at = self.teacher_at = -float('inf')
         self.reward, self.episode = 0.0, 0
-        self.rejected = self.stored = self.steps = 0
+        self.rejected = self.stored = self.steps = self.store_errors = self._errors_seen = 0
+        self.store_error = self.save_error = ''
         self.last_snapshot = time.monotonic()
+        self._rate_at, self._rate_writes = time.monotonic(), self.sidecar.writes
         self._warn = Throttle(5.0)
         self._t0 = time.monotonic()
         self.create_timer(1.0 / self.p['rate_hz'], self._cycle)
 
     def _load_sidecar(self, input_dim: int) -> Sidecar:
+        for stale in glob.glob(glob.escape(self.sidecar_path) + '.tmp-*'):
+            os.remove(stale)                             # a save cut short by a kill
         if os.path.exists(self.sidecar_path):
             try:
                 mem = Sidecar.load(self.sidecar_path)
@@ -108,7 +119,8 @@ class MemoryNode(Node):
                 self.get_logger().error(f'refused sidecar snapshot: {exc}; moved it to {aside} '
                                         f'and starting with an empty memory')
                 self.diag.set('WARN', f'sidecar snapshot refused: {exc}', moved_to=aside)
-        return Sidecar(input_dim, d=self.p['key_dim'], r=self.p['slots'])
+        return Sidecar(input_dim, d=self.p['key_dim'], r=self.p['slots'],
+                       forget=self.p['forget'])
 
     # ----------------------------------------------------------------- inputs
     def _on_feature(self, msg: Feature) -> None:
@@ -121,15 +133,25 @@ class MemoryNode(Node):
                 self.get_logger().warning(f'rejected feature ({self.rejected} so far): {exc}')
 
     def _on_action(self, msg: Action) -> None:
-        self.action = int(msg.discrete_id)
+        self.action, self.action_at = int(msg.discrete_id), time.monotonic()
 
     def _on_teacher(self, msg: Action) -> None:
-        self.teacher = int(msg.discrete_id)
+        self.teacher, self.teacher_at = int(msg.discrete_id), time.monotonic()
+
+    def _labels(self) -> tuple[int, int]:
+        """Return (action, teacher), each -1 when stale: a stopped teacher labels nothing."""
+        now, limit = time.monotonic(), self.p['label_timeout_s']
+        return (self.action if now - self.action_at <= limit else -1,
+                self.teacher if now - self.teacher_at <= limit else -1)
 
     def _on_reward(self, msg: Float32) -> None:
         if np.isfinite(msg.data):
             self.reward += float(msg.data)
             self.snarc.learn(msg.data)
+        else:
+            self.rejected += 1
+            if self._warn():
+                self.get_logger().warning(f'rejected a non-finite reward ({msg.data})')
 
     def _on_episode(self, msg: String) -> None:
         try:
@@ -147,13 +169,21 @@ class MemoryNode(Node):
         x = np.concatenate([vectors[m] for m in self.layout]).astype(np.float32)
         key = self.sidecar.key(x)
         recalled, confidence = self.sidecar.read(key=key)
-        scores = self.snarc.score(x, 1.0 - confidence, self.reward, self.action, self.teacher)
+        action, teacher = self._labels()
+        scores = self.snarc.score(x, 1.0 - confidence, self.reward, action, teacher)
         self.sidecar.write(None, x, scores.total, key=key)
         stored = scores.total >= self.p['store_threshold']
         if stored:
-            self.store.insert(Step(self.episode, now, x, trust, age, self.action, self.teacher,
-                                   self.reward, scores.total))
-            self.stored += 1
+            try:
+                self.store.insert(Step(self.episode, now, x, trust, age, action, teacher,
+                                       self.reward, scores.total))
+                self.stored += 1
+            except (StoreError, sqlite3.Error) as exc:    # e.g. disk full: keep running
+                stored = False
+                self.store_errors, self.store_error = self.store_errors + 1, str(exc)
+                if self._warn():
+                    self.get_logger().error(f'experience store write failed '
+                                            f'({self.store_errors} so far): {exc}')
         self.steps += 1
         header_stamp = stamp(self)
         sal = Salience(surprise=scores.surprise, novelty=scores.novelty,
@@ -164,12 +194,32 @@ class MemoryNode(Node):
         self.pub_memory.publish(make_feature(self, 'memory', recalled, confidence))
         self.reward = 0.0
         if time.monotonic() - self.last_snapshot > self.p['snapshot_period_s']:
-            self.save()
+            try:
+                self.save()
+            except OSError as exc:
+                self.last_snapshot = time.monotonic()     # retry next period, not every step
+                self.save_error = str(exc)
+                self.get_logger().error(f'cannot save the sidecar: {exc}')
         if self.steps % max(1, int(self.p['rate_hz'])) == 0:
-            rate = self.steps / max(1e-6, time.monotonic() - self._t0)
-            self.diag.set('OK', 'remembering', fill=self.sidecar.fill, write_rate_hz=rate,
-                          stored=self.stored, rejected_features=self.rejected,
-                          last_snapshot_s=time.monotonic() - self.last_snapshot)
+            self._diagnose()
+
+    def _diagnose(self) -> None:
+        t = time.monotonic()
+        write_rate = (self.sidecar.writes - self._rate_writes) / max(1e-6, t - self._rate_at)
+        self._rate_at, self._rate_writes = t, self.sidecar.writes
+        level, message = 'OK', 'remembering'
+        if self.store_errors > self._errors_seen:
+            level, message = 'ERROR', f'experience store write failed: {self.store_error}'
+        elif self.save_error:
+            level, message = 'ERROR', f'cannot save the sidecar: {self.save_error}'
+        self._errors_seen = self.store_errors
+        self.diag.set(level, message,
+                      fill=self.sidecar.fill, write_rate_hz=write_rate,
+                      step_rate_hz=self.steps / max(1e-6, t - self._t0),
+                      sidecar_writes=self.sidecar.writes, stored=self.stored,
+                      store_errors=self.store_errors, rejected_features=self.rejected,
+                      last_snapshot_s=t - self.last_snapshot,
+                      snapshot_path=self.sidecar_path)
 
     # ----------------------------------------------------------------- services
     def _recall(self, request: Recall.Request, response: Recall.Response):
@@ -178,7 +228,10 @@ class MemoryNode(Node):
             if query.size == 0:
                 vectors, _, _ = self.buffer.snapshot(self.get_clock().now().nanoseconds * 1e-9)
                 query = np.concatenate([vectors[m] for m in self.layout])
-            recalled, confidence = self.sidecar.read(query)
+            if query.size == self.sidecar.d and query.size != self.sidecar.input_dim:
+                recalled, confidence = self.sidecar.read(key=self.sidecar.as_key(query))
+            else:                                  # a state vector: projected to a key
+                recalled, confidence = self.sidecar.read(query)
             response.recalled, response.score, response.success = \
                 recalled.tolist(), confidence, True
         except ValueError as exc:
@@ -197,7 +250,7 @@ class MemoryNode(Node):
     def save(self, path: str | None = None) -> str:
         """Save the sidecar now (atomically); return where."""
         out = self.sidecar.save(path or self.sidecar_path)
-        self.last_snapshot = time.monotonic()
+        self.last_snapshot, self.save_error = time.monotonic(), ''
         return out
 
     def destroy_node(self):

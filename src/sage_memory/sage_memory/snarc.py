@@ -69,6 +69,8 @@ class Snarc:
         x = np.asarray(x, np.float32)
         if x.shape != self.W.shape[:1] or not np.isfinite(x).all():
             raise ValueError(f'expected {self.W.shape[0]} finite floats, got {x.shape}')
+        if not (np.isfinite(novelty) and np.isfinite(reward)):
+            raise ValueError(f'novelty {novelty} and reward {reward} must be finite')
         # surprise, per modality, from the prediction made at the previous step
         per = np.zeros(len(self.dims), np.float32)
         if self.prev is not None:
@@ -96,7 +98,7 @@ class Snarc:
 
     def learn(self, reward: float) -> None:
         """Move the weights towards the components that predicted this |reward| (delta rule)."""
-        if self.last is None or self.weight_lr <= 0:
+        if self.last is None or self.weight_lr <= 0 or not np.isfinite(reward):
             return
         target = float(np.tanh(abs(reward) * 3.0))
         error = target - float(self.weights @ self.last)

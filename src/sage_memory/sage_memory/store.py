@@ -175,3 +175,29 @@ class ExperienceStore:
     def close(self) -> None:
         """Close the connection."""
         self.db.close()
+
+
+def main(argv=None) -> int:
+    """Export a slice of a store to Parquet (``python -m sage_memory.store --help``)."""
+    import argparse
+    ap = argparse.ArgumentParser(prog='python -m sage_memory.store',
+                                 description='Export a slice of an experience store to Parquet.')
+    ap.add_argument('store', help='experience store (SQLite file)')
+    ap.add_argument('out', help='Parquet file to write')
+    ap.add_argument('--episodes', type=int, nargs='*', help='episode ids (default: all)')
+    ap.add_argument('--t-min', type=float, default=-np.inf, help='earliest step time, s')
+    ap.add_argument('--t-max', type=float, default=np.inf, help='latest step time, s')
+    args = ap.parse_args(argv)
+    if not os.path.exists(args.store):
+        ap.error(f'no experience store at {args.store}')
+    store = ExperienceStore(args.store)
+    try:
+        n = store.export_parquet(args.out, args.episodes, args.t_min, args.t_max)
+    finally:
+        store.close()
+    print(f'wrote {n} steps to {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

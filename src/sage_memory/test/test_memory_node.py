@@ -88,10 +88,53 @@ def test_scores_remembers_stores_and_rejects_bad_features(tmp_path):
         assert snap.success and Sidecar.load(snap.path).writes > 0
 
 
-def _start(tmp_path, log):
+def test_salience_gates_the_store_labels_expire_and_diagnostics_report(tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    extra = {'store_threshold': 0.5, 'weights': [0.0, 0.0, 0.0, 1.0, 0.0],  # reward only
+             'label_timeout_s': 0.2}
+    with Graph() as g:
+        node = g.add(MemoryNode(context=g.context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params(tmp_path, **extra).items()]))
+        salience = g.collect(Salience, 'sage/salience')
+        diags = g.collect(DiagnosticArray, 'diagnostics')
+        feed = feeder(g)
+        reward = g.publisher(Float32, 'sage/reward')
+        teacher = g.publisher(Action, 'sage/teacher_action')
+
+        def phase(seconds, rewarded, taught):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                feed()
+                if taught:
+                    teacher.publish(Action(discrete_id=3))
+                if rewarded:
+                    reward.publish(Float32(data=1.0))
+                time.sleep(0.03)
+        phase(1.0, True, True)        # salient, labelled
+        phase(0.6, False, False)      # routine: not stored; the teacher goes quiet
+        phase(0.8, True, False)       # salient again, the old label has expired
+        assert g.wait_for(lambda: any(v.key == 'write_rate_hz' for d in diags
+                                      for st in d.status for v in st.values))
+        assert g.wait_for(lambda: sum(m.stored for m in salience) == node.stored)
+        rows = [s for ep in node.store.episodes() for s in node.store.episode(ep[0])]
+        assert rows and all(r.salience >= 0.5 for r in rows)
+        assert len(rows) == node.stored
+        assert any(not m.stored for m in salience)              # routine steps were not
+        assert all(m.stored == (m.total >= 0.5) for m in salience)
+        teachers = [r.teacher for r in rows]
+        assert teachers.count(3) >= 5 and teachers[-1] == -1   # no stale labels
+        assert rows[-1].features.shape == (sum(DIMS.values()),)  # what sleep reads
+        values = {v.key: v.value for st in diags[-1].status for v in st.values}
+        assert float(values['fill']) > 0 and float(values['write_rate_hz']) > 0
+        assert float(values['last_snapshot_s']) >= 0 and values['store_errors'] == '0'
+        key = call(g, Recall, 'sage/memory/recall', Recall.Request(query=[1.0] * 32))
+        assert key.success and len(key.recalled) == sum(DIMS.values())   # a key of size d
+
+
+def _start(tmp_path, log, **extra):
     exe = os.path.join(get_package_prefix('sage_memory'), 'lib', 'sage_memory', 'memory_node')
     args = [exe, '--ros-args']
-    for k, v in params(tmp_path).items():
+    for k, v in params(tmp_path, **extra).items():
         v = '[' + ','.join(f"'{x}'" if isinstance(x, str) else str(x) for x in v) + ']' \
             if isinstance(v, list) else v
         args += ['-p', f'{k}:={v}']
@@ -100,7 +143,7 @@ def _start(tmp_path, log):
 
 def test_kill_9_loses_nothing_and_a_corrupt_snapshot_is_moved_aside(tmp_path):
     log = open(tmp_path / 'node.log', 'w')
-    proc = _start(tmp_path, log)
+    proc = _start(tmp_path, log, snapshot_period_s=1.0)   # periodic saves while killed
     try:
         with Graph() as g:
             feed = feeder(g)
@@ -109,23 +152,29 @@ def test_kill_9_loses_nothing_and_a_corrupt_snapshot_is_moved_aside(tmp_path):
             assert started, open(tmp_path / 'node.log').read()
             snap = call(g, Snapshot, 'sage/memory/snapshot', Snapshot.Request(path=''))
             assert snap.success
+            first = Sidecar.load(snap.path).writes
             n = len(salience)
-            assert g.wait_for(lambda: feed() or len(salience) > n + 10, 10)
+            assert g.wait_for(lambda: feed() or len(salience) > n + 40, 15)
             proc.send_signal(signal.SIGKILL)          # while it writes
             proc.wait(10)
+            announced = sum(m.stored for m in salience)
         store = ExperienceStore(str(tmp_path / 'exp.db'))
-        assert store.count() > 0
         assert store.db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
-        assert Sidecar.load(str(tmp_path / 'side.npz')).writes > 0
+        assert store.count() >= announced > 0         # every step announced as stored is there
+        assert Sidecar.load(str(tmp_path / 'side.npz')).writes > first   # the last periodic one
         with open(tmp_path / 'side.npz', 'r+b') as f:   # corrupt the snapshot
             f.seek(200)
             f.write(b'\x00' * 64)
+        corrupted = (tmp_path / 'side.npz').read_bytes()
+        (tmp_path / 'side.npz.tmp-999999').write_bytes(b'half a save')   # left by a kill
         proc = _start(tmp_path, log)
         with Graph() as g:
             feed = feeder(g)
             salience = g.collect(Salience, 'sage/salience')
             assert g.wait_for(lambda: feed() or len(salience) > 3, 30), 'node did not recover'
-        assert glob.glob(str(tmp_path / 'side.npz.corrupt-*'))
+        aside = glob.glob(str(tmp_path / 'side.npz.corrupt-*'))
+        assert len(aside) == 1 and open(aside[0], 'rb').read() == corrupted
+        assert not os.path.exists(tmp_path / 'side.npz.tmp-999999')
         assert 'refused sidecar snapshot' in open(tmp_path / 'node.log').read()
     finally:
         if proc.poll() is None:

@@ -53,6 +53,33 @@ def test_the_lead_up_recalls_the_salient_event():
     assert r @ Y[5] / (np.linalg.norm(r) * np.linalg.norm(Y[5])) > 0.9
 
 
+def test_binding_does_not_blur_the_events_themselves():
+    X, Y, rng = patterns(16)
+    mem = Sidecar(D, d=128, r=32, value_dim=DV)
+    for x, y in zip(X, Y):                 # a run of salient events, nothing routine between
+        mem.write(x, y, 1.0)
+    assert not mem.trace.any()             # committed events are not "lead-up"
+    assert all(recalled(mem, x, y, rng) for x, y in zip(X, Y))
+
+
+def test_a_full_memory_forgets_old_events_slowly_and_takes_new_ones():
+    X, Y, rng = patterns(24)
+    mem = Sidecar(D, d=128, r=8, value_dim=DV, forget=0.01)
+    for x, y in zip(X[:8], Y[:8]):         # fill every slot with very salient events
+        mem.write(x, y, 1.0)
+    assert mem.write(X[8], Y[8], 0.6) is None          # too soon: all held are stronger
+    for _ in range(60):                                # time passes (routine, unwritten)
+        mem.write(X[9], Y[9], 0.0)
+    assert mem.write(X[10], Y[10], 0.6) is not None    # now faded below 0.6
+    assert recalled(mem, X[10], Y[10], rng)
+    never = Sidecar(D, d=128, r=8, value_dim=DV, forget=0.0)
+    for x, y in zip(X[:8], Y[:8]):
+        never.write(x, y, 1.0)
+    for _ in range(60):
+        never.write(X[9], Y[9], 0.0)
+    assert never.write(X[10], Y[10], 0.6) is None      # without forgetting it freezes
+
+
 def test_bad_input_is_rejected_and_never_written():
     mem = Sidecar(D, r=8, value_dim=DV)
     for bad in (np.full(D, np.nan), np.ones(D + 1)):
@@ -91,6 +118,13 @@ def test_a_corrupted_snapshot_is_refused(tmp_path):
     (tmp_path / 'garbage.npz').write_bytes(b'not a snapshot')
     with pytest.raises(SidecarError, match='not a readable'):
         Sidecar.load(str(tmp_path / 'garbage.npz'))
+    mem.save(path)                                      # a well-formed file, wrong header
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays['header'] = np.frombuffer(b'{"format": "sage-sidecar", "version": 99}', np.uint8)
+    np.savez(tmp_path / 'future.npz', **arrays)
+    with pytest.raises(SidecarError, match='v99'):
+        Sidecar.load(str(tmp_path / 'future.npz'))
 
 
 def test_snarc_scores_surprise_reward_and_conflict():
@@ -107,6 +141,8 @@ def test_snarc_scores_surprise_reward_and_conflict():
     assert loud.reward > 0.9 and loud.conflict == 1.0
     with pytest.raises(ValueError):
         s.score(np.full(8, np.inf), 0.0)
+    with pytest.raises(ValueError):
+        s.score(base, 0.0, reward=float('nan'))
 
 
 def test_snarc_weights_learn_towards_what_predicts_reward():

@@ -46,6 +46,11 @@ def test_export_a_slice_to_parquet(tmp_path):
     assert table.column('episode').to_pylist() == [1, 1, 2, 2]
     assert table.column('features').to_pylist()[1] == [2.0] * 5     # episode 1, step 1
     assert json.loads(table.schema.metadata[b'sage_modalities']) == MODS
+    store.close()
+    out = subprocess.run([sys.executable, '-m', 'sage_memory.store', str(tmp_path / 'e.db'),
+                          str(tmp_path / 'all.parquet'), '--t-min', '0.25'],
+                         capture_output=True, text=True, check=True).stdout
+    assert 'wrote 3 steps' in out and pq.read_table(tmp_path / 'all.parquet').num_rows == 3
 
 
 def test_cap_keeps_the_most_salient(tmp_path):

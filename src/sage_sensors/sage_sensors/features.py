@@ -12,8 +12,8 @@ bag replays and offline training produce identical features:
 from __future__ import annotations
 
 import math
-from collections import deque
 
+import cv2
 import numpy as np
 
 
@@ -27,11 +27,14 @@ class VisionFeatures:
     Per strip (``STRIPS`` across the width): mean r, g, b of the middle band and
     the luminance contrast of the column. Globally: brightness, contrast,
     log Laplacian variance (sharpness) and the clipped-pixel fraction. Trust
-    falls with blur, bad exposure, clipping and frozen frames.
+    falls with blur, bad exposure, clipping and frozen frames. Images wider than
+    ``WORK_WIDTH`` are first area-averaged down to it, so a 640×480 camera costs
+    what the built-in world's 160×120 one does and sharpness is judged at one scale.
     """
 
     STRIPS = 16
     DIM = STRIPS * 4 + 4
+    WORK_WIDTH = 160
 
     def __init__(self, frozen_after: int = 3):
         self.frozen_after = frozen_after
@@ -43,13 +46,20 @@ class VisionFeatures:
         """Return (feature, trust, quality) for one RGB image."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f'expected H×W×3 uint8, got {image.shape} {image.dtype}')
-        img = image.astype(np.float32) / 255.0
+        if image.shape[1] > self.WORK_WIDTH:
+            h = max(1, round(image.shape[0] * self.WORK_WIDTH / image.shape[1]))
+            image = cv2.resize(image, (self.WORK_WIDTH, h), interpolation=cv2.INTER_AREA)
+        img = image.astype(np.float32) * (1.0 / 255.0)
         h, w, _ = img.shape
         lum = img.mean(axis=2)
-        band = img[h // 4: 3 * h // 4]
-        cols = np.array_split(np.arange(w), self.STRIPS)
-        strips = np.stack([np.concatenate([band[:, c].mean(axis=(0, 1)),
-                                           [lum[:, c].std()]]) for c in cols])
+        if w < self.STRIPS or h < 4:
+            raise ValueError(f'image {w}x{h} is too small (needs at least {self.STRIPS}x4)')
+        # each strip: mean colour of the middle band and contrast of its columns
+        edges = np.linspace(0, w, self.STRIPS + 1).round().astype(int)
+        rgb = np.add.reduceat(img[h // 4: 3 * h // 4].mean(axis=0), edges[:-1], axis=0)
+        rgb /= np.diff(edges)[:, None]
+        contrast = [lum[:, a:b].std() for a, b in zip(edges[:-1], edges[1:])]
+        strips = np.concatenate([rgb, np.asarray(contrast)[:, None]], axis=1)
         lap = (4 * lum[1:-1, 1:-1] - lum[:-2, 1:-1] - lum[2:, 1:-1] - lum[1:-1, :-2]
                - lum[1:-1, 2:])
         sharp = float(np.log10(lap.var() + 1e-8))
@@ -125,42 +135,59 @@ class ImuFeatures:
     """Windowed IMU statistics: mean and std of accel and gyro axes, and magnitudes.
 
     Trust falls when readings sit at a saturation limit, when variance jumps far
-    above its running level, and when the gyro's rest bias drifts.
+    above its running level, and when the gyro's rest bias drifts. The window is
+    a ring buffer, so one sample costs a few small array operations (a 1 kHz IMU
+    must not back up its node).
     """
 
     DIM = 14
 
     def __init__(self, window: int = 10, accel_range: float = 2 * 9.80665,
                  gyro_range: float = 4.36):
-        self.buf = deque(maxlen=window)
+        self.window = int(window)
+        self._ring = np.zeros((self.window, 6), np.float32)
+        self._count = 0
+        self._recent = []                # the two samples before the newest, oldest first
+        self.limits = np.array([accel_range] * 3 + [gyro_range] * 3, np.float32) * 0.98
         self.accel_range, self.gyro_range = accel_range, gyro_range
         self._var_ref = None
 
     def encode(self, accel, gyro, now_s: float = 0.0):
         """Return (feature, trust, quality) after adding one sample."""
-        a, g = np.asarray(accel, np.float32), np.asarray(gyro, np.float32)
-        if a.shape != (3,) or g.shape != (3,) or not (np.isfinite(a).all()
-                                                      and np.isfinite(g).all()):
+        x = np.empty(6, np.float32)
+        try:
+            x[:3], x[3:] = accel, gyro
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f'expected 3-vectors for accel and gyro ({exc})') from exc
+        if not np.isfinite(x).all():
             raise ValueError('expected finite 3-vectors for accel and gyro')
-        self.buf.append(np.concatenate([a, g]))
-        win = np.stack(self.buf)
+        self._ring[self._count % self.window] = x
+        self._count += 1
+        n = min(self._count, self.window)
+        win = self._ring[:n]             # order does not matter for mean and std
         mean, std = win.mean(axis=0), win.std(axis=0)
-        feature = np.concatenate([mean[:3] / 9.81, mean[3:], std[:3] / 9.81, std[3:],
-                                  [np.linalg.norm(mean[:3]) / 9.81,
-                                   np.linalg.norm(mean[3:])]])
-        # saturation: a reading pinned at a range limit for the whole window
-        near = np.concatenate([np.abs(win[:, :3]) >= 0.98 * self.accel_range,
-                               np.abs(win[:, 3:]) >= 0.98 * self.gyro_range], axis=1)
-        recent = win[-3:]
-        pinned = np.isclose(recent, recent[-1:], atol=1e-6).all(axis=0) & (len(win) >= 3)
-        saturated = float((near[-1] | (pinned & (np.abs(win[-1]) > 0.05))).any())
+        feature = np.empty(self.DIM, np.float32)
+        feature[0:3], feature[3:6] = mean[:3] / 9.81, mean[3:]
+        feature[6:9], feature[9:12] = std[:3] / 9.81, std[3:]
+        feature[12] = math.sqrt(float(mean[:3] @ mean[:3])) / 9.81
+        feature[13] = math.sqrt(float(mean[3:] @ mean[3:]))
+        # saturation: a reading at a range limit, or pinned (unchanged for 3 samples)
+        ax = np.abs(x)
+        hit = ax >= self.limits
+        if len(self._recent) == 2:
+            tol = 1e-6 + 1e-5 * ax
+            pinned = (np.abs(self._recent[0] - x) <= tol) & (np.abs(self._recent[1] - x) <= tol)
+            hit |= pinned & (ax > 0.05)
+            self._recent.pop(0)
+        self._recent.append(x)
+        saturated = float(hit.any())
         var = float(std.sum())
         anomaly = 0.0
-        if len(win) == self.buf.maxlen:     # judge variance only on full windows
+        if n == self.window:             # judge variance only on full windows
             if self._var_ref is None:
                 self._var_ref = var
             anomaly = _clip01((var / (self._var_ref + 0.05) - 5.0) / 10.0)
             self._var_ref = 0.98 * self._var_ref + 0.02 * var
         trust = (1 - 0.8 * saturated) * (1 - anomaly)
         quality = {'saturated': saturated, 'variance_anomaly': anomaly}
-        return feature.astype(np.float32), _clip01(trust), quality
+        return feature, _clip01(trust), quality

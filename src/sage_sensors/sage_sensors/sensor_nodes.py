@@ -1,53 +1,110 @@
-"""Camera, microphone and IMU nodes: raw sensor topics in, trust-weighted Features out.
+"""Camera, microphone and IMU nodes: raw sensor data in, trust-weighted Features out.
 
-Thin adapters over sage_sensors.features. Each subscribes to its driver's raw
-topic (any ROS driver, the world, or a bag) with sensor-data QoS (a parameter),
-publishes ``sage/features/<modality>`` stamped with the observation's stamp, and
-reports rate, trust and dropped inputs on ``diagnostics``. Bad messages (wrong
-encoding or size, NaN) are dropped with a throttled warning and counted.
+Thin adapters over the ROS-free modules of sage_sensors. Each node takes its
+input from a topic (any ROS driver, the world, a bag) with sensor-data QoS (a
+parameter), or with ``source: device`` drives the hardware itself (OpenCV
+capture, a sounddevice stream or file, an MPU-6050/9250 on I2C or a serial
+IMU), publishing the raw topic as a driver would. It publishes
+``sage/features/<modality>`` stamped with the observation's stamp and reports
+rate, trust, drops and device state on ``diagnostics``.
+
+Missing or failing hardware: the node says what it looked for and what exists,
+reports ERROR, retries every ``retry_period_s`` and keeps serving the raw
+topic meanwhile (while the device delivers, topic input is ignored: its own
+frames come back on it). Bad messages (wrong encoding or size, NaN) are dropped
+with a throttled warning and counted. The feature vectors keep the layout of
+``sage_sensors.features`` unless an option (encoder, extended features,
+orientation) appends to them, so trained models keep working.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from rclpy.node import Node
-from sage_core.image_conv import ImageError, image_to_numpy
+from sage_core.image_conv import ImageError, image_to_numpy, numpy_to_image
 from sage_core.ros_common import (Diagnostics, Param, QOS_CHOICES, Throttle,
-                                  declare_parameters, make_feature, qos_from_name)
+                                  declare_parameters, make_feature, qos_from_name,
+                                  resolve_path)
 from sage_msgs.msg import AudioChunk, Feature
-from sensor_msgs.msg import Image, Imu
+from sensor_msgs.msg import CameraInfo, Image, Imu
+from std_msgs.msg import String
 
+from sage_sensors.audio import LogMel, NoiseFloor, snr_trust
 from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures
 
 
+def staleness_trust(age_s: float, stale_after_s: float) -> float:
+    """1 up to ``stale_after_s`` of age, falling linearly to 0 at twice that (0: off)."""
+    if stale_after_s <= 0 or age_s <= stale_after_s:
+        return 1.0
+    return float(max(0.0, 1.0 - (age_s - stale_after_s) / stale_after_s))
+
+
 class SensorNode(Node):
-    """Common adapter: subscribe raw, extract, publish a Feature, count, diagnose."""
+    """Common adapter: topic or device in, extract, publish a Feature, count, diagnose."""
 
     modality = ''
     raw_type = None
     raw_topic = ''
+    default_frame = ''
+    default_qos_depth = 0
     extra_params: list = []
 
     def __init__(self, default_name: str, **kwargs):
         super().__init__(kwargs.pop('node_name', default_name), **kwargs)
         self.p = declare_parameters(self, [
             Param('qos', 'SENSOR_DATA', 'QoS of the raw subscription', choices=QOS_CHOICES),
-            Param('frame_id', '', 'frame of the feature (empty: the raw message\'s)'),
+            Param('qos_depth', self.default_qos_depth, 'queue depth of the raw subscription '
+                  '(0: the profile\'s own; a fast IMU needs room for a scheduling hiccup)',
+                  low=0, high=100000),
+            Param('frame_id', '', 'frame of the feature and, as a driver, of the raw '
+                  f'messages (empty: the raw message\'s; as a driver {self.default_frame})'),
+            Param('source', 'topic', 'where raw data come from', choices=('topic', 'device')),
+            Param('raw_qos', 'SENSOR_DATA', 'QoS of the raw topic published as a driver',
+                  choices=QOS_CHOICES),
+            Param('retry_period_s', 5.0, 'seconds between attempts to open missing hardware',
+                  low=0.05, high=3600.0),
+            Param('stale_after_s', 0.5, 'age (node clock - stamp) where trust starts to '
+                  'fall, reaching 0 at twice this; 0 disables', low=0.0, high=3600.0),
             *self.extra_params])
         self.extractor = self.make_extractor()
         self.diag = Diagnostics(self)
         self.pub = self.create_publisher(Feature, f'sage/features/{self.modality}', 10)
-        self.create_subscription(self.raw_type, self.raw_topic, self._on_raw,
-                                 qos_from_name(self.p['qos']))
-        self.received = self.dropped = 0
+        qos = copy.copy(qos_from_name(self.p['qos']))     # SYSTEM_DEFAULT is shared
+        if self.p['qos_depth'] and self.p['qos'] != 'LATCHED':
+            qos.depth = self.p['qos_depth']
+        self.create_subscription(self.raw_type, self.raw_topic, self._on_topic, qos)
+        self.received = self.dropped = self.ignored = self.published = 0
         self.last_trust = 0.0
+        self._feature_period = 1.0 / self.p['max_feature_hz'] \
+            if self.p.get('max_feature_hz') else 0.0
+        self._last_feature_t, self._held_trust = -float('inf'), 1.0
         self._warn = Throttle(5.0)
+        self._lock = threading.Lock()          # extractors keep state: one caller at a time
         self._t0 = time.monotonic()
+        self.device_ok, self.device_error, self.device_done = False, '', False
+        self._stop = threading.Event()
+        self._thread = None
+        if self.p['source'] == 'device':
+            self.raw_pub = self.create_publisher(self.raw_type, self.raw_topic,
+                                                 qos_from_name(self.p['raw_qos']))
         self.create_timer(1.0, self._report)
         self.diag.set('OK', f'waiting for {self.raw_topic}')
 
+    def start(self) -> None:
+        """Start the driver thread (subclasses call this when fully built)."""
+        if self.p['source'] == 'device' and self._thread is None:
+            self._thread = threading.Thread(target=self._device_loop, daemon=True,
+                                            name=f'{self.modality}_driver')
+            self._thread.start()
+
+    # -- to be provided by each sensor ----------------------------------------------------
     def make_extractor(self):
         """Return the feature extractor."""
         raise NotImplementedError
@@ -56,48 +113,187 @@ class SensorNode(Node):
         """Return (feature, trust, quality) for one raw message; raise ValueError if bad."""
         raise NotImplementedError
 
-    def _on_raw(self, msg) -> None:
+    def open_device(self):
+        """Open the hardware; return a driver object; raise with what was looked for."""
+        raise NotImplementedError
+
+    def read_device(self, driver):
+        """Return the next raw message from ``driver`` (stamped), or None when it ended."""
+        raise NotImplementedError
+
+    def extra_status(self):
+        """Return (level, message) to report instead of the trust summary, or None."""
+        return None
+
+    # -- common machinery ---------------------------------------------------------------
+    @property
+    def driver_frame(self) -> str:
+        """Frame id of raw messages this node publishes as a driver."""
+        return self.p['frame_id'] or self.default_frame
+
+    def now_s(self) -> float:
+        """Node clock in seconds (sim time aware)."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_topic(self, msg) -> None:
+        if self.device_ok:
+            self.ignored += 1
+            return
+        self.process(msg)
+
+    def process(self, msg) -> None:
+        """Turn one raw message into a Feature; drop and count it if it is bad."""
         self.received += 1
         stamp = msg.header.stamp
+        now = self.now_s()
+        # an unstamped message cannot be judged stale: treat it as taken now
+        t_obs = stamp.sec + stamp.nanosec * 1e-9 if (stamp.sec or stamp.nanosec) else now
         try:
-            feature, trust, quality = self.extract(msg, stamp.sec + stamp.nanosec * 1e-9)
+            with self._lock:
+                feature, trust, quality = self.extract(msg, t_obs)
             if not np.all(np.isfinite(feature)):
                 raise ValueError('non-finite feature')
-        except (ValueError, ImageError) as exc:
+        except (ValueError, ImageError, TypeError) as exc:
             self.dropped += 1
             if self._warn():
                 self.get_logger().warning(f'dropped {self.raw_topic} message: {exc} '
                                           f'({self.dropped} dropped so far)')
             return
+        if self._feature_period:
+            # every sample enters the window; the feature goes out at the capped rate with
+            # the lowest trust seen since the last one (a saturated sample is not hidden)
+            self._held_trust = min(self._held_trust, trust)
+            if 0 <= t_obs - self._last_feature_t < self._feature_period:
+                return
+            self._last_feature_t, trust, self._held_trust = t_obs, self._held_trust, 1.0
+        age = max(0.0, now - t_obs)
+        trust *= staleness_trust(age, self.p['stale_after_s'])
+        quality = {**quality, 'staleness_s': age}
         self.last_trust = trust
+        self.published += 1
         self.pub.publish(make_feature(self, self.modality, feature, trust, quality,
                                       self.p['frame_id'] or msg.header.frame_id,
-                                      header_stamp=stamp))
+                                      header_stamp=stamp if stamp.sec or stamp.nanosec
+                                      else None))
+
+    def _device_loop(self) -> None:
+        log = self.get_logger()
+        while not self._stop.is_set():
+            try:
+                driver = self.open_device()
+            except Exception as exc:  # drivers raise many kinds; report, retry, keep serving
+                self.device_ok, self.device_error = False, str(exc)
+                log.error(f'{exc}; retrying in {self.p["retry_period_s"]:.3g} s, serving '
+                          f'{self.raw_topic} meanwhile')
+                self._stop.wait(self.p['retry_period_s'])
+                continue
+            self.device_ok, self.device_error = True, ''
+            log.info(f'{self.modality} device open: {self.p.get("device", "")!r}')
+            try:
+                while not self._stop.is_set():
+                    msg = self.read_device(driver)
+                    if msg is None:
+                        self.device_done = True
+                        break
+                    self.raw_pub.publish(msg)
+                    self.process(msg)
+            except Exception as exc:  # a failing device: report and reopen
+                if self._stop.is_set() or not self.context.ok():
+                    return                 # shutting down: publish calls fail, not the device
+                self.device_error = f'{self.modality} device failed: {exc}'
+                log.error(self.device_error)
+            finally:
+                self.device_ok = False
+                close = getattr(driver, 'close', None)
+                if close is not None:
+                    close()
+            if self.device_done:
+                log.info(f'{self.modality} input ended; serving {self.raw_topic}')
+                return
+            self._stop.wait(self.p['retry_period_s'])
 
     def _report(self) -> None:
         rate = self.received / max(1e-6, time.monotonic() - self._t0)
-        if self.received == 0:
-            self.diag.set('WARN', f'no messages on {self.raw_topic} yet')
-            return
-        level = 'WARN' if self.last_trust < 0.3 else 'OK'
-        self.diag.set(level, f'trust {self.last_trust:.2f}', rate_hz=rate,
-                      received=self.received, dropped=self.dropped, trust=self.last_trust)
+        values = dict(rate_hz=rate, received=self.received, published=self.published,
+                      dropped=self.dropped,
+                      ignored=self.ignored, trust=self.last_trust, source=self.p['source'],
+                      device_ok=self.device_ok)
+        extra = self.extra_status()
+        if self.p['source'] == 'device' and not self.device_ok and not self.device_done:
+            self.diag.set('ERROR', f'{self.device_error or "opening device"}; retrying every '
+                          f'{self.p["retry_period_s"]:.3g} s; serving {self.raw_topic}',
+                          **values)
+        elif self.received == 0:
+            self.diag.set('WARN', f'no messages on {self.raw_topic} yet', **values)
+        elif extra is not None:
+            self.diag.set(extra[0], extra[1], **values)
+        else:
+            level = 'WARN' if self.last_trust < 0.3 else 'OK'
+            self.diag.set(level, f'trust {self.last_trust:.2f}', **values)
+
+    def destroy_node(self):
+        """Stop the driver thread, then destroy the node."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3.0)
+        return super().destroy_node()
 
 
 class CameraNode(SensorNode):
-    """camera/image_raw -> sage/features/vision."""
+    """camera/image_raw (topic or OpenCV capture) -> sage/features/vision."""
 
     modality, raw_type, raw_topic = 'vision', Image, 'camera/image_raw'
+    default_frame = 'camera_optical_frame'       # REP-103: z forward, x right, y down
+    extra_params = [
+        Param('device', '0', 'V4L2 index or /dev/videoN, a GStreamer pipeline (with "!"), '
+              'a video file or an image folder'),
+        Param('fps', 0.0, 'frame rate for files and folders (0: the file\'s own)',
+              low=0.0, high=1000.0),
+        Param('loop', True, 'restart a video file or folder at its end'),
+        Param('width', 0, 'capture width requested from a V4L2 device (0: default)',
+              low=0, high=10000),
+        Param('height', 0, 'capture height requested from a V4L2 device (0: default)',
+              low=0, high=10000),
+        Param('camera_info_url', '', 'camera_calibration YAML (file path or file://); '
+              'empty: uncalibrated'),
+        Param('encoder', '', 'frame autoencoder file (relative to $SAGE_HOME); its latent '
+              'is appended to the feature; empty: off'),
+        Param('encoder_latent', 32, 'latent size appended when encoder is set', low=1,
+              high=4096),
+        Param('encoder_reload_s', 2.0, 'how often to check the encoder file for a new '
+              'version', low=0.1, high=3600.0),
+    ]
 
     def __init__(self, **kwargs):
+        self.encoder_file = None
         super().__init__('camera', **kwargs)
+        self.info = None
+        self.info_pub = None
+        if self.p['source'] == 'device':
+            self.info_pub = self.create_publisher(CameraInfo, 'camera/camera_info',
+                                                  qos_from_name(self.p['raw_qos']))
+        if self.p['camera_info_url']:
+            from sage_sensors.camera import load_camera_info
+            path = self.p['camera_info_url'].removeprefix('file://')
+            self.info = load_camera_info(resolve_path(path))   # bad file: fail at start
+        if self.p['encoder']:
+            from sage_sensors.encoder import EncoderFile
+            with self._lock:
+                self.encoder_file = EncoderFile(resolve_path(self.p['encoder']))
+            self.create_timer(self.p['encoder_reload_s'], self._poll_encoder)
+        self.start()
 
     def make_extractor(self):
         """Vision profile extractor."""
         return VisionFeatures()
 
+    def _poll_encoder(self) -> None:
+        with self._lock:
+            if self.encoder_file.poll():
+                self.get_logger().info(f'loaded frame encoder {self.encoder_file.path}')
+
     def extract(self, msg, now_s):
-        """Convert to RGB and encode."""
+        """Convert to RGB, compute the image profile and (optionally) the latent."""
         image = image_to_numpy(msg)
         if msg.encoding in ('bgr8', 'bgra8'):
             image = image[:, :, 2::-1]
@@ -107,23 +303,106 @@ class CameraNode(SensorNode):
             image = np.repeat(image[:, :, None], 3, axis=2)
         if image.ndim != 3 or image.dtype != np.uint8:
             raise ValueError(f'cannot use {msg.encoding} images as colour input')
-        return self.extractor.encode(np.ascontiguousarray(image), now_s)
+        image = np.ascontiguousarray(image)
+        feature, trust, quality = self.extractor.encode(image, now_s)
+        if self.encoder_file is None:
+            return feature, trust, quality
+        enc = self.encoder_file.encoder
+        if enc is None or enc.latent != self.p['encoder_latent']:
+            # keep the feature's length fixed: no usable encoder -> zero latent
+            quality['encoder_loaded'] = 0.0
+            return np.concatenate([feature, np.zeros(self.p['encoder_latent'], np.float32)]), \
+                trust, quality
+        latent, err = enc.encode(image)
+        ratio = enc.error_ratio(err)
+        quality.update(encoder_loaded=1.0, recon_error=err, recon_error_ratio=ratio)
+        # typical error (up to 2x the held-out median) is trusted; 8x is not
+        trust *= float(np.clip(1.0 - (ratio - 2.0) / 6.0, 0.0, 1.0))
+        return np.concatenate([feature, latent]), trust, quality
+
+    def extra_status(self):
+        """Report an encoder that is configured but not usable."""
+        if self.encoder_file is None:
+            return None
+        enc = self.encoder_file.encoder
+        if enc is None:
+            return 'WARN', f'encoder not loaded ({self.encoder_file.error}); latent is zero'
+        if enc.latent != self.p['encoder_latent']:
+            return 'WARN', (f'encoder latent {enc.latent} != encoder_latent '
+                            f'{self.p["encoder_latent"]}; latent is zero')
+        return None
+
+    def open_device(self):
+        """Open the OpenCV source named by ``device``."""
+        from sage_sensors.camera import FrameSource
+        return FrameSource(self.p['device'], self.p['fps'], self.p['loop'],
+                           self.p['width'], self.p['height'])
+
+    def read_device(self, driver):
+        """Capture a frame; publish camera_info with the same header; return the Image."""
+        frame = driver.read()
+        if frame is None:
+            return None
+        msg = numpy_to_image(frame, 'rgb8')
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.driver_frame
+        info = CameraInfo(header=msg.header, height=msg.height, width=msg.width)
+        if self.info is not None:
+            if (self.info['width'], self.info['height']) != (msg.width, msg.height) and \
+                    self._warn():
+                self.get_logger().warning(
+                    f'calibration is for {self.info["width"]}x{self.info["height"]}, frames '
+                    f'are {msg.width}x{msg.height}')
+            info.distortion_model = self.info['distortion_model']
+            info.d, info.k, info.r, info.p = (self.info[k] for k in 'dkrp')
+        self.info_pub.publish(info)
+        return msg
 
 
 class MicrophoneNode(SensorNode):
-    """audio/chunk -> sage/features/audio."""
+    """audio/chunk (topic, sounddevice or a file) -> sage/features/audio (+ ASR)."""
 
     modality, raw_type, raw_topic = 'audio', AudioChunk, 'audio/chunk'
+    default_frame = 'microphone_link'
+    extra_params = [
+        Param('device', '', 'sounddevice input (index or name; empty: default) or a .wav/.raw '
+              'file (S16LE) played in real time'),
+        Param('rate', 16000, 'sample rate of the input stream, Hz (files: their own)',
+              low=8000, high=192000),
+        Param('channels', 1, 'channels of the input stream', low=1, high=32),
+        Param('block', 320, 'samples per chunk (320 = 20 ms at 16 kHz)', low=32, high=65536),
+        Param('loop', True, 'restart a file at its end'),
+        Param('vad', True, 'run Silero voice activity detection (quality voice_prob)'),
+        Param('extended_features', False, 'append log-mel energies and voice probability '
+              'to the feature (changes its length: off for the shipped models)'),
+        Param('mel_bands', 40, 'log-mel bands when extended_features is on', low=8, high=128),
+        Param('min_snr_db', 15.0, 'SNR room above the noise floor for full trust',
+              low=1.0, high=80.0),
+        Param('asr', False, 'recognise speech (pocketsphinx, English) and publish the '
+              'transcript; needs vad'),
+        Param('asr_topic', 'sage/instruction', 'topic for transcripts (std_msgs/String)'),
+    ]
 
     def __init__(self, **kwargs):
         super().__init__('microphone', **kwargs)
+        from sage_sensors.audio import Recognizer, SileroVad
+        self.vad = SileroVad() if self.p['vad'] or self.p['asr'] else None
+        self._mel: dict = {}
+        self.noise = NoiseFloor()
+        self.recognizer = self.asr_pub = None
+        self.transcripts: list = []
+        if self.p['asr']:
+            self.recognizer = Recognizer()
+            self.asr_pub = self.create_publisher(String, self.p['asr_topic'], 10)
+            self._asr_pool = ThreadPoolExecutor(1)   # decoding takes ~0.1 s per second
+        self.start()
 
     def make_extractor(self):
         """Audio band-energy extractor."""
         return AudioFeatures()
 
     def extract(self, msg, now_s):
-        """Decode S16LE, mix to mono, encode."""
+        """Decode S16LE, mix to mono, encode; add SNR trust, voice activity, ASR."""
         if msg.encoding != 'S16LE' or msg.channels < 1 or msg.sample_rate < 1000:
             raise ValueError(f'unsupported audio {msg.encoding} x{msg.channels} '
                              f'@{msg.sample_rate} Hz (need S16LE)')
@@ -132,25 +411,167 @@ class MicrophoneNode(SensorNode):
             raise ValueError(f'{len(data)} bytes is not a whole number of frames')
         samples = np.frombuffer(data, '<i2').reshape(-1, msg.channels)
         mono = samples.mean(axis=1).astype(np.int16) if msg.channels > 1 else samples[:, 0]
-        return self.extractor.encode(mono, msg.sample_rate, now_s)
+        feature, trust, quality = self.extractor.encode(mono, msg.sample_rate, now_s)
+        x = mono.astype(np.float32) / 32768.0
+        noise = self.noise.update(x, msg.sample_rate)
+        trust *= snr_trust(noise, min_snr_db=self.p['min_snr_db'])
+        quality['noise_floor_dbfs'] = noise if noise is not None else -120.0
+        prob = 0.0
+        if self.vad is not None:
+            prob = self.vad(x, msg.sample_rate)
+            quality['voice_prob'] = prob
+        if self.p['extended_features']:
+            mel = self._mel.get(msg.sample_rate)
+            if mel is None:
+                mel = self._mel[msg.sample_rate] = LogMel(msg.sample_rate, self.p['mel_bands'])
+            feature = np.concatenate([feature, mel(x), [prob]]).astype(np.float32)
+        if self.recognizer is not None:
+            utterance = self.recognizer.feed(mono, msg.sample_rate, prob > 0.5)
+            if utterance is not None:
+                self._asr_pool.submit(self._transcribe, utterance)
+        return feature, trust, quality
+
+    def _transcribe(self, utterance) -> None:
+        text = self.recognizer.transcribe(utterance)
+        if text:
+            self.transcripts.append(text)
+            self.get_logger().info(f'heard: {text!r}')
+            self.asr_pub.publish(String(data=text))
+
+    def open_device(self):
+        """Open the sounddevice stream or file."""
+        from sage_sensors.audio import AudioInput
+        return AudioInput(self.p['device'], self.p['rate'], self.p['channels'],
+                          self.p['block'], self.p['loop'])
+
+    def read_device(self, driver):
+        """Read one block as an AudioChunk stamped at its first sample."""
+        block = driver.read()
+        if block is None:
+            return None
+        now = self.get_clock().now()
+        msg = AudioChunk(encoding='S16LE', sample_rate=driver.rate, channels=driver.channels,
+                         data=np.ascontiguousarray(block, '<i2').tobytes())
+        first = now.nanoseconds - int(len(block) / driver.rate * 1e9)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(max(0, first), 10**9)
+        msg.header.frame_id = self.driver_frame
+        return msg
+
+    def destroy_node(self):
+        """Flush a pending utterance, stop ASR, destroy."""
+        if self.recognizer is not None:
+            self._asr_pool.shutdown(wait=False, cancel_futures=True)
+        return super().destroy_node()
 
 
 class ImuNode(SensorNode):
-    """imu/data_raw (REP-145) -> sage/features/imu."""
+    """imu/data_raw (topic, MPU-6050/9250 on I2C or a serial IMU) -> sage/features/imu."""
 
     modality, raw_type, raw_topic = 'imu', Imu, 'imu/data_raw'
+    default_frame = 'imu_link'
+    default_qos_depth = 100          # 0.1 s at 1 kHz
+    extra_params = [
+        Param('driver', 'mpu6050', 'hardware driver for source=device',
+              choices=('mpu6050', 'serial')),
+        Param('device', '/dev/i2c-1', 'I2C bus (/dev/i2c-N or N) or serial port'),
+        Param('i2c_address', 0x68, 'I2C address of the MPU (0x68, or 0x69 with AD0 high)',
+              low=0x03, high=0x77),
+        Param('baud', 115200, 'serial baud rate', low=1200, high=4000000),
+        Param('rate_hz', 100.0, 'sampling rate of the I2C driver', low=1.0, high=1000.0),
+        Param('accel_range_g', 2, 'accelerometer full scale, g: 2, 4, 8 or 16 (saturation '
+              'limit)', check=lambda v: None if v in (2, 4, 8, 16) else
+              f'accel_range_g must be 2, 4, 8 or 16, got {v}'),
+        Param('gyro_range_dps', 250, 'gyro full scale, deg/s: 250, 500, 1000 or 2000 '
+              '(saturation limit)', check=lambda v: None if v in (250, 500, 1000, 2000) else
+              f'gyro_range_dps must be 250, 500, 1000 or 2000, got {v}'),
+        Param('calibration_samples', 200, 'gyro-bias samples averaged at start (at rest)',
+              low=0, high=10000),
+        Param('orientation', False, 'append the Madgwick orientation quaternion (w, x, y, z) '
+              'to the feature (changes its length: off for the shipped models)'),
+        Param('max_bias_drift', 0.05, 'gyro bias drift at rest (rad/s) that takes trust to 0',
+              low=1e-4, high=10.0),
+        Param('max_feature_hz', 100.0, 'most features published per second of sensor time; '
+              'every sample still updates the window, bias and orientation (0: one per '
+              'sample)', low=0.0, high=100000.0),
+    ]
 
     def __init__(self, **kwargs):
         super().__init__('imu', **kwargs)
+        from sage_sensors.imu import BiasDrift, Orientation
+        self.bias = BiasDrift(max_drift=self.p['max_bias_drift'])
+        self.orientation = Orientation() if self.p['orientation'] else None
+        self._cov = ([0.0] * 9, [0.0] * 9)    # REP-145: zeros = unknown until calibrated
+        self._period, self._next = 1.0 / self.p['rate_hz'], time.monotonic()
+        self.start()
 
     def make_extractor(self):
-        """Windowed IMU statistics."""
-        return ImuFeatures()
+        """Windowed IMU statistics with the configured saturation limits."""
+        from sage_sensors.imu import G
+        return ImuFeatures(accel_range=self.p['accel_range_g'] * G,
+                           gyro_range=math.radians(self.p['gyro_range_dps']))
 
     def extract(self, msg, now_s):
-        """Encode one IMU sample."""
+        """Encode one IMU sample; add bias-drift trust and (optionally) orientation."""
         a, g = msg.linear_acceleration, msg.angular_velocity
-        return self.extractor.encode([a.x, a.y, a.z], [g.x, g.y, g.z], now_s)
+        accel, gyro = [a.x, a.y, a.z], [g.x, g.y, g.z]
+        feature, trust, quality = self.extractor.encode(accel, gyro, now_s)
+        trust *= self.bias.update(np.array(accel), np.array(gyro))
+        quality['bias_drift_rad_s'] = self.bias.drift
+        if self.orientation is not None:
+            q = self.orientation.update(accel, gyro, now_s)
+            feature = np.concatenate([feature, q]).astype(np.float32)
+        return feature, trust, quality
+
+    def open_device(self):
+        """Open and configure the IMU; calibrate the gyro bias at rest."""
+        from sage_sensors.imu import ImuDeviceError, Mpu6050, SerialImu, list_i2c_buses
+        dev = self.p['device']
+        if self.p['driver'] == 'serial':
+            return SerialImu(dev, self.p['baud'])
+        import smbus2
+        bus_id = int(dev.rsplit('-', 1)[-1]) if dev.rsplit('-', 1)[-1].isdigit() else dev
+        try:
+            bus = smbus2.SMBus(bus_id)
+        except (OSError, FileNotFoundError) as exc:
+            raise ImuDeviceError(f'cannot open I2C bus {dev} ({exc}); {list_i2c_buses()}') \
+                from exc
+        try:
+            mpu = Mpu6050(bus, self.p['i2c_address'], self.p['accel_range_g'],
+                          self.p['gyro_range_dps'])
+            self.calibrate(mpu)
+        except Exception:
+            bus.close()
+            raise
+        mpu.close = bus.close
+        return mpu
+
+    def calibrate(self, mpu) -> None:
+        """Gyro bias and noise covariances from samples at rest (REP-145 covariances)."""
+        n = self.p['calibration_samples']
+        if n:
+            mpu.calibrate(n, 1.0 / self.p['rate_hz'])
+            samples = np.array([np.concatenate(mpu.read()[:2]) for _ in range(min(n, 50))])
+            var = samples.var(axis=0)
+            self._cov = (np.diag(var[3:]).ravel().tolist(), np.diag(var[:3]).ravel().tolist())
+
+    def read_device(self, driver):
+        """Read one sample as a REP-145 sensor_msgs/Imu (no orientation)."""
+        if hasattr(driver, 'gyro_bias'):      # I2C: poll at rate_hz
+            delay = self._next - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._next = max(self._next, time.monotonic() - 1.0) + self._period
+        accel, gyro, _ = driver.read()
+        msg = Imu()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.driver_frame
+        msg.orientation_covariance[0] = -1.0     # REP-145: orientation not provided
+        (msg.angular_velocity.x, msg.angular_velocity.y, msg.angular_velocity.z) = map(
+            float, gyro)
+        (msg.linear_acceleration.x, msg.linear_acceleration.y,
+         msg.linear_acceleration.z) = map(float, accel)
+        msg.angular_velocity_covariance, msg.linear_acceleration_covariance = self._cov
+        return msg
 
 
 def camera_main(args=None):

@@ -2,7 +2,9 @@
 
 Publishes what real drivers would (camera/image_raw + camera_info, imu/data_raw,
 audio/chunk), the instruction (latched), reward, the oracle's teacher action,
-episode metrics and /clock; takes cmd_vel (TwistStamped) or sage/action. The
+episode metrics and /clock, and for viewers (RViz markers, Foxglove) the robot's
+ground-truth pose (sage/world/robot_pose) and the arena layout (sage/world/layout,
+JSON, latched, once per episode); takes cmd_vel (TwistStamped) or sage/action. The
 world owns sim time: its step timer runs on the steady clock, so it works with
 use_sim_time like every other node.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 
-from geometry_msgs.msg import TwistStamped
+from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -64,6 +66,7 @@ PARAMS = [
     Param('metrics_file', '', 'append each episode\'s metrics as a JSON line (empty: off)'),
     Param('camera_frame', 'camera_optical_frame', 'frame of the camera (REP-103 optical)'),
     Param('imu_frame', 'imu_link', 'frame of the IMU'),
+    Param('world_frame', 'map', 'frame of the ground-truth pose and layout (REP-105)'),
 ]
 
 
@@ -93,6 +96,9 @@ class WorldNode(Node):
         self.pub_reward = self.create_publisher(Float32, 'sage/reward', 10)
         self.pub_teacher = self.create_publisher(Action, 'sage/teacher_action', 10)
         self.pub_episode = self.create_publisher(String, 'sage/episode', 10)
+        self.pub_pose = self.create_publisher(PoseStamped, 'sage/world/robot_pose', 10)
+        self.pub_layout = self.create_publisher(String, 'sage/world/layout',
+                                                qos_from_name('LATCHED'))
         self.create_subscription(TwistStamped, 'cmd_vel', self._on_cmd_vel, 10)
         self.create_subscription(Action, 'sage/action', self._on_action, 10)
         period = self.config.dt / self.p['real_time_factor']
@@ -163,8 +169,15 @@ class WorldNode(Node):
                            data=obs.audio.astype('<i2').tobytes())
         audio.header.stamp, audio.header.frame_id = stamp, 'microphone_link'
         self.pub_audio.publish(audio)
-        if obs.instruction:
+        if obs.instruction:             # the first step of an episode
             self.pub_instruction.publish(String(data=obs.instruction))
+            self.pub_layout.publish(String(data=json.dumps(self._layout())))
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = stamp, self.p['world_frame']
+        pose.pose.position.x, pose.pose.position.y = float(self.world.x), float(self.world.y)
+        pose.pose.orientation.z = math.sin(self.world.yaw / 2)
+        pose.pose.orientation.w = math.cos(self.world.yaw / 2)
+        self.pub_pose.publish(pose)
         self.pub_reward.publish(Float32(data=obs.reward))
         a = self.world.oracle_action()
         teacher = Action(discrete_id=a, discrete_name=ACTION_NAMES[a],
@@ -172,6 +185,14 @@ class WorldNode(Node):
                          source='oracle')
         teacher.header.stamp, teacher.header.frame_id = stamp, 'base_link'
         self.pub_teacher.publish(teacher)
+
+    def _layout(self) -> dict:
+        w = self.world
+        return {'episode': self.episode, 'frame_id': self.p['world_frame'],
+                'arena_m': self.config.arena_m, 'robot_radius': self.config.robot_radius,
+                'target': w.target_name, 'objects': [
+                    {'name': o[4], 'x': float(o[0]), 'y': float(o[1]), 'radius': float(o[2]),
+                     'rgb': [int(c) for c in o[3]]} for o in w.objects]}
 
     def _camera_info(self, header) -> CameraInfo:
         c = self.config

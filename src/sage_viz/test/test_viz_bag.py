@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import skimage.data
 from rclpy.serialization import deserialize_message, serialize_message
-from sage_bringup.bag import BagError, play, read, Recorder
+from sage_viz.bag import BagError, play, read, Recorder
 from sage_core.image_conv import numpy_to_image
 from sage_core.testing import Graph
 from sage_msgs.msg import Feature
@@ -112,3 +112,40 @@ def test_replay_through_the_camera_node_and_trust_falls_on_blur(tmp_path):
     bad = subprocess.run(['sage', 'replay', str(tmp_path / 'missing')], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and 'no rosbag2 directory' in bad.stderr
+
+
+@pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
+def test_sage_record_writes_a_bag_of_the_running_graph(tmp_path, storage):
+    from sage_core.ros_common import qos_from_name
+    from std_msgs.msg import String
+    bag = tmp_path / 'rec'
+    with Graph() as g:
+        # published before the recorder starts: a latched topic must still be recorded
+        g.publisher(String, 'sage/instruction', qos_from_name('LATCHED')).publish(
+            String(data='go forward ten meters'))
+        camera = g.publisher(Image, 'camera/image_raw', qos_from_name('SENSOR_DATA'))
+        vision = g.publisher(Feature, 'sage/features/vision')
+        rec = subprocess.Popen(['sage', 'record', '-o', str(bag), '--storage', storage,
+                                '--duration', '6', 'camera/image_raw', 'sage/instruction',
+                                'sage/features/vision'], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        img = numpy_to_image(frames(1, 0)[0], 'rgb8')
+        deadline = time.monotonic() + 30
+        while rec.poll() is None and time.monotonic() < deadline:
+            camera.publish(img)
+            vision.publish(Feature(modality='vision', data=[0.5], trust=0.25))
+            time.sleep(0.1)
+        out, err = rec.communicate(timeout=30)
+    assert rec.returncode == 0, err
+    assert 'wrote' in out and '3/3 topics' in out
+    got = {}
+    for topic, msgtype, _, data in read(str(bag)):
+        got.setdefault(topic, []).append((msgtype, data))
+    assert set(got) == {'/camera/image_raw', '/sage/instruction', '/sage/features/vision'}
+    assert deserialize_message(got['/camera/image_raw'][0][1], Image).data == img.data
+    assert deserialize_message(got['/sage/features/vision'][0][1], Feature).trust == 0.25
+    assert deserialize_message(got['/sage/instruction'][0][1], String).data == \
+        'go forward ten meters'
+    again = subprocess.run(['sage', 'record', '-o', str(bag), '--duration', '1'],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and 'never overwritten' in again.stderr

@@ -4,20 +4,28 @@ Serves on ``host``:``port`` (127.0.0.1 by default; clients cannot publish: the
 ClientPublish capability is never offered) the camera image (foxglove
 RawImage, at most ``image_hz``) and JSON channels: /sage/coherence (score,
 trust reported and used per modality, ACT steps, latency), /sage/trust (each
-sensor feature's trust), /sage/salience, /sage/action, /sage/cognition (text of
-every cognition node) and /diagnostics. With ``mcap_path`` set, the same
-channels are also written to an MCAP file. config/foxglove/sage_layout.json
-is a layout that shows them at a glance.
+sensor feature's trust), /sage/features (each feature's vector, trust and
+quality figures, at most ``feature_hz`` per modality), /sage/salience,
+/sage/action, /sage/cognition (text of every cognition node) and /diagnostics;
+with the built-in world, /sage/world (a foxglove SceneUpdate for the 3D panel:
+arena, beacons, target, robot). With ``mcap_path`` set, the same channels are
+also written to an MCAP file. config/foxglove/sage_layout.json is a layout
+that shows them at a glance.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import time
 
 import foxglove
 from diagnostic_msgs.msg import DiagnosticArray
-from foxglove.channels import RawImageChannel
-from foxglove.messages import RawImage, Timestamp
+from foxglove.channels import RawImageChannel, SceneUpdateChannel
+from foxglove.messages import (ArrowPrimitive, Color, CylinderPrimitive, LinePrimitive,
+                               LinePrimitiveLineType, Point3, Pose, Quaternion, RawImage,
+                               SceneEntity, SceneUpdate, TextPrimitive, Timestamp, Vector3)
+from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sage_core.ros_common import (Diagnostics, Param, declare_parameters, qos_from_name,
                                   resolve_path, run_node)
@@ -33,7 +41,45 @@ PARAMS = [
     Param('modalities', ['vision', 'audio', 'imu', 'cognition_main', 'memory'],
           'features whose trust is shown'),
     Param('cognition', ['main'], 'cognition nodes whose text is shown'),
+    Param('feature_hz', 5.0, 'most feature vectors per second and modality sent',
+          low=0.1, high=1000.0),
 ]
+
+
+def _pose(x: float, y: float, z: float = 0.0, yaw: float = 0.0) -> Pose:
+    return Pose(position=Vector3(x=x, y=y, z=z),
+                orientation=Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2)))
+
+
+def world_scene(layout: dict, robot, stamp: Timestamp) -> SceneUpdate:
+    """Return a Foxglove scene of the built-in world: layout dict, robot (x, y, yaw) or None."""
+    half = float(layout.get('arena_m', 6.0)) / 2
+    frame = layout.get('frame_id', 'map')
+    grey, white = Color(r=0.8, g=0.8, b=0.8, a=1.0), Color(r=1.0, g=1.0, b=1.0, a=1.0)
+    walls = LinePrimitive(type=LinePrimitiveLineType.LineStrip, pose=_pose(0, 0),
+                          thickness=0.04, scale_invariant=False, color=grey,
+                          points=[Point3(x=x * half, y=y * half, z=0.0) for x, y in
+                                  ((-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1))])
+    cylinders, texts = [], []
+    for obj in layout.get('objects', []):
+        r, g, b = (c / 255.0 for c in obj['rgb'])
+        d = 2 * float(obj['radius'])
+        cylinders.append(CylinderPrimitive(pose=_pose(obj['x'], obj['y'], 0.25),
+                                           size=Vector3(x=d, y=d, z=0.5), bottom_scale=1.0,
+                                           top_scale=1.0, color=Color(r=r, g=g, b=b, a=1.0)))
+        if obj['name'] == layout.get('target'):
+            texts.append(TextPrimitive(pose=_pose(obj['x'], obj['y'], 0.7), billboard=True,
+                                       font_size=14.0, scale_invariant=True, color=white,
+                                       text=f'target: {obj["name"]}'))
+    arrows = []
+    if robot is not None:
+        x, y, yaw = robot
+        arrows.append(ArrowPrimitive(pose=_pose(x, y, 0.05, yaw), shaft_length=0.3,
+                                     shaft_diameter=0.06, head_length=0.15, head_diameter=0.14,
+                                     color=Color(r=0.1, g=0.6, b=1.0, a=1.0)))
+    return SceneUpdate(entities=[SceneEntity(
+        timestamp=stamp, frame_id=frame, id='world', lines=[walls], cylinders=cylinders,
+        texts=texts, arrows=arrows)])
 
 
 class FoxgloveNode(Node):
@@ -53,16 +99,23 @@ class FoxgloveNode(Node):
         self.channels = {name: foxglove.Channel(name, message_encoding='json',
                                                 context=self.fox)
                          for name in ('/sage/coherence', '/sage/trust', '/sage/salience',
-                                      '/sage/action', '/sage/cognition', '/diagnostics')}
+                                      '/sage/action', '/sage/cognition', '/diagnostics',
+                                      '/sage/features')}
         self.image_channel = RawImageChannel('/camera/image', context=self.fox)
+        self.world_channel = SceneUpdateChannel('/sage/world', context=self.fox)
         self.trust: dict[str, float] = {}
+        self.layout: dict = {}
         self._last_image = 0.0
+        self._last_feature: dict[str, float] = {}
         sensor = qos_from_name('SENSOR_DATA')
         self.create_subscription(Image, 'camera/image_raw', self._on_image, sensor)
         self.create_subscription(Coherence, 'sage/coherence', self._on_coherence, 10)
         self.create_subscription(Salience, 'sage/salience', self._on_salience, 10)
         self.create_subscription(Action, 'sage/action', self._on_action, 10)
         self.create_subscription(DiagnosticArray, 'diagnostics', self._on_diagnostics, 10)
+        self.create_subscription(PoseStamped, 'sage/world/robot_pose', self._on_pose, 10)
+        self.create_subscription(String, 'sage/world/layout', self._on_layout,
+                                 qos_from_name('LATCHED'))
         for m in self.p['modalities']:
             self.create_subscription(Feature, f'sage/features/{m}', self._on_feature, sensor)
         for name in self.p['cognition']:
@@ -96,6 +149,30 @@ class FoxgloveNode(Node):
     def _on_feature(self, msg: Feature) -> None:
         self.trust[msg.modality] = float(msg.trust)
         self._log('/sage/trust', dict(self.trust))
+        now = time.monotonic()
+        if now - self._last_feature.get(msg.modality, 0.0) >= 1.0 / self.p['feature_hz']:
+            self._last_feature[msg.modality] = now
+            self._log('/sage/features', {
+                'modality': msg.modality, 'trust': float(msg.trust),
+                'data': [round(float(x), 5) for x in msg.data],
+                'quality': dict(zip(msg.quality_names, map(float, msg.quality_values)))})
+
+    def _on_layout(self, msg: String) -> None:
+        try:
+            self.layout = json.loads(msg.data)
+        except ValueError as exc:
+            self.diag.set('WARN', f'ignored a bad sage/world/layout: {exc}')
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        q = msg.pose.orientation
+        robot = (msg.pose.position.x, msg.pose.position.y,
+                 2 * math.atan2(q.z, q.w))                  # yaw of a planar pose
+        layout = self.layout or {'frame_id': msg.header.frame_id}
+        try:
+            self.world_channel.log(world_scene(layout, robot, Timestamp(
+                sec=msg.header.stamp.sec, nsec=msg.header.stamp.nanosec)))
+        except (KeyError, TypeError, ValueError) as exc:
+            self.diag.set('WARN', f'cannot draw the world: {exc}')
 
     def _on_salience(self, msg: Salience) -> None:
         self._log('/sage/salience', {k: float(getattr(msg, k)) for k in (

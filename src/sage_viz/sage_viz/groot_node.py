@@ -1,13 +1,15 @@
 """The GR00T bridge: ask a GR00T policy server for action chunks, feed them to SAGE.
 
 At ``rate_hz`` a worker thread (never the executor) sends the newest camera
-image, joint state and instruction to the server (sage_bringup.groot) and
+image, joint state and instruction to the server (sage_viz.groot) and
 publishes the answer: the whole chunk as trajectory_msgs/JointTrajectory on
 groot/action_chunk (for an arm controller), and, by ``role``, either a
 cognition feature sage/features/cognition_groot (the chunk's first step,
 trust 1 while the server answers in time, 0 when it fails) or a teacher label
 on sage/teacher_action (the first step of ``teacher_part`` as (v, w)) for the
-sleep node to learn from.
+sleep node to learn from. ``protocol`` picks the server generation (N1.6's
+run_gr00t_server.py or N1.5's inference_service.py); ``joint_names`` names the
+chunk's columns for a joint_trajectory_controller.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from sage_bringup.groot import GrootClient, GrootError, observation
+from sage_viz.groot import GrootClient, GrootError, observation, PROTOCOLS
 
 PARAMS = [
     Param('host', '127.0.0.1', 'GR00T policy server host'),
@@ -41,6 +43,12 @@ PARAMS = [
     Param('teacher_part', 'action.base', 'teacher role: action key whose first two values '
           'are (v m/s, w rad/s)'),
     Param('action_hz', 20.0, 'time between chunk steps is 1/action_hz', low=0.1, high=1000.0),
+    Param('protocol', 'n1.6', 'server generation: n1.6 (run_gr00t_server.py) or n1.5 '
+          '(scripts/inference_service.py)', choices=PROTOCOLS),
+    Param('language_key', 'task', 'n1.6: language key of the instruction'),
+    Param('api_token', '', 'token the server asks for (empty: none)'),
+    Param('joint_names', [''], 'names of the chunk\'s columns for an arm controller, in the '
+          'order of the sorted action keys (empty: action.<part>/<i>)'),
 ]
 
 
@@ -51,7 +59,8 @@ class GrootNode(Node):
         super().__init__(kwargs.pop('node_name', 'groot'), **kwargs)
         self.p = declare_parameters(self, PARAMS)
         self.diag = Diagnostics(self)
-        self.client = GrootClient(self.p['host'], self.p['port'], self.p['timeout_s'])
+        self.client = GrootClient(self.p['host'], self.p['port'], self.p['timeout_s'],
+                                  self.p['api_token'], self.p['protocol'])
         self.image = self.joints = None
         self.task = ''
         self.answers = self.failures = 0
@@ -87,12 +96,13 @@ class GrootNode(Node):
     def _ask(self) -> None:
         try:
             states = {self.p['state_part']: self.joints} if self.joints is not None else {}
-            obs = observation({self.p['camera_key']: self.image}, states, self.task)
+            obs = observation({self.p['camera_key']: self.image}, states, self.task,
+                              protocol=self.p['protocol'], language_key=self.p['language_key'])
             actions = self.client.get_action(obs)
-            self._publish(actions)
+            problem = self._publish(actions)
             self.answers += 1
-            self.diag.set('OK', f'{self.answers} action chunks', answers=self.answers,
-                          failures=self.failures)
+            self.diag.set('WARN' if problem else 'OK', problem or f'{self.answers} action '
+                          f'chunks', answers=self.answers, failures=self.failures)
         except (GrootError, ValueError) as exc:
             self.failures += 1
             self.diag.set('ERROR', f'GR00T: {exc}', failures=self.failures)
@@ -102,13 +112,20 @@ class GrootNode(Node):
         finally:
             self._busy.release()
 
-    def _publish(self, actions: dict) -> None:
+    def _publish(self, actions: dict) -> str:
+        """Publish a chunk and its use by role; return a problem to report, or ''."""
         keys = sorted(actions)
         chunks = [np.atleast_2d(np.asarray(actions[k], np.float64)) for k in keys]
         horizon = min(c.shape[0] for c in chunks)
         traj = JointTrajectory()
         traj.header.stamp = stamp(self)
-        traj.joint_names = [f'{k}/{i}' for k, c in zip(keys, chunks) for i in range(c.shape[1])]
+        names = [f'{k}/{i}' for k, c in zip(keys, chunks) for i in range(c.shape[1])]
+        wanted = [n for n in self.p['joint_names'] if n]
+        problem = ''
+        if wanted and len(wanted) != len(names):
+            problem = (f'joint_names has {len(wanted)} names, the chunk {len(names)} columns '
+                       f'({", ".join(keys)}): publishing {names[0]}, ...')
+        traj.joint_names = wanted if len(wanted) == len(names) else names
         for t in range(horizon):
             secs = t / self.p['action_hz']
             traj.points.append(JointTrajectoryPoint(
@@ -127,6 +144,7 @@ class GrootNode(Node):
                          source='groot')
             msg.header.stamp = stamp(self)
             self.pub_teacher.publish(msg)
+        return problem
 
     def destroy_node(self):
         """Close the socket, then destroy the node."""

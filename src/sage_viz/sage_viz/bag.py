@@ -19,8 +19,20 @@ DEFAULT_TOPICS = ('camera/image_raw', 'camera/camera_info', 'imu/data_raw', 'aud
                   'sage/instruction', 'sage/reward', 'sage/teacher_action', 'sage/episode',
                   'sage/features/vision', 'sage/features/audio', 'sage/features/imu',
                   'sage/features/cognition_main', 'sage/features/memory', 'sage/salience',
-                  'sage/action', 'sage/coherence', 'cmd_vel', 'diagnostics')
+                  'sage/action', 'sage/coherence', 'cmd_vel', 'sage/cognition/main/text',
+                  'sage/world/robot_pose', 'sage/world/layout', 'diagnostics')
 STORAGES = ('mcap', 'sqlite3')
+# Latched topics (transient local): recorded even when published before the recorder
+# started, and replayed latched, or a transient-local subscriber would not match.
+LATCHED_TOPICS = ('sage/instruction', 'sage/world/layout', 'sage/checkpoint')
+SENSOR_TOPICS = ('image_raw', 'camera_info', 'data_raw', 'audio/chunk')
+
+
+def qos_name(topic: str) -> str:
+    """Return the QoS (a sage_core.ros_common name) to record and replay ``topic`` with."""
+    if topic.endswith(LATCHED_TOPICS):
+        return 'LATCHED'
+    return 'SENSOR_DATA' if topic.endswith(SENSOR_TOPICS) else 'DEFAULT'
 
 
 class BagError(RuntimeError):
@@ -94,6 +106,16 @@ class Recorder:
             self.writer = None
 
 
+def topics(path: str, wanted=None) -> dict[str, str]:
+    """Return {topic: msgtype} of a bag (only ``wanted`` topics if given)."""
+    from rosbags.rosbag2 import Reader
+    if not os.path.isdir(path):
+        raise BagError(f'no rosbag2 directory at {path}')
+    with Reader(path) as reader:
+        return {c.topic: c.msgtype for c in reader.connections
+                if not wanted or c.topic in wanted}
+
+
 def read(path: str, topics=None):
     """Yield (topic, msgtype, timestamp_ns, serialized bytes) in time order."""
     from rosbags.rosbag2 import Reader
@@ -119,11 +141,12 @@ def play(path: str, publish, clock=None, rate: float = 1.0, loop: bool = False,
         raise BagError('rate must be > 0')
     sent = 0
     while True:
-        start_wall, start_bag = time.monotonic(), None
+        start_wall = start_bag = None
         for topic, msgtype, stamp, data in read(path, topics):
             if should_stop():
                 return sent
-            start_bag = stamp if start_bag is None else start_bag
+            if start_bag is None:          # the schedule starts at the first message
+                start_wall, start_bag = time.monotonic(), stamp
             delay = (stamp - start_bag) / 1e9 / rate - (time.monotonic() - start_wall)
             if delay > 0:
                 sleep(delay)

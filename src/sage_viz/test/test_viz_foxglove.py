@@ -7,7 +7,7 @@ import os
 import numpy as np
 import websockets
 from rclpy.parameter import Parameter
-from sage_bringup.foxglove_node import FoxgloveNode
+from sage_viz.foxglove_node import FoxgloveNode
 from sage_core.image_conv import numpy_to_image
 from sage_core.ros_common import qos_from_name
 from sage_core.testing import Graph
@@ -15,6 +15,14 @@ from sage_msgs.msg import Coherence
 from sensor_msgs.msg import Image
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
+SCHEMAS = {}
+
+
+def _panels(tree):
+    """Panel ids named in a layout tree."""
+    if isinstance(tree, str):
+        return {tree}
+    return _panels(tree['first']) | _panels(tree['second'])
 
 
 async def _watch(port, topic, publish, tries=40):
@@ -22,12 +30,13 @@ async def _watch(port, topic, publish, tries=40):
     async with websockets.connect(f'ws://127.0.0.1:{port}',
                                   subprotocols=['foxglove.sdk.v1']) as ws:
         channels = {}
-        while not channels:
+        while topic not in channels:
             msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
             if msg['op'] == 'serverInfo':
                 assert 'clientPublish' not in msg.get('capabilities', [])
             if msg['op'] == 'advertise':
-                channels = {c['topic']: c['id'] for c in msg['channels']}
+                channels.update({c['topic']: c['id'] for c in msg['channels']})
+                SCHEMAS.update({c['topic']: c['schemaName'] for c in msg['channels']})
         await ws.send(json.dumps({'op': 'subscribe', 'subscriptions': [
             {'id': 1, 'channelId': channels[topic]}]}))
         for _ in range(tries):
@@ -60,10 +69,36 @@ def test_live_channels_reach_a_websocket_client_and_mcap_is_written(tmp_path):
         used = {v.get('topicPath') or v.get('imageMode', {}).get('imageTopic')
                 for v in layout['configById'].values()} | {
             p['value'].split('.')[0] for v in layout['configById'].values()
-            for p in v.get('paths', [])}
+            for p in v.get('paths', [])} | {
+            t for v in layout['configById'].values() for t in v.get('topics', {})}
         assert used - {None} <= set(channels), 'the layout names a channel SAGE lacks'
+        assert _panels(layout['layout']) == set(layout['configById'])
         g.executor.remove_node(node)
         node.destroy_node()                                  # finishes the MCAP file
     blob = mcap.read_bytes()
     assert blob.startswith(b'\x89MCAP')
     assert b'/sage/coherence' in blob and b'/camera/image' in blob
+
+
+def test_features_and_the_world_scene_reach_a_client():
+    from sage_msgs.msg import Feature
+    from sage_sim.world_node import WorldNode
+    with Graph() as g:
+        world = g.add(WorldNode(context=g.context, parameter_overrides=[
+            Parameter('seed', value=5), Parameter('real_time_factor', value=2.0),
+            Parameter('time_limit_s', value=3600.0)]))   # one episode for the whole test
+        node = g.add(FoxgloveNode(context=g.context, parameter_overrides=[
+            Parameter('port', value=0)]))
+        vision = g.publisher(Feature, 'sage/features/vision')
+        _, payload = asyncio.run(_watch(node.server.port, '/sage/features', lambda: (
+            vision.publish(Feature(modality='vision', data=[0.5, 0.25], trust=0.75,
+                                   quality_names=['blur'], quality_values=[0.125])))))
+        assert payload is not None, 'no feature arrived'
+        assert json.loads(payload) == {'modality': 'vision', 'trust': 0.75, 'data': [0.5, 0.25],
+                                       'quality': {'blur': 0.125}}
+        _, payload = asyncio.run(_watch(node.server.port, '/sage/world', lambda: None))
+        assert SCHEMAS['/sage/world'] == 'foxglove.SceneUpdate'
+        assert payload is not None, 'no world scene arrived'
+        # protobuf keeps strings as UTF-8: the target's label and the frame are in the bytes
+        assert f'target: {world.world.target_name}'.encode() in payload
+        assert b'map' in payload

@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+package_name = 'sage_viz'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(exclude=['test']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='SAGE maintainers',
+    maintainer_email='sage@example.org',
+    description='SAGE viz: Foxglove, RViz markers, rosbag record/replay, bridges to other '
+                'stacks (GR00T).',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+            'markers_node = sage_viz.markers_node:main',
+            'groot_node = sage_viz.groot_node:main',
+            'foxglove_node = sage_viz.foxglove_node:main',
+        ],
+    },
+)
