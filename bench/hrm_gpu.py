@@ -183,6 +183,23 @@ def _top_kernels(prof, n=12):
 
 # --------------------------------------------------------------------------- speed
 
+def build_pair(RefHRM):
+    """The reference (paper config, seed 0) and ours with its weights, both eval, on CUDA."""
+    from sage_core.hrm.model import HRM, HRMConfig
+    torch.manual_seed(0)
+    with torch.device('cuda'):
+        ref = RefHRM(ref_config(64)).eval()
+    ref_state = ref.state_dict()
+    with torch.no_grad():  # non-zero puzzle embedding so that it is exercised
+        ref_state['inner.puzzle_emb.weights'].normal_(0, 0.02)
+    ref.load_state_dict(ref_state)
+    ours = HRM(HRMConfig.sudoku_paper()).cuda().eval()
+    missing = ours.load_state_dict(to_ours(ref_state), strict=False)
+    assert not missing.unexpected_keys, missing
+    assert all('rotary' in k for k in missing.missing_keys), missing
+    return ref, ref_state, ours
+
+
 def part_speed(a) -> int:
     from sage_core.hrm.gpu import GraphRunner
     from sage_core.hrm.model import HRM, HRMConfig
@@ -200,16 +217,7 @@ def part_speed(a) -> int:
     det['peak_bf16_tflops_measured'] = peak = peak_tflops()
     det['copy_tb_s_measured'] = copy_bandwidth()
     log(f"peak bf16 {peak:.0f} TFLOP/s, copy {det['copy_tb_s_measured']:.2f} TB/s")
-    torch.manual_seed(0)
-    with torch.device('cuda'):
-        ref = RefHRM(ref_config(64)).eval()
-    ref_state = ref.state_dict()
-    with torch.no_grad():  # non-zero puzzle embedding so that it is exercised
-        ref_state['inner.puzzle_emb.weights'].normal_(0, 0.02)
-    ours = HRM(HRMConfig.sudoku_paper()).cuda().eval()
-    missing = ours.load_state_dict(to_ours(ref_state), strict=False)
-    assert not missing.unexpected_keys, missing
-    assert all('rotary' in k for k in missing.missing_keys), missing
+    ref, ref_state, ours = build_pair(RefHRM)
     ref_c = torch.compile(ref, dynamic=False)
     variants = [v for v in a.variants.split(',') if v]
 
@@ -518,6 +526,25 @@ def part_accuracy(a) -> int:
         if r is not None:
             res['ours']['act_b1'] = r
             log(f'ours ACT b1: {json.dumps(r)}')
+    if a.extra and dev == 'cuda':
+        del kept
+        torch.cuda.empty_cache()
+        RefHRM, _ = import_reference()
+        ref, ref_state, ours = build_pair(RefHRM)
+        for b in [int(x) for x in a.extra_batches.split(',') if x]:
+            if time.time() - t_start > a.deadline_s:
+                log(f'extra b{b}: skipped (deadline)')
+                continue
+            r = _guard(log, f'extra_b{b}', lambda: extra_batch(RefHRM, ref, ref_state, ours, b))
+            if r is not None:
+                res[f'speed_b{b}'] = r
+                log(f'extra b{b}: {json.dumps(r)}')
+            log.save()
+        if time.time() - t_start < a.deadline_s + 25:
+            r = _guard(log, 'diagnosis', lambda: diagnose(ours))
+            if r is not None:
+                det['fused_diagnosis'] = r
+                log(f'diagnosis: {json.dumps(r)}')
     det['total_s'] = time.time() - t_start
     det['lr_schedule'] = 'linear warm-up, then constant (lr_min_ratio 1.0, as the paper)'
     log.save()
@@ -525,11 +552,98 @@ def part_accuracy(a) -> int:
     return 0
 
 
-def act_latency(model, te_x, te_y, a, dev):
-    """ACT halting on, batch 1 (GraphRunner, fused): steps and latency per puzzle."""
+def extra_batch(RefHRM, ref, ref_state, ours, b):
+    """Batch ``b`` again, reference beside ours with inductor default and max-autotune."""
     from sage_core.hrm.gpu import GraphRunner
-    rn = GraphRunner(model, 1, backend='fused', halting=True, device=dev)
-    rf = GraphRunner(model, 1, backend='fused', halting=False, device=dev)
+    ids = torch.randint(1, 11, (b, 81), device='cuda')
+    pid = torch.zeros(b, dtype=torch.long, device='cuda')
+    row = {}
+    with torch.no_grad():
+        with torch.device('cuda'):
+            ref32 = RefHRM(ref_config(b, forward_dtype='float32')).eval()
+        ref32.load_state_dict(ref_state)
+        truth = ref_solve(ref32, ids, pid, 1).float()
+        del ref32
+        ref_c = torch.compile(ref, dynamic=False)
+        for name, m in (('ref_eager', ref), ('ref', ref_c)):
+            got = ref_solve(m, ids, pid, 1).float()
+            row[f'rel_err_1seg_{name}_vs_fp32'] = float((got - truth).norm() / truth.norm())
+        row['ms_ref'] = _time(lambda: ref_solve(ref_c, ids, pid), 10)
+        for name, mode in (('inductor', None),
+                           ('inductor_max_autotune', 'max-autotune-no-cudagraphs')):
+            t0 = time.time()
+            r1 = GraphRunner(ours, b, backend='inductor', compile_mode=mode, segments=1)
+            got = r1(ids, pid)['logits'].float()
+            row[f'rel_err_1seg_{name}_vs_fp32'] = float((got - truth).norm() / truth.norm())
+            del r1
+            r = GraphRunner(ours, b, backend='inductor', compile_mode=mode)
+            row[f'setup_s_{name}'] = time.time() - t0
+            row[f'ms_{name}'] = _time(lambda: r(ids, pid, sync=False), 10)
+            row[f'speedup_{name}'] = row['ms_ref'] / row[f'ms_{name}']
+            torch.cuda.empty_cache()
+    return row
+
+
+def diagnose(ours):
+    """Locate the fused backend's GPU error: each Triton op against torch, SDPA layouts."""
+    from sage_core.hrm import kernels as K
+    from sage_core.hrm.gpu import GraphRunner, cast_inner
+    out = {}
+    g = torch.Generator(device='cuda').manual_seed(0)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, device='cuda', generator=g) * scale).to(torch.bfloat16)
+
+    def rel(x, y):
+        return float((x.float() - y.float()).norm() / y.float().norm())
+
+    B, T, H, D = 4, 82, 8, 64
+    h, M = H * D, 4 * 82
+    x = rnd(M, h)
+    inner = cast_inner(ours.inner, torch.bfloat16, 'cuda')
+    cos, sin = (t.float().contiguous() for t in inner.rotary_emb())
+    w = inner.L_level.layers[0]
+    wq = w.self_attn.qkv_proj.weight.contiguous()
+    for norm in (False, True):
+        a, ra = K.qkv_rope(x, wq, cos, sin, T, H, 1e-5, norm)
+        b, rb = K.qkv_rope(x, wq, cos, sin, T, H, 1e-5, norm, backend='torch')
+        out[f'qkv_rope_norm{int(norm)}'] = rel(a, b)
+        a2, _ = K.qkv_rope(x, wq, cos, sin, T, H, 1e-5, norm,
+                           config={'BM': 32, 'HP': 2, 'BK': 64, 'num_warps': 4})
+        out[f'qkv_rope_norm{int(norm)}_fixedcfg'] = rel(a2, b)
+    r = torch.rand(M, device='cuda') + 0.5
+    wo = w.self_attn.o_proj.weight.contiguous()
+    for rr in (None, r):
+        out[f'linear_residual_scale{int(rr is not None)}'] = rel(
+            K.linear_residual(x, wo, x, rr), K.linear_residual(x, wo, x, rr, backend='torch'))
+    wgu = w.mlp.gate_up_proj.weight.contiguous()
+    out['gate_up_swiglu'] = rel(K.gate_up_swiglu(x, wgu, 1e-5)[0],
+                                K.gate_up_swiglu(x, wgu, 1e-5, backend='torch')[0])
+    y = rnd(M, h)
+    out['combine'] = rel(K.combine(x, 1e-5, b=y, c=y)[1],
+                         K.combine(x, 1e-5, b=y, c=y, backend='torch')[1])
+    qkv = rnd(M, 3 * h)
+    ref_att = K.attention(qkv.float(), B, T, H, contiguous=True)
+    out['sdpa_strided_views'] = rel(K.attention(qkv, B, T, H, contiguous=False), ref_att)
+    out['sdpa_contiguous'] = rel(K.attention(qkv, B, T, H, contiguous=True), ref_att)
+    ids = torch.randint(1, 11, (B, 81), device='cuda')
+    want = GraphRunner(ours, B, backend='eager', segments=1, dtype=torch.float32)(ids)
+    for contig in (False, True):
+        K.CONTIGUOUS_QKV = contig
+        got = GraphRunner(ours, B, backend='fused', segments=1, graph=False)(ids)
+        out[f'fused_segment_vs_fp32_contiguous{int(contig)}'] = rel(got['logits'],
+                                                                    want['logits'])
+    K.CONTIGUOUS_QKV = True
+    got = GraphRunner(ours, B, backend='eager', segments=1)(ids)
+    out['eager_bf16_segment_vs_fp32'] = rel(got['logits'], want['logits'])
+    return out
+
+
+def act_latency(model, te_x, te_y, a, dev):
+    """ACT halting on, batch 1 (GraphRunner, auto backend): steps and latency per puzzle."""
+    from sage_core.hrm.gpu import GraphRunner
+    rn = GraphRunner(model, 1, halting=True, device=dev)
+    rf = GraphRunner(model, 1, halting=False, device=dev)
     lat, lat_fixed, steps, right, right16 = [], [], [], 0, 0
     k = min(a.act_puzzles, len(te_x))
     for i in range(k):
@@ -544,7 +658,7 @@ def act_latency(model, te_x, te_y, a, dev):
         o = rf(x)
         lat_fixed.append((time.perf_counter() - t0) * 1e3)
         right16 += int(bool((o['logits'].argmax(-1).cpu().numpy() == te_y[i]).all()))
-    return {'puzzles': k, 'backend': rn.kernel_backend,
+    return {'puzzles': k, 'backend': rn.backend,
             'steps_hist': np.bincount(steps, minlength=SEGMENTS + 1)[1:].tolist(),
             'mean_steps': float(np.mean(steps)), 'exact_act': right / k,
             'exact_fixed16': right16 / k,
@@ -680,7 +794,10 @@ def main(argv=None) -> int:
     c.add_argument('--act-puzzles', type=int, default=200)
     c.add_argument('--device', default='cuda')
     c.add_argument('--deadline-s', type=float, default=540.0,
-                   help='skip the ACT latency part after this many seconds')
+                   help='skip the ACT latency and extra parts after this many seconds')
+    c.add_argument('--extra', action='store_true',
+                   help='then batch sizes again (inductor max-autotune) and a kernel diagnosis')
+    c.add_argument('--extra-batches', default='1')
     c.add_argument('--no-compile', action='store_true', help='eager training (CPU smoke test)')
     m = sub.add_parser('merge')
     m.add_argument('dirs', nargs='+')

@@ -7,13 +7,16 @@ copy and graph replays with no host synchronisation inside.
 
 Backends (``backend=``):
 
-- ``'fused'``: each block as four fused GEMM kernels plus SDPA (``sage_core.hrm.kernels``:
-  deferred RMSNorm, RoPE in the QKV epilogue, SwiGLU in the gate/up epilogue, residual
-  adds in the o/down epilogues). Triton kernels on CUDA; on other devices (or without
-  Triton) the same arithmetic in torch, which is what the CPU tests check.
 - ``'inductor'``: the model's own segment through ``torch.compile`` (``compile_mode``).
 - ``'eager'``: the model's own segment as it is.
-- ``'auto'``: ``'fused'`` where the Triton kernels run, else ``'eager'``.
+- ``'auto'``: ``'inductor'`` on CUDA (the fastest measured on an H200), else ``'eager'``.
+- ``'fused'`` (experimental): each block as four fused GEMM kernels plus SDPA
+  (``sage_core.hrm.kernels``: deferred RMSNorm, RoPE in the QKV epilogue, SwiGLU in the
+  gate/up epilogue, residual adds in the o/down epilogues). Triton kernels on CUDA; on
+  other devices (or without Triton) the same arithmetic in torch, which the CPU tests
+  check. Measured on an H200 it was slower than ``'inductor'`` at every batch size (its
+  Triton GEMMs reach about half of cuBLAS's rate) and, with strided q/k/v views into SDPA,
+  wrong; see docs/readme-parts/issue3.md.
 
 Modes:
 
@@ -26,7 +29,7 @@ Modes:
 
 Usage::
 
-    runner = GraphRunner(model, batch_size=1, halting=True)      # on CUDA
+    runner = GraphRunner(model, batch_size=1, halting=True)      # on CUDA: inductor
     out = runner(ids)            # ids [1, 81] on the GPU
     out['logits'], out['steps'], out['halted'], out['segments']
 
@@ -141,8 +144,8 @@ class GraphRunner:
         inter = inner.L_level.layers[0].mlp.down_proj.weight.shape[1]
         fused_ok = K.triton_ok(inner.H_init) and K.triton_shapes_ok(cfg.hidden_size,
                                                                     cfg.num_heads, inter)
-        if backend == 'auto':
-            backend = 'fused' if fused_ok else 'eager'
+        if backend == 'auto':   # the fastest measured on an H200 (bench/hrm_gpu.py)
+            backend = 'inductor' if cuda else 'eager'
         self.backend = backend
         if backend == 'fused':
             self.kernel_backend = 'triton' if fused_ok else 'torch'

@@ -405,12 +405,23 @@ def combine(a, eps: float, norm_a: bool = True, b=None, c=None, want_out1: bool 
 
 # ----------------------------------------------------------------------------- a block
 
-def attention(qkv: torch.Tensor, batch: int, seq: int, num_heads: int) -> torch.Tensor:
-    """Non-causal SDPA over the fused qkv rows; returns [M, hidden] (rows as the input)."""
+CONTIGUOUS_QKV = True
+
+
+def attention(qkv: torch.Tensor, batch: int, seq: int, num_heads: int,
+              contiguous: bool | None = None) -> torch.Tensor:
+    """Non-causal SDPA over the fused qkv rows; returns [M, hidden] (rows as the input).
+
+    ``contiguous`` (default :data:`CONTIGUOUS_QKV`): give SDPA contiguous q/k/v copies
+    rather than strided views of the packed buffer (the fused path gave wrong results on
+    an H200 with the views; see bench/hrm_gpu.py's kernel diagnosis).
+    """
     hidden = qkv.shape[1] // 3
     d = hidden // num_heads
     q, k, v = (qkv[:, i * hidden:(i + 1) * hidden].view(batch, seq, num_heads, d)
                .transpose(1, 2) for i in range(3))
+    if CONTIGUOUS_QKV if contiguous is None else contiguous:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     out = F.scaled_dot_product_attention(q, k, v, is_causal=False)
     return out.transpose(1, 2).reshape(batch * seq, hidden)
 
