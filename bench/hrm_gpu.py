@@ -735,6 +735,19 @@ def run_reference(a, log, tc, tr_x, tr_y, te_x, te_y, aug):
             'params': sum(p.numel() for p in model.parameters()), 'last_log': last, **ev}
 
 
+def part_diag(a) -> int:
+    """Run only the fused-kernel diagnosis (writes hrm_gpu_diag.json)."""
+    log = Log(a.out, 'hrm_gpu_diag')
+    RefHRM, _ = import_reference()
+    _, _, ours = build_pair(RefHRM)
+    r = _guard(log, 'diagnosis', lambda: diagnose(ours))
+    if r is not None:
+        log.data['detail']['fused_diagnosis'] = r
+        log(f'diagnosis: {json.dumps(r)}')
+    log.save()
+    return 0
+
+
 # --------------------------------------------------------------------------- merge
 
 def part_merge(a) -> int:
@@ -799,10 +812,13 @@ def main(argv=None) -> int:
                    help='then batch sizes again (inductor max-autotune) and a kernel diagnosis')
     c.add_argument('--extra-batches', default='1')
     c.add_argument('--no-compile', action='store_true', help='eager training (CPU smoke test)')
+    g = sub.add_parser('diag')
+    g.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results'))
     m = sub.add_parser('merge')
     m.add_argument('dirs', nargs='+')
     a = ap.parse_args(argv)
-    return {'speed': part_speed, 'accuracy': part_accuracy, 'merge': part_merge}[a.part](a)
+    return {'speed': part_speed, 'accuracy': part_accuracy, 'diag': part_diag,
+            'merge': part_merge}[a.part](a)
 
 
 if __name__ == '__main__':
