@@ -752,30 +752,42 @@ def part_diag(a) -> int:
 
 def part_merge(a) -> int:
     """Combine the parts' JSON into bench/results/hrm_gpu.json (summary names kept)."""
-    speed, acc = {}, {}
+    parts = {}
     for d in a.dirs:
-        for name, tgt in (('hrm_gpu_speed.json', speed), ('hrm_gpu_accuracy.json', acc)):
-            p = os.path.join(d, name)
+        for name in ('speed', 'accuracy', 'diag'):
+            p = os.path.join(d, f'hrm_gpu_{name}.json')
             if os.path.exists(p):
-                tgt.update(json.load(open(p)))
-    res = speed.get('results', {})
-    ares = acc.get('results', {})
+                parts[name] = json.load(open(p))
+    speed, acc = parts.get('speed', {}), parts.get('accuracy', {})
+    res = dict(speed.get('results', {}))
+    ares = {k: v for k, v in acc.get('results', {}).items() if not k.startswith('speed_')}
+    for k, v in acc.get('results', {}).items():
+        if k.startswith('speed_'):   # the same batch again, on the second call's machine
+            res[k.replace('speed_', '') + '_second_machine'] = v
 
     def get(k, f):
         return res.get(k, {}).get(f)
 
-    def ex(k):
-        return ares.get(k, {}).get('exact_by_segment', [None])[-1] if k in ares else None
+    def last(k, f):
+        return ares[k][f][-1] if k in ares else None
 
     summary = {'speedup_b1_vs_reference': get('b1', 'speedup'),
                'speedup_b64_vs_reference': get('b64', 'speedup'),
                'speedup_b768_vs_reference': get('b768', 'speedup'),
                'train_speedup_vs_reference': get('train_b768', 'speedup'),
                'pct_peak_b768': get('b768', 'pct_peak_ours'),
-               'sudoku_exact_ours': ex('ours'), 'sudoku_exact_reference': ex('reference'),
-               'sudoku_exact_transformer': ex('transformer')}
+               'sudoku_exact_ours': last('ours', 'exact_by_segment'),
+               'sudoku_exact_reference': last('reference', 'exact_by_segment'),
+               'sudoku_exact_transformer': last('transformer', 'exact_by_segment'),
+               'sudoku_cell_ours': last('ours', 'cell_by_segment'),
+               'sudoku_cell_reference': last('reference', 'cell_by_segment'),
+               'sudoku_cell_transformer': last('transformer', 'cell_by_segment'),
+               'speedup_b1_vs_reference_second_machine':
+                   get('b1_second_machine', 'speedup_inductor'),
+               'act_mean_steps_ours': ares.get('ours', {}).get('mean_steps')}
     out = {'summary': summary, 'results': res, 'accuracy': ares,
-           'detail': {'speed': speed.get('detail', {}), 'accuracy': acc.get('detail', {})}}
+           'detail': {'speed': speed.get('detail', {}), 'accuracy': acc.get('detail', {}),
+                      'diag': parts.get('diag', {}).get('detail', {})}}
     path = os.path.join(ROOT, 'bench', 'results', 'hrm_gpu.json')
     with open(path, 'w') as f:
         json.dump(out, f, indent=1)

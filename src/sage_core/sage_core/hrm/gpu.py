@@ -40,6 +40,7 @@ The returned tensors are the runner's static buffers: the next call overwrites t
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +150,10 @@ class GraphRunner:
         self.backend = backend
         if backend == 'fused':
             self.kernel_backend = 'triton' if fused_ok else 'torch'
+            if self.kernel_backend == 'triton':
+                warnings.warn("GraphRunner backend='fused' is experimental: its Triton kernels "
+                              'failed parity on an H200 (docs/readme-parts/issue3.md)',
+                              stacklevel=2)
             self.segment = FusedSegment(inner, self.kernel_backend)
         else:
             self.kernel_backend = None
