@@ -52,7 +52,8 @@ def _nodes(context):
             namespace=namespace, output='screen',
             parameters=[params_file, {'use_sim_time': sim_time}, spec.params_for(arg['source'])],
             arguments=['--ros-args', '--log-level', arg['log_level']],
-            respawn=arg['respawn'].lower() == 'true', respawn_delay=respawn_delay)
+            respawn=arg['respawn'].lower() == 'true', respawn_delay=respawn_delay,
+            prefix=' '.join(spec.prefix) or None)
         if not spec.lifecycle:
             actions.append(Node(**kwargs))
             continue

@@ -73,21 +73,40 @@ def _yaml_scalar(value) -> str:
 
 def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
                    duration: float | None) -> int:
-    """Start every node in this process on one multi-threaded executor."""
+    """Start every node in this process.
+
+    Nodes that need threads spin on a multi-threaded executor, the others on a
+    single-threaded one (see ros_common.make_executor), each in its own thread.
+    """
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-    from sage_core.ros_common import ParameterError
+    from rclpy.executors import ExternalShutdownException
+    from sage_core.ros_common import make_executor, needs_threads, ParameterError
 
     rclpy.init(args=['--ros-args', '--log-level', log_level])
-    nodes, code = [], 0
-    executor = MultiThreadedExecutor()
+    nodes, code, failures = [], 0, []
     stop = threading.Event()
-    # Both signals only set the flag: a KeyboardInterrupt raised inside the executor can
+    # Both signals only set the flag: a KeyboardInterrupt raised inside an executor can
     # leave one of its locks held, and its shutdown then waits forever for the workers.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    executors, spinners = [], []
+
+    def spin(executor):
+        # spin with a timeout: a graph with no timers (bag or hardware input) would block
+        # in rcl_wait forever and never see the stop flag
+        try:
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.25)
+        except ExternalShutdownException:
+            pass
+        except Exception as exc:  # a node's callback raised: report and fail
+            failures.append(exc)
+        stop.set()
+
     try:
         for spec in specs:
+            if stop.is_set():
+                break
             cls = spec.node_class()
             try:
                 node = cls(cli_args=ros_args(spec, params_file, namespace, sim_time, source))
@@ -99,30 +118,39 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
                       file=sys.stderr)
                 return EXIT_NODE_FAILED
             nodes.append(node)
-            executor.add_node(node)
             if spec.lifecycle:
                 _autostart(node, spec.name)
         print(f'sage: running {len(nodes)} node(s) in one process: '
               f'{", ".join(s.name for s in specs) or "none"}', flush=True)
+        for group in ([n for n in nodes if not needs_threads(n)],
+                      [n for n in nodes if needs_threads(n)]):
+            if group:
+                executors.append(make_executor(group))
+                spinners.append(threading.Thread(target=spin, args=(executors[-1],),
+                                                 daemon=True))
+                spinners[-1].start()
         if duration is not None:
             timer = threading.Timer(duration, stop.set)
             timer.daemon = True                  # an earlier stop must not wait for it
             timer.start()
-        # spin with a timeout: a graph with no timers (bag or hardware input) would block
-        # in rcl_wait forever, and Python runs signal handlers only between waits
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.25)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.wait(0.25) and rclpy.ok():     # signal handlers run here
+            pass
+    except KeyboardInterrupt:
         pass
-    except Exception as exc:  # a node's callback raised: report and fail
-        print(f'sage: a node failed while running: {type(exc).__name__}: {exc}',
-              file=sys.stderr)
-        code = EXIT_NODE_FAILED
     finally:
-        executor.shutdown(timeout_sec=2.0)
+        stop.set()
+        for thread in spinners:
+            thread.join(timeout=5.0)
+        for executor in executors:
+            executor.shutdown(timeout_sec=2.0)
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
+    if failures:
+        exc = failures[0]
+        print(f'sage: a node failed while running: {type(exc).__name__}: {exc}',
+              file=sys.stderr)
+        code = EXIT_NODE_FAILED
     print(f'sage: stopped (exit {code})', flush=True)
     return code
 
@@ -154,7 +182,7 @@ def executable_path(spec: graph.NodeSpec) -> str:
 def run_processes(specs, params_file, namespace, sim_time, source, log_level,
                   duration: float | None, respawn_delay: float | None) -> int:
     """Start one process per node; stop all when one fails (unless respawning)."""
-    cmds = {s.name: [executable_path(s)]
+    cmds = {s.name: s.prefix + [executable_path(s)]
             + ros_args(s, params_file, namespace, sim_time, source)
             + ['--log-level', log_level] for s in specs}
     procs = {name: subprocess.Popen(cmd) for name, cmd in cmds.items()}

@@ -76,6 +76,8 @@ PARAMS = [
 class CognitionNode(Node):
     """See the module doc."""
 
+    needs_threads = True     # Think goals stream feedback beside the other callbacks
+
     def __init__(self, **kwargs):
         super().__init__(kwargs.pop('node_name', 'cognition'), **kwargs)
         self.p = declare_parameters(self, PARAMS)

@@ -16,6 +16,7 @@ from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
 from sage_msgs.msg import Action, Checkpoint, Coherence, Feature
 from std_msgs.msg import Bool
+import torch
 
 from sage_core.coherence.inputs import FeatureBuffer, FeatureRejected
 from sage_core.coherence.runtime import BACKENDS, load_runtime, RuntimeRefused
@@ -46,6 +47,9 @@ PARAMS = [
     Param('backend', 'torch', 'inference backend (falls back in this order when unavailable)',
           choices=BACKENDS),
     Param('device', 'cpu', 'torch device', choices=('cpu', 'cuda')),
+    Param('threads', 1, 'CPU threads of the torch model: a batch-1 step gains nothing from '
+          'more, and idle OpenMP threads spin on the cores the other nodes need', low=1,
+          high=256),
     Param('max_linear', 0.5, 'cmd_vel linear limit, m/s', low=0.0, high=10.0),
     Param('max_angular', 1.5, 'cmd_vel angular limit, rad/s', low=0.0, high=20.0),
     Param('max_linear_accel', 2.0, 'linear acceleration limit, m/s^2', low=0.01, high=100.0),
@@ -68,6 +72,7 @@ class CoherenceNode(Node):
                                  f'modalities {self.p["modalities"]}; use one of them or ""')
         self.diag = Diagnostics(self)
         self.model_dir = resolve_path(self.p['model_dir'])
+        torch.set_num_threads(self.p['threads'])
         try:
             self.runtime = load_runtime(self.model_dir, self.p['modalities'],
                                         self.p['backend'], self.p['device'])

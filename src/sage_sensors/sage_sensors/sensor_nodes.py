@@ -84,7 +84,7 @@ class SensorNode(Node):
         self.last_trust = 0.0
         self._feature_period = 1.0 / self.p['max_feature_hz'] \
             if self.p.get('max_feature_hz') else 0.0
-        self._last_feature_t, self._held_trust = -float('inf'), 1.0
+        self._last_feature_t = -float('inf')
         self._warn = Throttle(5.0)
         self._lock = threading.Lock()          # extractors keep state: one caller at a time
         self._t0 = time.monotonic()
@@ -159,13 +159,9 @@ class SensorNode(Node):
                 self.get_logger().warning(f'dropped {self.raw_topic} message: {exc} '
                                           f'({self.dropped} dropped so far)')
             return
-        if self._feature_period:
-            # every sample enters the window; the feature goes out at the capped rate with
-            # the lowest trust seen since the last one (a saturated sample is not hidden)
-            self._held_trust = min(self._held_trust, trust)
-            if 0 <= t_obs - self._last_feature_t < self._feature_period:
-                return
-            self._last_feature_t, trust, self._held_trust = t_obs, self._held_trust, 1.0
+        if 0 <= t_obs - self._last_feature_t < self._feature_period:
+            return      # the sample entered the window; features go out at the capped rate
+        self._last_feature_t = t_obs
         age = max(0.0, now - t_obs)
         trust *= staleness_trust(age, self.p['stale_after_s'])
         quality = {**quality, 'staleness_s': age}

@@ -64,6 +64,8 @@ PARAMS = [
 class SleepNode(LifecycleNode):
     """Lifecycle node running consolidation cycles on triggers and on Sleep goals."""
 
+    needs_threads = True     # a Sleep goal runs for minutes beside triggers and cancels
+
     def __init__(self, **kwargs):
         super().__init__(kwargs.pop('node_name', 'sleep'), **kwargs)
         self.p = declare_parameters(self, PARAMS)
