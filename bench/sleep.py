@@ -2,7 +2,7 @@
 
     python bench/sleep.py [--seeds 3]  ->  bench/results/sleep.json
     summary: success_before, success_after, relative_gain, regression_ok, cycle_s_10k,
-             peak_rss_mb
+             peak_rss_mb, encoder_heldout_error_before, encoder_heldout_error_after
 
 For each seed: start from the deployed coherence model ($SAGE_HOME/models, trained
 the shipped base if missing), live a day in the world (the model acts,
@@ -10,6 +10,8 @@ the oracle labels, every step goes to a fresh experience store), run one
 consolidation cycle (sage_sleep.consolidate.run_target with CoherenceTarget), and
 measure morning-suite success before and after. The committed model is used
 only if validation improved and the regression (morning) suite did not get worse.
+Then one cycle of the vision-encoder target on the frames the day stored
+(reconstruction error on held-out frames and on the world's regression frames).
 """
 
 import argparse
@@ -29,7 +31,7 @@ from sage_core.ros_common import resolve_path
 from sage_memory.store import ExperienceStore
 from sage_sleep.consolidate import run_target
 from sage_sleep.learn import record_day
-from sage_sleep.targets import CoherenceTarget
+from sage_sleep.targets import CoherenceTarget, encoder_base, EncoderTarget
 
 
 WORKERS = max(1, min(4, os.cpu_count() or 1))   # evaluation episodes in parallel
@@ -89,9 +91,19 @@ def main():
                                                   end='', flush=True), lambda: False)
         cycle_s = time.monotonic() - t0
         print()
+        enc_ckpts = CheckpointStore(work, 'vision_encoder')
+        encoder_base(enc_ckpts)
+        t0 = time.monotonic()
+        enc = run_target(EncoderTarget(store, seed=seed), enc_ckpts,
+                         {'train_s': 60.0, 'max_experiences': 10_000}, lambda *a: None,
+                         lambda: False)
         runs.append({'seed': seed, 'day': day, 'committed': result.committed,
                      'message': result.message, 'before': result.before,
-                     'after': result.after, 'cycle_s': cycle_s, 'steps': store.count()})
+                     'after': result.after, 'cycle_s': cycle_s, 'steps': store.count(),
+                     'frames': store.frame_count(), 'encoder': {
+                         'committed': enc.committed, 'message': enc.message,
+                         'before': enc.before, 'after': enc.after,
+                         'cycle_s': time.monotonic() - t0}})
         shutil.rmtree(work, ignore_errors=True)
     before = float(np.mean([r['before']['success'] for r in runs]))
     # what the robot runs the next morning: the candidate if committed, else the old model
@@ -103,7 +115,11 @@ def main():
     summary = {'success_before': round(before, 3), 'success_after': round(after, 3),
                'relative_gain': round((after - before) / max(before, 1e-9), 3),
                'regression_ok': regression_ok, 'cycle_s_10k': round(per_10k, 1),
-               'peak_rss_mb': round(rss, 1)}
+               'peak_rss_mb': round(rss, 1),
+               'encoder_heldout_error_before': round(float(np.mean(
+                   [r['encoder']['before']['heldout_error'] for r in runs])), 5),
+               'encoder_heldout_error_after': round(float(np.mean(
+                   [r['encoder']['after']['heldout_error'] for r in runs])), 5)}
     rows = [('seed', 'day steps', 'day success', 'morning before', 'morning after',
              'validation before/after', 'committed', 'cycle s')]
     for r in runs:
@@ -113,6 +129,15 @@ def main():
                      f"{r['after']['validation_success']:.2f}",
                      r['committed'], f"{r['cycle_s']:.0f}"))
     rows.append(('mean', '', '', f'{before:.3f}', f'{after:.3f}', '', '', ''))
+    rows.append(('vision encoder', 'frames', 'held-out error before', 'after',
+                 'regression error before', 'after', 'committed', 'cycle s'))
+    for r in runs:
+        e = r['encoder']
+        rows.append((r['seed'], r['frames'], f"{e['before']['heldout_error']:.5f}",
+                     f"{e['after']['heldout_error']:.5f}",
+                     f"{e['before']['regression_error']:.5f}",
+                     f"{e['after']['regression_error']:.5f}", e['committed'],
+                     f"{e['cycle_s']:.0f}"))
     write('sleep', summary, rows, {'runs': runs})
     plot(runs, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'sleep.png'))
 

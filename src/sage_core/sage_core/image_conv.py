@@ -37,6 +37,20 @@ def image_to_numpy(msg) -> np.ndarray:
     return arr[:, :, 0] if channels == 1 else arr
 
 
+def image_to_rgb(msg) -> np.ndarray:
+    """Return an H×W×3 uint8 RGB array for any 8-bit colour or mono image message."""
+    image = image_to_numpy(msg)
+    if msg.encoding in ('bgr8', 'bgra8'):
+        image = image[:, :, 2::-1]
+    elif msg.encoding == 'rgba8':
+        image = image[:, :, :3]
+    elif image.ndim == 2 and image.dtype == np.uint8:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ImageError(f'cannot use {msg.encoding} images as colour input')
+    return np.ascontiguousarray(image)
+
+
 def numpy_to_image(array: np.ndarray, encoding: str, header=None):
     """Build a sensor_msgs/Image from an H×W(×C) array with the given encoding."""
     from sensor_msgs.msg import Image

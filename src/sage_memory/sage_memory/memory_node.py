@@ -3,8 +3,9 @@
 A thin adapter around sage_memory.snarc, .sidecar and .store. Each cycle it
 takes the newest feature of every modality, recalls from the sidecar, scores
 the step (SNARC), writes the sidecar gated by salience, stores salient steps
-(with the action taken, the teacher's action and the reward) for the sleep
-node, and publishes the readout and the salience.
+(with the action taken, the teacher's action and the reward, and now and then
+the camera frame) for the sleep node, and publishes the readout and the
+salience.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import time
 import numpy as np
 from rclpy.node import Node
 from sage_core.coherence.inputs import FeatureBuffer, FeatureRejected
+from sage_core.image_conv import ImageError, image_to_rgb
 from sage_core.ros_common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
                                   declare_parameters, make_feature, qos_from_name,
                                   resolve_path, run_node, stamp)
 from sage_msgs.msg import Action, Feature, Salience
 from sage_msgs.srv import Recall, Snapshot
+from sensor_msgs.msg import Image
 from std_msgs.msg import Float32, String
 
 from sage_memory.sidecar import Sidecar, SidecarError
@@ -52,6 +55,11 @@ PARAMS = [
     Param('label_timeout_s', 1.0, 'an action or teacher label older than this is not '
           'stored with a step (-1 instead)', low=0.01, high=3600.0),
     Param('qos_features', 'SENSOR_DATA', 'QoS of feature subscriptions', choices=QOS_CHOICES),
+    Param('frame_period_s', 1.0, 'store the latest camera frame with a stored step at most '
+          'this often, for the vision encoder to learn from at night (0 = no frames)',
+          low=0.0, high=86400.0),
+    Param('max_frames', 5000, 'stored frame cap (the least salient go first); a frame is 3 kB '
+          '(the world) to 55 kB (a photograph) as PNG', low=10, high=10000000),
 ]
 
 
@@ -70,7 +78,8 @@ class MemoryNode(Node):
         try:
             self.snarc = Snarc(dims, self.p['weights'], weight_lr=self.p['learn_weights'])
             self.store = ExperienceStore(resolve_path(self.p['store_path']), self.layout,
-                                         max_rows=self.p['max_rows'])
+                                         max_rows=self.p['max_rows'],
+                                         max_frames=self.p['max_frames'])
         except (ValueError, StoreError) as exc:
             raise ParameterError(f'memory: {exc}') from exc
         self.sidecar_path = resolve_path(self.p['sidecar_path'])
@@ -86,6 +95,10 @@ class MemoryNode(Node):
         self.create_subscription(Action, 'sage/teacher_action', self._on_teacher, 10)
         self.create_subscription(Float32, 'sage/reward', self._on_reward, 10)
         self.create_subscription(String, 'sage/episode', self._on_episode, 10)
+        self.frame, self.frames_stored, self.frame_at = None, 0, -float('inf')
+        if self.p['frame_period_s'] > 0:
+            self.create_subscription(Image, 'camera/image_raw', self._on_image,
+                                     qos_from_name('SENSOR_DATA'))
         self.pub_memory = self.create_publisher(Feature, 'sage/features/memory', 10)
         self.pub_salience = self.create_publisher(Salience, 'sage/salience', 10)
         self.create_service(Recall, 'sage/memory/recall', self._recall)
@@ -131,6 +144,21 @@ class MemoryNode(Node):
             self.rejected += 1
             if self._warn():
                 self.get_logger().warning(f'rejected feature ({self.rejected} so far): {exc}')
+
+    def _on_image(self, msg: Image) -> None:
+        self.frame = msg              # converted only when it is stored
+
+    def _store_frame(self, now: float, salience: float) -> None:
+        if self.frame is None or now - self.frame_at < self.p['frame_period_s']:
+            return
+        msg, self.frame, self.frame_at = self.frame, None, now
+        try:
+            self.store.insert_frame(self.episode, now, image_to_rgb(msg), salience)
+            self.frames_stored += 1
+        except (ImageError, StoreError, sqlite3.Error) as exc:   # a bad frame is not fatal
+            self.rejected += 1
+            if self._warn():
+                self.get_logger().warning(f'camera frame not stored: {exc}')
 
     def _on_action(self, msg: Action) -> None:
         self.action, self.action_at = int(msg.discrete_id), time.monotonic()
@@ -178,6 +206,7 @@ class MemoryNode(Node):
                 self.store.insert(Step(self.episode, now, x, trust, age, action, teacher,
                                        self.reward, scores.total))
                 self.stored += 1
+                self._store_frame(now, scores.total)
             except (StoreError, sqlite3.Error) as exc:    # e.g. disk full: keep running
                 stored = False
                 self.store_errors, self.store_error = self.store_errors + 1, str(exc)
@@ -217,6 +246,7 @@ class MemoryNode(Node):
                       fill=self.sidecar.fill, write_rate_hz=write_rate,
                       step_rate_hz=self.steps / max(1e-6, t - self._t0),
                       sidecar_writes=self.sidecar.writes, stored=self.stored,
+                      frames_stored=self.frames_stored,
                       store_errors=self.store_errors, rejected_features=self.rejected,
                       last_snapshot_s=t - self.last_snapshot,
                       snapshot_path=self.sidecar_path)

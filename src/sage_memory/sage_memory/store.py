@@ -3,10 +3,12 @@
 One row per stored time step: time, episode id, the fused features with their
 trust and age (float32 blobs; the modality layout is recorded once in the
 ``meta`` table), the action taken, the teacher's action (-1 if none), the
-reward and the salience. A size cap is kept by deleting the least salient
-rows first. WAL mode lets one writer (the memory node) and readers in other
-processes (sleep, export) work at once; every insert is its own transaction,
-so a kill -9 loses at most the step being written.
+reward and the salience. Camera frames of salient moments sit beside them
+(PNG, at most ``FRAME_WIDTH`` wide) for the vision encoder to train on. Size
+caps are kept by deleting the least salient rows first. WAL mode lets one
+writer (the memory node) and readers in other processes (sleep, export) work
+at once; every insert is its own transaction, so a kill -9 loses at most the
+step being written.
 """
 
 from __future__ import annotations
@@ -34,7 +36,18 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE INDEX IF NOT EXISTS steps_episode ON steps (episode, t);
 CREATE INDEX IF NOT EXISTS steps_salience ON steps (salience);
+CREATE TABLE IF NOT EXISTS frames (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    episode INTEGER NOT NULL,
+    t REAL NOT NULL,
+    salience REAL NOT NULL,
+    png BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS frames_salience ON frames (salience);
 """
+
+
+FRAME_WIDTH = 160      # stored frames are shrunk to this width (the encoder uses 64x64)
 
 
 class StoreError(RuntimeError):
@@ -59,9 +72,10 @@ class Step:
 class ExperienceStore:
     """SQLite experience store with a salience-based size cap."""
 
-    def __init__(self, path: str, modalities: dict | None = None, max_rows: int = 200_000):
+    def __init__(self, path: str, modalities: dict | None = None, max_rows: int = 200_000,
+                 max_frames: int = 5000):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.path, self.max_rows = path, max_rows
+        self.path, self.max_rows, self.max_frames = path, max_rows, max_frames
         self.db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
         self.db.execute('PRAGMA journal_mode=WAL')
         self.db.execute('PRAGMA synchronous=NORMAL')
@@ -117,6 +131,50 @@ class ExperienceStore:
     def count(self) -> int:
         """Return the number of stored steps."""
         return int(self.db.execute('SELECT COUNT(*) FROM steps').fetchone()[0])
+
+    # ------------------------------------------------------------------ frames
+    def insert_frame(self, episode: int, t: float, image: np.ndarray, salience: float) -> None:
+        """Store one RGB uint8 camera frame (shrunk to FRAME_WIDTH, PNG) with its salience."""
+        import cv2
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise StoreError(f'a frame must be H×W×3 uint8, got {image.shape} {image.dtype}')
+        if not np.isfinite(salience):
+            raise StoreError('frame salience is NaN or Inf')
+        if image.shape[1] > FRAME_WIDTH:
+            h = max(1, round(image.shape[0] * FRAME_WIDTH / image.shape[1]))
+            image = cv2.resize(image, (FRAME_WIDTH, h), interpolation=cv2.INTER_AREA)
+        ok, png = cv2.imencode('.png', np.ascontiguousarray(image[:, :, ::-1]))
+        if not ok:
+            raise StoreError('could not encode the frame as PNG')
+        with self.db:
+            self.db.execute('INSERT INTO frames (episode, t, salience, png) VALUES (?, ?, ?, ?)',
+                            (int(episode), float(t), float(salience), png.tobytes()))
+            n = self.db.execute('SELECT COUNT(*) FROM frames').fetchone()[0]
+            if n > self.max_frames:
+                self.db.execute('DELETE FROM frames WHERE id IN (SELECT id FROM frames ORDER BY '
+                                'salience ASC, id ASC LIMIT ?)', (n - self.max_frames,))
+
+    def frame_count(self) -> int:
+        """Return the number of stored frames."""
+        return int(self.db.execute('SELECT COUNT(*) FROM frames').fetchone()[0])
+
+    def sample_frames(self, n: int, rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
+        """Up to ``n`` (episode, RGB frame) pairs, without replacement, weighted by salience."""
+        import cv2
+        rows = self.db.execute('SELECT id, salience FROM frames').fetchall()
+        if not rows:
+            return []
+        ids = np.array([r[0] for r in rows])
+        w = np.array([max(r[1], 1e-6) for r in rows])
+        pick = rng.choice(ids, size=min(n, len(ids)), replace=False, p=w / w.sum())
+        out = []
+        for fid in pick:
+            episode, png = self.db.execute('SELECT episode, png FROM frames WHERE id=?',
+                                           (int(fid),)).fetchone()
+            bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is not None:                 # an unreadable row is skipped, not fatal
+                out.append((int(episode), np.ascontiguousarray(bgr[:, :, ::-1])))
+        return out
 
     def episodes(self) -> list[tuple[int, int, float]]:
         """(episode id, steps, mean salience) for every stored episode."""

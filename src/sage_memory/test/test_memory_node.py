@@ -88,6 +88,35 @@ def test_scores_remembers_stores_and_rejects_bad_features(tmp_path):
         assert snap.success and Sidecar.load(snap.path).writes > 0
 
 
+def test_camera_frames_are_stored_with_salient_steps(tmp_path):
+    from sage_core.image_conv import numpy_to_image
+    from sage_core.ros_common import qos_from_name
+    from sensor_msgs.msg import Image
+    from skimage import data
+    photo = data.chelsea()                            # a real photograph, 300x451
+    with Graph() as g:
+        node = g.add(MemoryNode(context=g.context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params(tmp_path, frame_period_s=0.2).items()]))
+        feed = feeder(g)
+        camera = g.publisher(Image, 'camera/image_raw', qos_from_name('SENSOR_DATA'))
+        bad = numpy_to_image(photo, 'rgb8')
+        bad.encoding = 'mono16'                       # wrong for its size: refused, counted
+        camera.publish(bad)
+
+        def fed():
+            feed()
+            camera.publish(numpy_to_image(photo[:, :, ::-1].copy(), 'bgr8'))
+            return node.frames_stored >= 3
+        assert g.wait_for(fed, 15), f'{node.frames_stored} frames stored'
+        steps = node.stored
+    store = ExperienceStore(str(tmp_path / 'exp.db'))
+    frames = store.sample_frames(10, np.random.default_rng(0))
+    assert 3 <= len(frames) < steps                   # at most one per frame_period_s
+    frame = frames[0][1]
+    assert frame.shape == (106, 160, 3)               # shrunk to 160 px, aspect kept
+    assert frame[..., 0].mean() > frame[..., 2].mean()   # bgr8 stored as rgb: the cat is warm
+
+
 def test_salience_gates_the_store_labels_expire_and_diagnostics_report(tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray
     extra = {'store_threshold': 0.5, 'weights': [0.0, 0.0, 0.0, 1.0, 0.0],  # reward only

@@ -97,3 +97,22 @@ def test_kill_9_while_writing_leaves_an_intact_store(tmp_path):
     assert n >= 100
     last = store.episode((n - 1) // 50)[-1]
     assert last.features[0] == n - 1          # every committed row is whole
+
+
+def test_frames_round_trip_shrink_cap_and_sample_by_salience(tmp_path):
+    from skimage import data
+    store = ExperienceStore(str(tmp_path / 'e.db'), MODS, max_frames=20)
+    photo = data.astronaut()                           # 512x512 real photograph
+    for i in range(30):
+        store.insert_frame(i, float(i), photo, salience=i / 30)
+    assert store.frame_count() == 20                   # the least salient went first
+    frames = store.sample_frames(50, np.random.default_rng(0))
+    assert len(frames) == 20 and min(e for e, _ in frames) == 10
+    episode, frame = frames[0]
+    assert frame.shape == (160, 160, 3) and frame.dtype == np.uint8
+    small = photo[::4, ::4][:160, :160]                # PNG is lossless: colours survive
+    assert abs(float(frame.mean()) - float(small.mean())) < 3
+    with pytest.raises(StoreError):
+        store.insert_frame(0, 0.0, photo[:, :, 0], 0.5)
+    with pytest.raises(StoreError):
+        store.insert_frame(0, 0.0, photo, float('nan'))

@@ -116,31 +116,43 @@ class FrameEncoder:
                      'seconds': round(time.monotonic() - start, 2)}
         return dict(self.meta)
 
+    def to_blob(self) -> dict:
+        """Everything the encoder is, as tensors and plain values (torch.save-able)."""
+        return {'format': FORMAT, 'latent': self.latent, 'size': self.size,
+                'ref_error': self.ref_error, 'meta': dict(self.meta),
+                'state': {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+
+    @classmethod
+    def from_blob(cls, blob, source: str = 'encoder') -> 'FrameEncoder':
+        """Rebuild and check an encoder from ``to_blob`` output; ValueError if unusable."""
+        if not isinstance(blob, dict) or blob.get('format') != FORMAT:
+            raise ValueError(f'{source}: not a {FORMAT} file')
+        try:
+            enc = cls(int(blob['latent']), int(blob['size']))
+            enc.model.load_state_dict(blob['state'])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise ValueError(f'{source}: bad frame encoder ({exc})') from exc
+        enc.ref_error, enc.meta = blob.get('ref_error'), dict(blob.get('meta') or {})
+        z, err = enc.encode(np.full((enc.size, enc.size, 3), 128, np.uint8))
+        if not (np.isfinite(z).all() and np.isfinite(err)):
+            raise ValueError(f'{source}: model gives non-finite output')
+        return enc
+
     def save(self, path: str) -> None:
         """Write the model to ``path`` atomically (temporary file + rename)."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f'{path}.{os.getpid()}.tmp'
-        torch.save({'format': FORMAT, 'latent': self.latent, 'size': self.size,
-                    'ref_error': self.ref_error, 'meta': self.meta,
-                    'state': self.model.state_dict()}, tmp)
+        torch.save(self.to_blob(), tmp)
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str) -> 'FrameEncoder':
-        """Load and verify a saved encoder; raise ValueError if it is not usable."""
+        """Load and verify a saved encoder (or a sleep checkpoint's weights.pt)."""
         try:
             blob = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as exc:  # torch raises many types for a bad file
             raise ValueError(f'{path}: not a frame encoder file ({exc})') from exc
-        if not isinstance(blob, dict) or blob.get('format') != FORMAT:
-            raise ValueError(f'{path}: not a {FORMAT} file')
-        enc = cls(int(blob['latent']), int(blob['size']))
-        enc.model.load_state_dict(blob['state'])
-        enc.ref_error, enc.meta = blob.get('ref_error'), dict(blob.get('meta') or {})
-        z, err = enc.encode(np.full((enc.size, enc.size, 3), 128, np.uint8))
-        if not (np.isfinite(z).all() and np.isfinite(err)):
-            raise ValueError(f'{path}: model gives non-finite output')
-        return enc
+        return cls.from_blob(blob, path)
 
 
 class EncoderFile:

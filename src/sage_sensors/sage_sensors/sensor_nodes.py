@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from rclpy.node import Node
-from sage_core.image_conv import ImageError, image_to_numpy, numpy_to_image
+from sage_core.image_conv import ImageError, image_to_rgb, numpy_to_image
 from sage_core.ros_common import (Diagnostics, Param, QOS_CHOICES, Throttle,
                                   declare_parameters, make_feature, qos_from_name,
                                   resolve_path)
@@ -290,16 +290,7 @@ class CameraNode(SensorNode):
 
     def extract(self, msg, now_s):
         """Convert to RGB, compute the image profile and (optionally) the latent."""
-        image = image_to_numpy(msg)
-        if msg.encoding in ('bgr8', 'bgra8'):
-            image = image[:, :, 2::-1]
-        elif msg.encoding == 'rgba8':
-            image = image[:, :, :3]
-        elif image.ndim == 2 and image.dtype == np.uint8:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.dtype != np.uint8:
-            raise ValueError(f'cannot use {msg.encoding} images as colour input')
-        image = np.ascontiguousarray(image)
+        image = image_to_rgb(msg)
         feature, trust, quality = self.extractor.encode(image, now_s)
         if self.encoder_file is None:
             return feature, trust, quality

@@ -300,12 +300,15 @@ def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: in
 
 def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
                world_config: WorldConfig | None = None,
-               progress: Callable[[int, int], None] | None = None) -> dict:
+               progress: Callable[[int, int], None] | None = None,
+               frame_every: int = 10) -> dict:
     """Live a day: the robot's own policy acts; every step goes to the experience store.
 
     Steps carry the teacher's (oracle's) label, as the world publishes it on
     sage/teacher_action, and a salience from disagreement with the teacher and
     reward magnitude (the memory node's SNARC score plays this role in the graph).
+    Every ``frame_every``-th step also stores its camera frame (0: none), as the
+    memory node does with ``frame_period_s``.
     """
     from sage_memory.store import Step
     world = World(world_config or WorldConfig())
@@ -323,6 +326,8 @@ def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
             salience = 0.6 * float(d.action_id != teacher) + 0.4 * min(1.0, abs(reward))
             store.insert(Step(episode, world.t, policy.pipeline.stack(vectors), trust, age,
                               d.action_id, teacher, reward, salience))
+            if frame_every and steps % frame_every == 0:
+                store.insert_frame(episode, world.t, obs.image, salience)
             steps += 1
         wins += world.success
         if progress:

@@ -1,4 +1,4 @@
-"""What sleep improves: the coherence model, from the experience store.
+"""What sleep improves: the coherence model and the camera's frame encoder.
 
 ``CoherenceTarget`` selects the day's episodes by salience, trains the model
 from its current version with a small learning rate and a time bound
@@ -7,6 +7,11 @@ the teacher make a DAgger round; sensor-fault augmentation teaches trust), and
 scores a candidate by closed-loop success on a validation suite of the world,
 with the morning suite as the regression set and the accuracy on held-out
 stored episodes reported beside them.
+
+``EncoderTarget`` trains the camera node's frame autoencoder on the camera
+frames the memory node stored with salient steps, and scores a candidate by
+its reconstruction error on held-out stored frames, with frames of the
+built-in world's morning suite as the regression set.
 """
 
 from __future__ import annotations
@@ -125,19 +130,97 @@ def heldout_accuracy(model: CoherenceModel, episodes: list[Episode]) -> float:
     return hits / max(1, total)
 
 
+def regression_frames(seeds=MORNING.seeds[:10], views: int = 10) -> list[np.ndarray]:
+    """Camera frames of the world at fixed seeds and headings (the encoder's regression set)."""
+    from sage_sim.world import World
+    world, frames = World(), []
+    for s in seeds:
+        world.reset(int(s))
+        for _ in range(views):
+            frames.append(world.render())
+            for _ in range(5):                   # turn 0.6 rad in place between views
+                world.step(0.0, 1.2)
+    return frames
+
+
+class EncoderTarget:
+    """Sleep target for the camera's frame autoencoder (see the module doc)."""
+
+    name = 'vision_encoder'
+
+    def __init__(self, store: ExperienceStore, lr: float = 5e-4, epochs: int = 30,
+                 min_gain: float = 0.0, max_frames: int = 4000, min_frames: int = 32,
+                 seed: int = 0, regression: list | None = None):
+        self.store, self.lr, self.epochs, self.min_gain = store, lr, epochs, min_gain
+        self.max_frames, self.min_frames, self.seed = max_frames, min_frames, seed
+        self.rng = np.random.default_rng(seed)
+        self.regression = regression if regression is not None else regression_frames()
+
+    def select(self, budget: dict):
+        """Salience-weighted stored frames; those of every fifth episode are held out."""
+        n = min(self.max_frames, int(budget.get('max_experiences', self.max_frames)))
+        frames = self.store.sample_frames(n, self.rng)
+        if len(frames) < self.min_frames:
+            return None
+        held = [f for e, f in frames if e % 5 == 0]
+        train = [f for e, f in frames if e % 5 != 0]
+        if len(held) < 4 or len(train) < 4:          # few episodes: every fifth frame
+            held = [f for _, f in frames[::5]]
+            train = [f for i, (_, f) in enumerate(frames) if i % 5]
+        return {'train': train, 'held_out': held}
+
+    def augment(self, data):
+        """Mirroring is applied per batch inside FrameEncoder.fit."""
+        return data
+
+    def train(self, state: dict, data, budget_s: float, progress) -> dict:
+        """Fine-tune a copy of the encoder on the day's frames within ``budget_s``."""
+        from sage_sensors.encoder import FrameEncoder
+        enc = FrameEncoder.from_blob(copy.deepcopy(state), 'current encoder')
+        enc.fit(data['train'], epochs=self.epochs, lr=self.lr, val_fraction=0.1,
+                time_limit_s=budget_s, seed=self.seed)
+        progress(1.0)
+        return enc.to_blob()
+
+    def evaluate(self, state: dict, data) -> Evaluation:
+        """Median reconstruction error on held-out frames (score = minus it) and regression."""
+        from sage_sensors.encoder import FrameEncoder
+        enc = FrameEncoder.from_blob(state, 'encoder')
+        held = float(np.median(enc.encode_batch(data['held_out'])[1]))
+        reg = float(np.median(enc.encode_batch(self.regression)[1]))
+        return Evaluation(score=-held, regression=-reg,
+                          metrics={'heldout_error': held, 'regression_error': reg})
+
+
+def encoder_base(ckpts: CheckpointStore, latent: int = 32) -> None:
+    """Commit an untrained encoder as version 1 when there is none (SAGE ships no encoder)."""
+    from sage_sensors.encoder import FrameEncoder
+    if ckpts.latest_version() is None:
+        ckpts.commit(FrameEncoder(latent=latent).to_blob(), {
+            'config': {'latent': latent}, 'note': 'untrained initialisation: the base that '
+            'the first night\'s training must beat'})
+
+
 def build_targets(params: dict):
     """Build the sleep node's targets and checkpoint stores from its parameters."""
     model_dir = resolve_path(params['model_dir'])
     targets, stores = {}, {}
+    store_path = resolve_path(params['store_path'])
+    if not os.path.exists(store_path):
+        raise ValueError(f'no experience store at {store_path}: run SAGE with the memory '
+                         f'node first')
     for name in params['targets']:
+        if name == 'vision_encoder':
+            ckpts = CheckpointStore(model_dir, name, keep=params['keep_versions'])
+            encoder_base(ckpts)
+            targets[name] = EncoderTarget(ExperienceStore(store_path), seed=params['seed'])
+            stores[name] = ckpts
+            continue
         if name != 'coherence':
-            raise ValueError(f'sleep target {name!r} is not available yet (only coherence)')
+            raise ValueError(f'sleep target {name!r} is not available yet (coherence, '
+                             f'vision_encoder)')
         ckpts = CheckpointStore(model_dir, 'coherence', keep=params['keep_versions'])
         current = ckpts.open()     # no base model: CheckpointError tells how to train one
-        store_path = resolve_path(params['store_path'])
-        if not os.path.exists(store_path):
-            raise ValueError(f'no experience store at {store_path}: run SAGE with the memory '
-                             f'node first')
         config = CoherenceConfig.from_dict(current.meta['config'])
         store = ExperienceStore(store_path)
         if store.modalities != config.modalities:

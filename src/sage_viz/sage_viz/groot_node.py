@@ -19,7 +19,7 @@ import threading
 import numpy as np
 from builtin_interfaces.msg import Duration
 from rclpy.node import Node
-from sage_core.image_conv import image_to_numpy
+from sage_core.image_conv import image_to_rgb
 from sage_core.ros_common import (Diagnostics, Param, declare_parameters, make_feature,
                                   qos_from_name, run_node, stamp)
 from sage_msgs.msg import Action, Feature
@@ -78,7 +78,7 @@ class GrootNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         try:
-            self.image = image_to_numpy(msg)
+            self.image = image_to_rgb(msg)         # GR00T takes RGB video
         except ValueError as exc:
             self.diag.set('WARN', f'dropped an image: {exc}')
 
