@@ -119,16 +119,17 @@ def test_sage_record_writes_a_bag_of_the_running_graph(tmp_path, storage):
     from sage_core.ros_common import qos_from_name
     from std_msgs.msg import String
     bag = tmp_path / 'rec'
+    ns = f'/rec_{os.getpid()}_{storage}'      # its own namespace: no other graph leaks in
     with Graph() as g:
         # published before the recorder starts: a latched topic must still be recorded
-        g.publisher(String, 'sage/instruction', qos_from_name('LATCHED')).publish(
+        g.publisher(String, f'{ns}/sage/instruction', qos_from_name('LATCHED')).publish(
             String(data='go forward ten meters'))
-        camera = g.publisher(Image, 'camera/image_raw', qos_from_name('SENSOR_DATA'))
-        vision = g.publisher(Feature, 'sage/features/vision')
+        camera = g.publisher(Image, f'{ns}/camera/image_raw', qos_from_name('SENSOR_DATA'))
+        vision = g.publisher(Feature, f'{ns}/sage/features/vision')
         rec = subprocess.Popen(['sage', 'record', '-o', str(bag), '--storage', storage,
-                                '--duration', '6', 'camera/image_raw', 'sage/instruction',
-                                'sage/features/vision'], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                                '--namespace', ns, '--duration', '6', 'camera/image_raw',
+                                'sage/instruction', 'sage/features/vision'],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         img = numpy_to_image(frames(1, 0)[0], 'rgb8')
         deadline = time.monotonic() + 30
         while rec.poll() is None and time.monotonic() < deadline:
@@ -141,10 +142,11 @@ def test_sage_record_writes_a_bag_of_the_running_graph(tmp_path, storage):
     got = {}
     for topic, msgtype, _, data in read(str(bag)):
         got.setdefault(topic, []).append((msgtype, data))
-    assert set(got) == {'/camera/image_raw', '/sage/instruction', '/sage/features/vision'}
-    assert deserialize_message(got['/camera/image_raw'][0][1], Image).data == img.data
-    assert deserialize_message(got['/sage/features/vision'][0][1], Feature).trust == 0.25
-    assert deserialize_message(got['/sage/instruction'][0][1], String).data == \
+    assert set(got) == {f'{ns}/camera/image_raw', f'{ns}/sage/instruction',
+                        f'{ns}/sage/features/vision'}
+    assert deserialize_message(got[f'{ns}/camera/image_raw'][0][1], Image).data == img.data
+    assert deserialize_message(got[f'{ns}/sage/features/vision'][0][1], Feature).trust == 0.25
+    assert deserialize_message(got[f'{ns}/sage/instruction'][0][1], String).data == \
         'go forward ten meters'
     again = subprocess.run(['sage', 'record', '-o', str(bag), '--duration', '1'],
                            capture_output=True, text=True, timeout=60)
