@@ -153,6 +153,21 @@ class RandomPolicy:
         return ACTIONS[self.action][1], ACTIONS[self.action][2]
 
 
+class OperatorPolicy:
+    """A teacher as good as a person watching the camera: searches, then the shortest path."""
+
+    def __init__(self, world: World):
+        self.world = world
+
+    def reset(self) -> None:
+        """Nothing to forget (the world tracks what has been seen)."""
+
+    def act(self, obs) -> tuple[float, float]:
+        """Return the operator's action."""
+        a = self.world.operator_action()
+        return ACTIONS[a][1], ACTIONS[a][2]
+
+
 class OraclePolicy:
     """The ceiling: follows the shortest path, reading the world's state."""
 

@@ -161,6 +161,7 @@ class World:
         self._last_image = None
         self._cost = self._distance_field()
         self._prev_dist = self.target_distance()
+        self.target_seen, self._searched = self.target_visible(), 0.0
         return self._observe(reward=0.0, accel=np.array([0.0, 0.0, GRAVITY]))
 
     def set_scenario(self, beacons: dict, target: str, pose: tuple,
@@ -178,6 +179,7 @@ class World:
         self.instruction = INSTRUCTIONS[0].format(target)
         self._cost = self._distance_field()
         self._prev_dist = self.target_distance()
+        self.target_seen, self._searched = self.target_visible(), 0.0
         return self._observe(reward=0.0, accel=np.array([0.0, 0.0, GRAVITY]))
 
     def target_distance(self) -> float:
@@ -205,6 +207,9 @@ class World:
         self.v, self.w = v, w
         self.t += c.dt
         self.steps += 1
+        if not self.target_seen:
+            self._searched += abs(w) * c.dt
+            self.target_seen = self.target_visible()
         dist = self.target_distance()
         reward = 0.3 * (self._prev_dist - dist) - 0.01 - 0.2 * collided
         self._prev_dist = dist
@@ -374,6 +379,37 @@ class World:
             tx = (target[0] + 0.5) * self._cell - self.cfg.arena_m / 2
             ty = (target[1] + 0.5) * self._cell - self.cfg.arena_m / 2
         return math.atan2(ty - self.y, tx - self.x)
+
+    def target_visible(self) -> bool:
+        """Whether the camera sees the target now (in its field of view, not hidden)."""
+        tx, ty = self._obj_xy[self.target] - (self.x, self.y)
+        d = math.hypot(tx, ty)
+        bearing = (math.atan2(ty, tx) - self.yaw + math.pi) % (2 * math.pi) - math.pi
+        if d < 1e-6 or abs(bearing) > math.radians(self.cfg.fov_deg) / 2:
+            return False
+        ux, uy = tx / d, ty / d
+        for k, (ox, oy, r, _, _) in enumerate(self.objects):   # anything in front of it?
+            if k == self.target:
+                continue
+            px, py = ox - self.x, oy - self.y
+            along = px * ux + py * uy
+            if 0 < along < d and abs(px * uy - py * ux) < r:
+                return False
+        return True
+
+    def operator_action(self) -> int:
+        """A teacher that knows only what the robot could: an operator watching its camera.
+
+        Until the target has been in view it searches: a turn in place, then, if a
+        whole turn did not show it (hidden behind a pillar), a few steps of the
+        shortest path before turning again. Once seen, where it is is known, and
+        the operator steers the shortest path to it, as the oracle does.
+        """
+        if self.target_seen:
+            return self.oracle_action()
+        if self._searched % (2 * math.pi + 1.0) < 2 * math.pi:
+            return ACTION_NAMES.index('turn_left')
+        return self.oracle_action()     # a short move to look again from elsewhere
 
     def oracle_action(self) -> int:
         """Return the best discrete action from the full state (the teacher's label)."""

@@ -59,6 +59,9 @@ PARAMS = [
           check=lambda v: _check_faults([s for s in v if s])),
     Param('command_source', 'cmd_vel', 'which command drives the robot',
           choices=('cmd_vel', 'action')),
+    Param('teacher', 'oracle', 'who labels sage/teacher_action: the oracle (knows the map) or '
+          'an operator (sees only what the camera has shown: searches, then the shortest '
+          'path)', choices=('oracle', 'operator')),
     Param('command_timeout_s', 0.5, 'stop the robot when commands are older (sim s)',
           low=0.01, high=10.0),
     Param('episodes', 0, 'stop after this many episodes (0: run forever)', low=0,
@@ -179,10 +182,11 @@ class WorldNode(Node):
         pose.pose.orientation.w = math.cos(self.world.yaw / 2)
         self.pub_pose.publish(pose)
         self.pub_reward.publish(Float32(data=obs.reward))
-        a = self.world.oracle_action()
+        a = (self.world.operator_action() if self.p['teacher'] == 'operator'
+             else self.world.oracle_action())
         teacher = Action(discrete_id=a, discrete_name=ACTION_NAMES[a],
                          continuous=[ACTIONS[a][1], ACTIONS[a][2]], confidence=1.0,
-                         source='oracle')
+                         source=self.p['teacher'])
         teacher.header.stamp, teacher.header.frame_id = stamp, 'base_link'
         self.pub_teacher.publish(teacher)
 

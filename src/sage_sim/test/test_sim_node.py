@@ -61,3 +61,15 @@ def test_cmd_vel_moves_the_robot():
             return abs(node.world.yaw - yaw0) > 0.5
         assert g.wait_for(turned, timeout=10)
         assert any(m.angular_velocity.z > 0.5 for m in imu)
+
+
+def test_the_operator_teacher_labels_a_search_where_the_oracle_would_not():
+    with Graph() as g:
+        labels = g.collect(Action, 'sage/teacher_action')
+        node = g.add(WorldNode(context=g.context, parameter_overrides=[
+            Parameter('seed', value=10000), Parameter('teacher', value='operator'),
+            Parameter('real_time_factor', value=10.0)]))
+        assert not node.world.target_seen           # seed 10000 starts facing away from it
+        assert g.wait_for(lambda: len(labels) >= 5, 10)
+        assert {m.source for m in labels} == {'operator'}
+        assert labels[0].discrete_name == 'turn_left'          # searching: the robot stands

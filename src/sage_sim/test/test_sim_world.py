@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 import pytest
-from sage_sim.evaluate import MORNING, OraclePolicy, RandomPolicy, Suite, evaluate
+from sage_sim.evaluate import (MORNING, OperatorPolicy, OraclePolicy, RandomPolicy, Suite,
+                               evaluate)
 from sage_sim.world import ACTION_NAMES, ACTIONS, Fault, World, WorldConfig
 
 
@@ -83,6 +84,32 @@ def test_oracle_goes_around_a_pillar():
         a = w.oracle_action()
         w.step(ACTIONS[a][1], ACTIONS[a][2])
     assert w.success and w.collisions == 0
+
+
+def test_the_operator_sees_only_what_the_camera_shows_and_searches():
+    w = World()
+    w.reset(0)
+    # the target behind a pillar, then the robot facing away from it
+    w.set_scenario({'green': (2.0, 0.0), 'red': (-2.0, 2.0)}, 'green', (-2.0, 0.0, 0.0),
+                   pillars=((0.0, 0.0, 0.5),))
+    assert not w.target_visible() and not w.target_seen
+    w.set_scenario({'green': (2.0, 0.0)}, 'green', (-2.0, 0.0, math.pi / 2))  # it is right
+    assert not w.target_seen
+    assert w.operator_action() == ACTION_NAMES.index('turn_left')   # searches, unlike
+    assert w.oracle_action() != w.operator_action()                 # the all-knowing oracle
+    while not w.target_seen:
+        a = w.operator_action()
+        assert a == ACTION_NAMES.index('turn_left')
+        w.step(ACTIONS[a][1], ACTIONS[a][2])
+    assert w.target_visible()
+    while not w.done:
+        a = w.operator_action()
+        w.step(ACTIONS[a][1], ACTIONS[a][2])
+    assert w.success and w.collisions == 0
+
+
+def test_the_operator_is_as_good_as_the_oracle_on_the_morning_suite():
+    assert evaluate(OperatorPolicy, MORNING).success_rate == 1.0
 
 
 def test_time_limit_ends_episode():

@@ -301,12 +301,14 @@ def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: in
 def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
                world_config: WorldConfig | None = None,
                progress: Callable[[int, int], None] | None = None,
-               frame_every: int = 10) -> dict:
+               frame_every: int = 10, teacher: str = 'oracle') -> dict:
     """Live a day: the robot's own policy acts; every step goes to the experience store.
 
-    Steps carry the teacher's (oracle's) label, as the world publishes it on
-    sage/teacher_action, and a salience from disagreement with the teacher and
-    reward magnitude (the memory node's SNARC score plays this role in the graph).
+    Steps carry the teacher's label, as the world publishes it on
+    sage/teacher_action (``teacher``: 'oracle', who knows the map, or 'operator',
+    who sees only what the robot's camera has shown), and a salience from
+    disagreement with the teacher and reward magnitude (the memory node's SNARC
+    score plays this role in the graph).
     Every ``frame_every``-th step also stores its camera frame (0: none), as the
     memory node does with ``frame_period_s``.
     """
@@ -321,11 +323,12 @@ def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
         while not world.done:
             vectors, trust, age = policy.pipeline.observe(obs)
             d = policy.runtime.step(vectors, trust, age)
-            teacher = world.oracle_action()
+            label = (world.operator_action() if teacher == 'operator'
+                     else world.oracle_action())
             obs, reward, _, _ = world.step(*d.continuous)
-            salience = 0.6 * float(d.action_id != teacher) + 0.4 * min(1.0, abs(reward))
+            salience = 0.6 * float(d.action_id != label) + 0.4 * min(1.0, abs(reward))
             store.insert(Step(episode, world.t, policy.pipeline.stack(vectors), trust, age,
-                              d.action_id, teacher, reward, salience))
+                              d.action_id, label, reward, salience))
             if frame_every and steps % frame_every == 0:
                 store.insert_frame(episode, world.t, obs.image, salience)
             steps += 1
