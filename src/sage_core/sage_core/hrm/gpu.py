@@ -16,7 +16,7 @@ Backends (``backend=``):
   other devices (or without Triton) the same arithmetic in torch, which the CPU tests
   check. Measured on an H200 it was slower than ``'inductor'`` at every batch size (its
   Triton GEMMs reach about half of cuBLAS's rate) and, with strided q/k/v views into SDPA,
-  wrong; see docs/readme-parts/issue3.md.
+  wrong; see README.md, "HRM on a GPU".
 
 Modes:
 
@@ -152,7 +152,7 @@ class GraphRunner:
             self.kernel_backend = 'triton' if fused_ok else 'torch'
             if self.kernel_backend == 'triton':
                 warnings.warn("GraphRunner backend='fused' is experimental: its Triton kernels "
-                              'failed parity on an H200 (docs/readme-parts/issue3.md)',
+                              'failed parity on an H200 (README.md, "HRM on a GPU")',
                               stacklevel=2)
             self.segment = FusedSegment(inner, self.kernel_backend)
         else:
