@@ -16,12 +16,27 @@ with its original stamp), its trust computed by sage_core.cognition.thought
 say what lowered it.
 The Think action (sage/cognition/<name>/think) streams a thought token by token
 and can be cancelled. The node has no publisher that can move the robot.
+
+Each finished thought (with a model: backend ``local`` or ``openai``) is
+recorded as one JSON line of ``exchanges_path`` (sage_core.cognition.exchanges:
+messages, answer, trust, and the mean reward in its reward window, so it is
+written once that window has passed), which the sleep node's LoRA target learns
+from. Only the worker thread writes it; a write error is logged and counted
+(diagnostics ``exchange_write_errors``) and the node thinks on.
+With the embedded model, an announced ``lora`` checkpoint (sage/checkpoint)
+is hot-swapped between thoughts: either a sleep checkpoint version directory
+(weights.pt holding a sage-lora-1 state, checked against the announced
+sha256 and unpacked into a peft adapter in a temporary folder) or a peft
+adapter directory (adapter_model.safetensors checked).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import queue
+import shutil
+import tempfile
 import threading
 import time
 
@@ -36,10 +51,11 @@ from std_msgs.msg import Float32, String
 
 from sage_core.checkpoints import sha256_file
 from sage_core.cognition.backends import BackendError, make_backend
+from sage_core.cognition.exchanges import ExchangeLog
 from sage_core.cognition.text import sanitize
 from sage_core.cognition.thought import build_messages, coherence_summary, thought_trust, why
 from sage_core.ros_common import (Diagnostics, Param, declare_parameters, make_feature,
-                                  qos_from_name, stamp)
+                                  qos_from_name, resolve_path, stamp)
 
 PARAMS = [
     Param('name', 'main', 'instance name: topics sage/cognition/<name>/text and '
@@ -70,6 +86,9 @@ PARAMS = [
           low=0.1, high=50.0),
     Param('max_chars', 240, 'longest instruction or thought kept, characters', low=8,
           high=10000),
+    Param('exchanges_path', 'memory/exchanges.jsonl', 'JSON lines of finished thoughts '
+          '(messages, answer, trust, reward after) that sleep trains LoRA on; relative to '
+          '$SAGE_HOME; empty = off (never written with backend none)'),
 ]
 
 
@@ -112,7 +131,13 @@ class CognitionNode(Node):
         self.previous: np.ndarray | None = None
         self.peer_vectors: dict[str, np.ndarray] = {}
         self.rewards: list[float] = []
-        self.thoughts = self.failures = 0
+        self.thoughts = self.failures = self.exchange_errors = 0
+        path = resolve_path(self.p['exchanges_path'])
+        self.exchanges = (ExchangeLog(path, self.p['reward_window_s'])
+                          if path and self.backend is not None else None)
+        self.adapter_checkpoint = ''      # the checkpoint whose LoRA adapter is in use
+        self._unpacked = ''               # temporary adapter folder unpacked from it
+        self._swap_lock = threading.Lock()
         self.busy = False
         self.last_thought = self.last_published = -1e9
         self._jobs: queue.Queue = queue.Queue(maxsize=4)
@@ -147,6 +172,8 @@ class CognitionNode(Node):
         followed = time.monotonic() - self.last_published < self.p['reward_window_s']
         if np.isfinite(msg.data) and followed:          # reward that followed our thoughts
             self.rewards = (self.rewards + [float(msg.data)])[-200:]
+            if self.exchanges is not None:
+                self.exchanges.reward(float(msg.data))   # memory only; the worker writes
 
     def _on_peer(self, msg: Feature) -> None:
         self.peer_vectors[msg.modality] = np.asarray(msg.data, np.float32)
@@ -157,18 +184,59 @@ class CognitionNode(Node):
 
     def _swap_adapter(self, msg: Checkpoint) -> None:
         """Load a new LoRA adapter off the executor; the backend swaps between thoughts."""
-        try:
-            weights = os.path.join(msg.path, 'adapter_model.safetensors')
-            if msg.sha256 and sha256_file(weights) != msg.sha256:
-                raise BackendError('its weights do not match the announced sha256')
-            self.backend.load_adapter(msg.path)
-        except (BackendError, OSError) as exc:
-            self.get_logger().error(f'refused LoRA adapter {msg.path}: {exc}; keeping '
-                                    f'{self.backend.adapter or "the base model"}')
-            self.diag.set('WARN', f'refused LoRA adapter: {exc}', refused=msg.path)
-            return
-        self.get_logger().info(f'LoRA adapter v{msg.version} in use: {msg.path}')
+        with self._swap_lock:
+            unpacked = ''
+            try:
+                if os.path.isfile(os.path.join(msg.path, 'weights.pt')):   # a sleep checkpoint
+                    unpacked = self._unpack_checkpoint(msg)
+                    self.backend.load_adapter(unpacked)
+                else:                                                     # a peft directory
+                    weights = os.path.join(msg.path, 'adapter_model.safetensors')
+                    if msg.sha256 and sha256_file(weights) != msg.sha256:
+                        raise BackendError('its weights do not match the announced sha256')
+                    self.backend.load_adapter(msg.path)
+            except (BackendError, OSError, ValueError) as exc:
+                if unpacked:
+                    shutil.rmtree(os.path.dirname(unpacked), ignore_errors=True)
+                kept = self.adapter_checkpoint or self.backend.adapter or 'the base model'
+                self.get_logger().error(f'refused LoRA adapter {msg.path}: {exc}; keeping '
+                                        f'{kept}')
+                self.diag.set('WARN', f'refused LoRA adapter: {exc}', refused=msg.path)
+                return
+            if self._unpacked and self._unpacked != unpacked:     # the previous one's folder
+                shutil.rmtree(os.path.dirname(self._unpacked), ignore_errors=True)
+            self._unpacked, self.adapter_checkpoint = unpacked, msg.path
+        what = 'the base model (no adapter)' if self.backend.adapter is None else msg.path
+        self.get_logger().info(f'LoRA adapter v{msg.version} in use: {what}')
         self.diag.set('OK', f'LoRA adapter v{msg.version} in use', adapter=msg.path)
+
+    def _unpack_checkpoint(self, msg: Checkpoint) -> str:
+        """Verify weights.pt against msg.sha256; unpack it as a peft adapter folder.
+
+        Return the folder ('' when the checkpoint is the base model). The file is
+        read once, so what is checked is what is loaded.
+        """
+        import hashlib
+
+        import torch
+
+        from sage_core.cognition.lora import write_adapter
+        with open(os.path.join(msg.path, 'weights.pt'), 'rb') as f:
+            blob = f.read()
+        if not msg.sha256:
+            raise BackendError('a checkpoint announced without a sha256')
+        if hashlib.sha256(blob).hexdigest() != msg.sha256:
+            raise BackendError('its weights.pt does not match the announced sha256')
+        try:
+            state = torch.load(io.BytesIO(blob), map_location='cpu', weights_only=True)
+        except Exception as exc:  # torch raises many kinds for a bad file
+            raise BackendError(f'unreadable weights.pt: {exc}') from exc
+        folder = tempfile.mkdtemp(prefix=f'sage-lora-v{msg.version}-')
+        try:
+            return write_adapter(state, os.path.join(folder, 'adapter'))
+        finally:
+            if not os.path.isdir(os.path.join(folder, 'adapter')):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _submit(self, job) -> bool:
         if job[0] == 'salience' and \
@@ -192,6 +260,7 @@ class CognitionNode(Node):
                 self.diag.set('ERROR', f'backend {self.p["backend"]}: {exc}')
         self.diag.set('OK', 'ready')
         while True:
+            self._write_exchanges()
             try:
                 job = self._jobs.get(timeout=1.0)
             except queue.Empty:
@@ -203,6 +272,7 @@ class CognitionNode(Node):
                     continue
             kind, text, when, action = job
             if kind is None:
+                self._write_exchanges(force=True)
                 return
             if self.backend is None:
                 self._publish(text, embed(text), 1.0, when, {'chars': float(len(text))})
@@ -250,6 +320,12 @@ class CognitionNode(Node):
                                self.previous, list(self.peer_vectors.values()), reward_avg)
         if not thought.cancelled:
             self.previous = vector
+            if self.exchanges is not None:
+                self.exchanges.add({
+                    't': time.time(), 'name': self.p['name'], 'backend': self.p['backend'],
+                    'messages': messages, 'answer': text, 'trust': scored['trust'],
+                    'latency_s': thought.latency_s, 'tokens': int(thought.tokens),
+                    'reward_before': reward_avg})
             self._publish(text, vector, scored['trust'], when,
                           {**{k: v for k, v in scored.items() if k != 'trust'},
                            'latency_s': thought.latency_s, 'tokens': float(thought.tokens)},
@@ -257,6 +333,19 @@ class CognitionNode(Node):
         if action is not None:
             action['done'].set_result((text, scored['trust'], thought.latency_s,
                                        thought.cancelled, ''))
+
+    def _write_exchanges(self, force: bool = False) -> None:
+        """Append the thoughts whose reward window has passed (worker thread only)."""
+        if self.exchanges is None:
+            return
+        try:
+            self.exchanges.flush(force=force)
+        except OSError as exc:
+            self.exchange_errors = self.exchanges.errors
+            self.get_logger().error(f'cannot record exchanges in {self.exchanges.path}: '
+                                    f'{exc}')
+            self.diag.set('WARN', f'cannot record exchanges: {exc}',
+                          exchange_write_errors=self.exchange_errors)
 
     def _publish(self, text, vector, trust, when, quality, reasons='') -> None:
         self.current = make_feature(self, self.modality, vector, trust, quality,
@@ -268,7 +357,8 @@ class CognitionNode(Node):
         self.diag.set('OK' if trust > 0.2 else 'WARN',
                       f'thought (trust {trust:.2f}' + (f': {reasons})' if reasons else ')') +
                       f': {text[:60]}', thoughts=self.thoughts, trust=trust,
-                      failures=self.failures, low_trust_because=reasons or 'n/a')
+                      failures=self.failures, low_trust_because=reasons or 'n/a',
+                      exchange_write_errors=self.exchange_errors)
 
     async def _think_action(self, goal):
         """Think about the goal's instruction; stream tokens as feedback; cancellable."""
@@ -295,11 +385,12 @@ class CognitionNode(Node):
             self.pub_feature.publish(self.current)
 
     def destroy_node(self):
-        """Stop the worker, then destroy the node."""
+        """Stop the worker, write the exchanges still in their reward window, destroy."""
         try:
             self._jobs.put_nowait((None, None, None, None))
         except queue.Full:
             pass
+        self._write_exchanges(force=True)
         return super().destroy_node()
 
 

@@ -1,6 +1,7 @@
 """Cognition: the embedded model, an OpenAI-compatible server, trust, the node and Think."""
 
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -149,6 +150,7 @@ def test_openai_backend_against_a_real_server(server, local):
 
 
 def node(g, **params):
+    params.setdefault('exchanges_path', '')       # tests never write into $SAGE_HOME
     return g.add(CognitionNode(context=g.context, parameter_overrides=[
         Parameter(k, value=v) for k, v in params.items()]))
 
@@ -216,6 +218,38 @@ def test_node_thinks_streams_cancels_and_never_commands(server):
         assert n.thoughts >= 2
 
 
+def test_node_records_exchanges_and_a_write_error_does_not_stop_it(server, tmp_path):
+    from sage_core.cognition.exchanges import read_exchanges
+    url, _ = server
+    path = tmp_path / 'memory' / 'exchanges.jsonl'
+    with Graph() as g:
+        common = dict(backend='openai', url=url, max_tokens=8, think_period_s=0.0,
+                      timeout_s=60.0, reward_window_s=6.0)
+        n = node(g, name='scribe', exchanges_path=str(path), **common)
+        bad = g.add(CognitionNode(context=g.context, node_name='cognition_bad',
+                                  parameter_overrides=[Parameter(k, value=v) for k, v in {
+                                      **common, 'name': 'blocked',
+                                      'exchanges_path': str(tmp_path)}.items()]))
+        reward = g.publisher(Float32, 'sage/reward')
+        assert g.wait_for(lambda: reward.get_subscription_count() >= 2, 10)
+        g.publisher(String, 'sage/instruction', qos_from_name('LATCHED')).publish(
+            String(data='go to the red beacon'))
+        assert g.wait_for(lambda: n.thoughts >= 1, 90), 'no thought'
+        reward.publish(Float32(data=0.5))                  # follows the thought
+        assert not path.exists() or not read_exchanges(str(path))[0]   # in its window
+        assert g.wait_for(lambda: read_exchanges(str(path))[0], 15), 'nothing recorded'
+        assert g.wait_for(lambda: bad.thoughts >= 1, 90), 'no thought'
+        assert g.wait_for(lambda: bad.exchange_errors >= 1, 10)     # a directory: unwritable
+        assert 'cannot record exchanges' in bad.diag.message and bad._worker.is_alive()
+        assert bad.diag.values['exchange_write_errors'] >= 1
+    record = read_exchanges(str(path))[0][0]
+    assert record['name'] == 'scribe' and record['answer'] and 0.0 <= record['trust'] <= 1.0
+    assert record['messages'][0]['role'] == 'system'
+    assert 'go to the red beacon' in record['messages'][1]['content']
+    assert record['reward_after'] == 0.5 and record['rewards_after'] == 1
+    assert n.exchange_errors == 0
+
+
 def test_a_failing_backend_lowers_trust_and_the_node_runs_on():
     with Graph() as g:
         n = node(g, name='broken', backend='openai', url='http://127.0.0.1:9', timeout_s=0.5,
@@ -276,8 +310,9 @@ def test_lora_learns_keeps_the_base_and_hot_swaps(local, adapter, tmp_path):
     assert local.generate(QUESTION, 10).text == base_text
 
 
-def test_node_hot_swaps_an_announced_adapter_and_refuses_a_bad_one(adapter):
-    from sage_core.checkpoints import sha256_file
+def test_node_hot_swaps_an_announced_adapter_and_refuses_a_bad_one(adapter, tmp_path):
+    from sage_core.checkpoints import CheckpointStore, sha256_file
+    from sage_core.cognition.lora import adapter_state, base_state
     from sage_msgs.msg import Checkpoint
     path = adapter[0]
     with Graph() as g:
@@ -290,3 +325,23 @@ def test_node_hot_swaps_an_announced_adapter_and_refuses_a_bad_one(adapter):
         announce.publish(Checkpoint(model='lora', path=path, version=3, sha256='0' * 64))
         assert g.wait_for(lambda: 'refused LoRA adapter' in n.diag.message, 30)
         assert n.backend.adapter == path                        # the old one stays
+
+        # what the sleep node commits and announces: a version directory with weights.pt
+        n.backend.load_adapter('')
+        ckpts = CheckpointStore(str(tmp_path / 'models'), 'lora')
+        base = ckpts.commit(base_state())
+        v2 = ckpts.commit(adapter_state(path))
+        announce.publish(Checkpoint(model='lora', path=v2.path, version=2, sha256=v2.sha256))
+        assert g.wait_for(lambda: n.adapter_checkpoint == v2.path, 120), 'v2 not swapped in'
+        assert 'purple' in n.backend.generate(QUESTION, 10).text
+        unpacked = n.backend.adapter
+        assert unpacked != v2.path and os.path.isfile(f'{unpacked}/adapter_config.json')
+        announce.publish(Checkpoint(model='lora', path=v2.path, version=2, sha256='f' * 64))
+        assert g.wait_for(lambda: 'refused LoRA adapter' in n.diag.message
+                          and 'weights.pt does not match' in n.diag.message, 30)
+        assert n.backend.adapter == unpacked and n.adapter_checkpoint == v2.path
+        announce.publish(Checkpoint(model='lora', path=base.path, version=1,
+                                    sha256=base.sha256))           # rolled back to the base
+        assert g.wait_for(lambda: n.adapter_checkpoint == base.path, 60)
+        assert n.backend.adapter is None and not os.path.exists(unpacked)
+        assert 'purple' not in n.backend.generate(QUESTION, 10).text

@@ -1,4 +1,4 @@
-"""What sleep improves: the coherence model and the camera's frame encoder.
+"""What sleep improves: the coherence model, the camera's frame encoder, a LoRA adapter.
 
 ``CoherenceTarget`` selects the day's episodes by salience, trains the model
 from its current version with a small learning rate and a time bound
@@ -12,12 +12,25 @@ stored episodes reported beside them.
 frames the memory node stored with salient steps, and scores a candidate by
 its reconstruction error on held-out stored frames, with frames of the
 built-in world's morning suite as the regression set.
+
+``LoraTarget`` trains a LoRA adapter of the embedded language model
+(SmolLM2-135M, peft) on the trusted exchanges that cognition nodes record in
+``exchanges.jsonl`` (sage_core.cognition.exchanges), from the adapter in use,
+and scores a candidate by minus its loss on the answers of held-out
+exchanges. The regression value guards against LoRA collapse: perplexity on
+general text may rise by at most 10 % over the base model's, the repetition
+rate of greedy generations by at most 0.1; a candidate outside either bound
+gets a lower regression value than the version in use and is rolled back
+(``last_guard`` and the metrics say which bound it broke).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import torch
@@ -201,6 +214,156 @@ def encoder_base(ckpts: CheckpointStore, latent: int = 32) -> None:
             'the first night\'s training must beat'})
 
 
+GENERAL_PROMPTS = ([{'role': 'user', 'content': 'Describe what a mobile robot does.'}],)
+
+
+class LoraTarget:
+    """Sleep target for the LoRA adapter of the embedded language model (see the module doc).
+
+    The LocalBackend is built on first use (configure stays fast); pass one to
+    share a loaded model. Its adapter is changed while the target evaluates,
+    so it must not be the backend a cognition node thinks with.
+    """
+
+    name = 'lora'
+
+    def __init__(self, exchanges_path: str, backend=None, lr: float = 5e-4,
+                 max_steps: int = 100, rank: int = 8, min_gain: float = 0.01,
+                 min_trust: float = 0.5, max_exchanges: int = 400, min_exchanges: int = 8,
+                 seed: int = 0, threads: int = 0, perplexity_tolerance: float = 0.10,
+                 repetition_tolerance: float = 0.1, repetition_prompts: int = 3,
+                 max_tokens: int = 32):
+        self.path, self._llm, self.threads = exchanges_path, backend, threads
+        self.lr, self.max_steps, self.rank, self.seed = lr, max_steps, rank, seed
+        self.min_gain, self.min_trust = min_gain, min_trust
+        self.max_exchanges, self.min_exchanges = max_exchanges, min_exchanges
+        self.perplexity_tolerance = perplexity_tolerance
+        self.repetition_tolerance = repetition_tolerance
+        self.repetition_prompts, self.max_tokens = repetition_prompts, max_tokens
+        self._base: dict[str, tuple[float, float]] = {}   # prompts -> base (ppl, repetition)
+        self.last_guard = ''          # why the last evaluated state broke a guard ('' = none)
+        self.last_train: dict = {}
+        self.skipped_lines = 0
+
+    def backend(self):
+        """Return the language model this target trains (loaded on first use)."""
+        if self._llm is None:
+            from sage_core.cognition.backends import LocalBackend
+            self._llm = LocalBackend(threads=self.threads)
+        return self._llm
+
+    def select(self, budget: dict):
+        """Trusted exchanges, highest trust (then most recent) first; every fifth held out."""
+        from sage_core.cognition.exchanges import read_exchanges
+        records, self.skipped_lines = read_exchanges(self.path)
+        seen, good = set(), []
+        for r in sorted(records, key=lambda r: -_num(r.get('t'))):       # newest first
+            messages = _messages(r.get('messages'))
+            answer = r['answer'].strip()
+            if messages is None or not answer or _num(r.get('trust')) < self.min_trust:
+                continue
+            key = json.dumps([messages, answer], sort_keys=True)
+            if key not in seen:                  # periodic thoughts repeat: keep the newest
+                seen.add(key)
+                good.append((round(_num(r.get('trust')), 1), messages, answer))
+        good.sort(key=lambda g: -g[0])           # stable: newest first within a trust step
+        cap = min(self.max_exchanges, int(budget.get('max_experiences', self.max_exchanges)))
+        pairs = [(m, a) for _, m, a in good[:cap]]
+        if len(pairs) < self.min_exchanges:
+            return None
+        held = pairs[::5]
+        train = [p for i, p in enumerate(pairs) if i % 5]
+        prompts = [m for m, _ in held[:self.repetition_prompts]] + list(GENERAL_PROMPTS)
+        return {'train': train, 'held_out': held, 'prompts': prompts}
+
+    def augment(self, data):
+        """No augmentation: the exchanges are the model's own trusted answers."""
+        return data
+
+    def train(self, state: dict, data, budget_s: float, progress) -> dict:
+        """Train from the adapter in ``state`` (or a new one on the base) within ``budget_s``."""
+        from sage_core.cognition.lora import adapter_state, train_adapter, write_adapter
+        with tempfile.TemporaryDirectory(prefix='sage-lora-') as tmp:
+            init = write_adapter(state, os.path.join(tmp, 'init'))
+            out = os.path.join(tmp, 'candidate')
+            self.last_train = train_adapter(
+                self.backend(), data['train'], out, time_budget_s=budget_s,
+                max_steps=self.max_steps, lr=self.lr, rank=self.rank, seed=self.seed,
+                progress=lambda f, _loss: progress(f), init=init)
+            return adapter_state(out)
+
+    def _measure(self, state: dict, data) -> tuple[float, float, float]:
+        """(held-out answer loss, general-text perplexity, repetition) of ``state``."""
+        from sage_core.cognition.lora import (answer_loss, generation_repetition,
+                                              perplexity, write_adapter)
+        llm = self.backend()
+        tmp = tempfile.mkdtemp(prefix='sage-lora-eval-')
+        try:
+            llm.load_adapter(write_adapter(state, os.path.join(tmp, 'adapter')))
+            return (answer_loss(llm, data['held_out']), perplexity(llm),
+                    generation_repetition(llm, data['prompts'], self.max_tokens))
+        finally:
+            llm.load_adapter('')
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def evaluate(self, state: dict, data) -> Evaluation:
+        """Score = minus the held-out answer loss; regression = minus the guard violation."""
+        from sage_core.cognition.lora import base_state
+        loss, ppl, rep = self._measure(state, data)
+        key = json.dumps(data['prompts'], sort_keys=True)
+        if state.get('adapter_config') is None:
+            self._base[key] = (ppl, rep)
+        if key not in self._base:
+            self._base[key] = self._measure(base_state(), data)[1:]
+        base_ppl, base_rep = self._base[key]
+        ppl_limit = base_ppl * (1 + self.perplexity_tolerance)
+        rep_limit = base_rep + self.repetition_tolerance
+        broken = []
+        if ppl > ppl_limit:
+            broken.append(f'perplexity on general text {ppl:.2f} > {ppl_limit:.2f} '
+                          f'(base {base_ppl:.2f} + {self.perplexity_tolerance:.0%})')
+        if rep > rep_limit:
+            broken.append(f'repetition rate {rep:.3f} > {rep_limit:.3f} '
+                          f'(base {base_rep:.3f} + {self.repetition_tolerance})')
+        self.last_guard = '; '.join(broken)
+        violation = max(0.0, ppl / ppl_limit - 1) + max(0.0, rep - rep_limit)
+        return Evaluation(score=-loss, regression=-violation, metrics={
+            'heldout_loss': loss, 'perplexity': ppl, 'repetition': rep,
+            'perplexity_limit': ppl_limit, 'repetition_limit': rep_limit,
+            'guard_ok': float(not broken), 'train_exchanges': float(len(data['train'])),
+            'heldout_exchanges': float(len(data['held_out']))})
+
+
+def _num(value, default: float = 0.0) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if out == out else default          # NaN counts as missing
+
+
+def _messages(value):
+    """Return chat messages as plain {'role', 'content'} dicts, or None if malformed."""
+    if not isinstance(value, list) or not value:
+        return None
+    out = []
+    for m in value:
+        if not isinstance(m, dict) or m.get('role') not in ('system', 'user', 'assistant') \
+                or not isinstance(m.get('content'), str):
+            return None
+        out.append({'role': m['role'], 'content': m['content']})
+    return out
+
+
+def lora_base(ckpts: CheckpointStore) -> None:
+    """Commit "no adapter" (the base model) as version 1 when there is none."""
+    from sage_core.cognition.lora import base_state
+    if ckpts.latest_version() is None:
+        ckpts.commit(base_state(), {
+            'config': {'model': 'SmolLM2-135M-Instruct'}, 'note': 'no adapter: the base '
+            'model that the first night\'s adapter must beat'})
+
+
 def build_targets(params: dict):
     """Build the sleep node's targets and checkpoint stores from its parameters."""
     model_dir = resolve_path(params['model_dir'])
@@ -216,9 +379,16 @@ def build_targets(params: dict):
             targets[name] = EncoderTarget(ExperienceStore(store_path), seed=params['seed'])
             stores[name] = ckpts
             continue
+        if name == 'lora':
+            ckpts = CheckpointStore(model_dir, name, keep=params['keep_versions'])
+            lora_base(ckpts)
+            path = resolve_path(params.get('exchanges_path', 'memory/exchanges.jsonl'))
+            targets[name] = LoraTarget(path, seed=params['seed'])
+            stores[name] = ckpts
+            continue
         if name != 'coherence':
             raise ValueError(f'sleep target {name!r} is not available yet (coherence, '
-                             f'vision_encoder)')
+                             f'vision_encoder, lora)')
         ckpts = CheckpointStore(model_dir, 'coherence', keep=params['keep_versions'])
         current = ckpts.open()     # no base model: CheckpointError tells how to train one
         config = CoherenceConfig.from_dict(current.meta['config'])
