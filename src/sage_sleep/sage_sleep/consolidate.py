@@ -34,6 +34,7 @@ class Evaluation:
     score: float
     regression: float
     metrics: dict[str, float] = field(default_factory=dict)
+    note: str = ''       # why the regression value is what it is (e.g. a guard it broke)
 
 
 class Target(Protocol):
@@ -103,7 +104,8 @@ def run_target(target: Target, store: CheckpointStore, budget: dict,
         why = (f'score {before.score:.3f} -> {after.score:.3f} (must rise by more than '
                f'{target.min_gain})'
                if not better else
-               f'regression set got worse: {before.regression:.3f} -> {after.regression:.3f}')
+               f'regression set got worse: {before.regression:.3f} -> {after.regression:.3f}'
+               + (f' ({after.note})' if after.note else ''))
         report('commit', 1.0, f'rolled back {target.name}: {why}')
         return CycleResult(target.name, False, f'rolled back: {why}', m_before, m_after,
                            current)

@@ -37,6 +37,8 @@ def _hhmm(value: str):
 PARAMS = [
     Param('model_dir', 'models', 'checkpoint root (one directory per model)'),
     Param('store_path', 'memory/experiences.db', 'experience store (SQLite) to learn from'),
+    Param('exchanges_path', 'memory/exchanges.jsonl', 'cognition exchanges (JSON lines) the '
+          'lora target learns from; the cognition node writes them'),
     Param('targets', ['coherence'], f'models to improve, subset of {TARGETS}',
           check=lambda v: None if set(v) <= set(TARGETS) else f'targets must be in {TARGETS}'),
     Param('night_start', '01:00', 'start of the nightly window, local HH:MM', check=_hhmm),

@@ -327,7 +327,7 @@ class LoraTarget:
                           f'(base {base_rep:.3f} + {self.repetition_tolerance})')
         self.last_guard = '; '.join(broken)
         violation = max(0.0, ppl / ppl_limit - 1) + max(0.0, rep - rep_limit)
-        return Evaluation(score=-loss, regression=-violation, metrics={
+        return Evaluation(score=-loss, regression=-violation, note=self.last_guard, metrics={
             'heldout_loss': loss, 'perplexity': ppl, 'repetition': rep,
             'perplexity_limit': ppl_limit, 'repetition_limit': rep_limit,
             'guard_ok': float(not broken), 'train_exchanges': float(len(data['train'])),
@@ -369,7 +369,8 @@ def build_targets(params: dict):
     model_dir = resolve_path(params['model_dir'])
     targets, stores = {}, {}
     store_path = resolve_path(params['store_path'])
-    if not os.path.exists(store_path):
+    if set(params['targets']) & {'coherence', 'vision_encoder'} and \
+            not os.path.exists(store_path):
         raise ValueError(f'no experience store at {store_path}: run SAGE with the memory '
                          f'node first')
     for name in params['targets']:
@@ -382,7 +383,7 @@ def build_targets(params: dict):
         if name == 'lora':
             ckpts = CheckpointStore(model_dir, name, keep=params['keep_versions'])
             lora_base(ckpts)
-            path = resolve_path(params.get('exchanges_path', 'memory/exchanges.jsonl'))
+            path = resolve_path(params['exchanges_path'])
             targets[name] = LoraTarget(path, seed=params['seed'])
             stores[name] = ckpts
             continue

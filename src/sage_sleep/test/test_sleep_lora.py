@@ -116,6 +116,7 @@ def test_a_collapsing_candidate_is_rolled_back_by_the_guards(day, llm):
     print(f'{result.message}; {wild.last_guard}; before {result.before}; after {result.after}')
     assert not result.committed and 'regression set got worse' in result.message
     assert 'perplexity' in wild.last_guard or 'repetition' in wild.last_guard
+    assert wild.last_guard in result.message                    # the reason is told
     assert result.after['guard_ok'] == 0.0
     assert (result.after['perplexity'] > result.after['perplexity_limit']
             or result.after['repetition'] > result.after['repetition_limit'])
