@@ -132,6 +132,7 @@ class CognitionNode(Node):
         self.peer_vectors: dict[str, np.ndarray] = {}
         self.rewards: list[float] = []
         self.thoughts = self.failures = self.exchange_errors = 0
+        self.exchange_error = ''
         path = resolve_path(self.p['exchanges_path'])
         self.exchanges = (ExchangeLog(path, self.p['reward_window_s'])
                           if path and self.backend is not None else None)
@@ -342,10 +343,13 @@ class CognitionNode(Node):
             self.exchanges.flush(force=force)
         except OSError as exc:
             self.exchange_errors = self.exchanges.errors
+            self.exchange_error = f'cannot record exchanges: {exc}'   # shown until one works
             self.get_logger().error(f'cannot record exchanges in {self.exchanges.path}: '
                                     f'{exc}')
-            self.diag.set('WARN', f'cannot record exchanges: {exc}',
+            self.diag.set('WARN', self.exchange_error,
                           exchange_write_errors=self.exchange_errors)
+        else:
+            self.exchange_error = ''
 
     def _publish(self, text, vector, trust, when, quality, reasons='') -> None:
         self.current = make_feature(self, self.modality, vector, trust, quality,
@@ -354,9 +358,10 @@ class CognitionNode(Node):
         self.last_published = time.monotonic()
         self.pub_text.publish(String(data=text))
         self.pub_feature.publish(self.current)
-        self.diag.set('OK' if trust > 0.2 else 'WARN',
+        problem = f'; {self.exchange_error}' if self.exchange_error else ''
+        self.diag.set('OK' if trust > 0.2 and not problem else 'WARN',
                       f'thought (trust {trust:.2f}' + (f': {reasons})' if reasons else ')') +
-                      f': {text[:60]}', thoughts=self.thoughts, trust=trust,
+                      f': {text[:60]}{problem}', thoughts=self.thoughts, trust=trust,
                       failures=self.failures, low_trust_because=reasons or 'n/a',
                       exchange_write_errors=self.exchange_errors)
 

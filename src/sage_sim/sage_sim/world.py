@@ -398,7 +398,7 @@ class World:
         return True
 
     def operator_action(self) -> int:
-        """A teacher that knows only what the robot could: an operator watching its camera.
+        """Return the action of an operator who sees only what the robot's camera shows.
 
         Until the target has been in view it searches: a turn in place, then, if a
         whole turn did not show it (hidden behind a pillar), a few steps of the
