@@ -57,9 +57,12 @@ class Graph:
         return bool(predicate())
 
     def close(self) -> None:
-        """Stop spinning and shut the context down."""
+        """Stop spinning, destroy every node, shut the context down."""
+        # shutdown() forgets the executor's nodes: take them first, or they outlive the
+        # test (their latched topics leaked into later tests)
+        nodes = list(self.executor.get_nodes())
         self.executor.shutdown(timeout_sec=2.0)
-        for node in list(self.executor.get_nodes()):
+        for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=self.context)
         self._thread.join(timeout=5.0)

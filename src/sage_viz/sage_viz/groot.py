@@ -111,11 +111,12 @@ class GrootClient:
             request['api_token'] = self.api_token
         if self._socket is None:
             self._socket = self._connect()
+        sock = self._socket
         try:
-            self._socket.send(pack(request))
-            answer = unpack(self._socket.recv())
+            sock.send(pack(request))
+            answer = unpack(sock.recv())
         except zmq.ZMQError as exc:
-            self._socket.close()            # a REQ socket is stuck after a timeout: renew it
+            sock.close()                    # a REQ socket is stuck after a timeout: renew it
             self._socket = None
             raise GrootError(f'no answer from {self.address} within '
                              f'{self.timeout_ms / 1000:.1f} s ({exc})') from exc

@@ -147,7 +147,8 @@ class GrootNode(Node):
         return problem
 
     def destroy_node(self):
-        """Close the socket, then destroy the node."""
+        """Wait for a request in flight (zmq sockets are not thread-safe), close, destroy."""
+        self._busy.acquire(timeout=self.client.timeout_ms / 1000 + 1.0)
         self.client.close()
         return super().destroy_node()
 
