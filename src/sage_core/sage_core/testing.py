@@ -62,10 +62,10 @@ class Graph:
         # test (their latched topics leaked into later tests)
         nodes = list(self.executor.get_nodes())
         self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=5.0)      # no callback may run on a node being destroyed
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=5.0)
 
     def __enter__(self):
         return self

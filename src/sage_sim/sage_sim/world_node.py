@@ -149,6 +149,8 @@ class WorldNode(Node):
         self.diag.set('OK', f'episode {self.episode} done', episodes=self.episode,
                       last_success=metrics['success'])
         if not self.p['episodes'] or self.episode < self.p['episodes']:
+            # the new episode's first frame is a step later: stamps never repeat
+            self.sim_ns += int(round(self.config.dt * 1e9))
             self._publish(self.world.reset(self.p['seed'] + self.episode))
 
     def _publish(self, obs) -> None:

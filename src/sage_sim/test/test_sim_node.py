@@ -44,6 +44,12 @@ def test_world_node_publishes_everything_in_sim_time():
         assert audio.encoding == 'S16LE' and len(audio.data) == 2 * 1600
         episode = json.loads(got['sage/episode'][0].data)
         assert episode['success'] is False and episode['time_s'] >= 2.0
+        # across the episode boundary (reset frame, then the next episode) stamps never repeat
+        n = len(got['camera/image_raw'])
+        assert g.wait_for(lambda: len(got['camera/image_raw']) >= n + 3, timeout=10)
+        stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+                  for m in got['camera/image_raw']]
+        assert all(b > a for a, b in zip(stamps, stamps[1:])), 'a camera stamp repeated'
 
 
 def test_cmd_vel_moves_the_robot():
