@@ -32,11 +32,9 @@ adapter directory (adapter_model.safetensors checked).
 
 from __future__ import annotations
 
-import io
 import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
 
@@ -189,7 +187,9 @@ class CognitionNode(Node):
             unpacked = ''
             try:
                 if os.path.isfile(os.path.join(msg.path, 'weights.pt')):   # a sleep checkpoint
-                    unpacked = self._unpack_checkpoint(msg)
+                    from sage_core.cognition.lora import unpack_checkpoint
+                    unpacked = unpack_checkpoint(msg.path, msg.sha256,
+                                                 f'sage-lora-v{msg.version}-')
                     self.backend.load_adapter(unpacked)
                 else:                                                     # a peft directory
                     weights = os.path.join(msg.path, 'adapter_model.safetensors')
@@ -210,34 +210,6 @@ class CognitionNode(Node):
         what = 'the base model (no adapter)' if self.backend.adapter is None else msg.path
         self.get_logger().info(f'LoRA adapter v{msg.version} in use: {what}')
         self.diag.set('OK', f'LoRA adapter v{msg.version} in use', adapter=msg.path)
-
-    def _unpack_checkpoint(self, msg: Checkpoint) -> str:
-        """Verify weights.pt against msg.sha256; unpack it as a peft adapter folder.
-
-        Return the folder ('' when the checkpoint is the base model). The file is
-        read once, so what is checked is what is loaded.
-        """
-        import hashlib
-
-        import torch
-
-        from sage_core.cognition.lora import write_adapter
-        with open(os.path.join(msg.path, 'weights.pt'), 'rb') as f:
-            blob = f.read()
-        if not msg.sha256:
-            raise BackendError('a checkpoint announced without a sha256')
-        if hashlib.sha256(blob).hexdigest() != msg.sha256:
-            raise BackendError('its weights.pt does not match the announced sha256')
-        try:
-            state = torch.load(io.BytesIO(blob), map_location='cpu', weights_only=True)
-        except Exception as exc:  # torch raises many kinds for a bad file
-            raise BackendError(f'unreadable weights.pt: {exc}') from exc
-        folder = tempfile.mkdtemp(prefix=f'sage-lora-v{msg.version}-')
-        try:
-            return write_adapter(state, os.path.join(folder, 'adapter'))
-        finally:
-            if not os.path.isdir(os.path.join(folder, 'adapter')):
-                shutil.rmtree(folder, ignore_errors=True)
 
     def _submit(self, job) -> bool:
         if job[0] == 'salience' and \

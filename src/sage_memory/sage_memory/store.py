@@ -166,11 +166,19 @@ class ExperienceStore:
             return []
         ids = np.array([r[0] for r in rows])
         w = np.array([max(r[1], 1e-6) for r in rows])
-        pick = rng.choice(ids, size=min(n, len(ids)), replace=False, p=w / w.sum())
+        pick = [int(i) for i in rng.choice(ids, size=min(n, len(ids)), replace=False,
+                                           p=w / w.sum())]
+        rows = {}
+        for k in range(0, len(pick), 500):      # SQLite caps the parameters of one query
+            chunk = pick[k:k + 500]
+            rows.update((r[0], r[1:]) for r in self.db.execute(
+                f'SELECT id, episode, png FROM frames WHERE id IN '
+                f'({",".join("?" * len(chunk))})', chunk))
         out = []
-        for fid in pick:
-            episode, png = self.db.execute('SELECT episode, png FROM frames WHERE id=?',
-                                           (int(fid),)).fetchone()
+        for fid in pick:                        # in the sampled order
+            if fid not in rows:                 # capped away by the writer meanwhile
+                continue
+            episode, png = rows[fid]
             bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
             if bgr is not None:                 # an unreadable row is skipped, not fatal
                 out.append((int(episode), np.ascontiguousarray(bgr[:, :, ::-1])))

@@ -153,21 +153,6 @@ class RandomPolicy:
         return ACTIONS[self.action][1], ACTIONS[self.action][2]
 
 
-class OperatorPolicy:
-    """A teacher as good as a person watching the camera: searches, then the shortest path."""
-
-    def __init__(self, world: World):
-        self.world = world
-
-    def reset(self) -> None:
-        """Nothing to forget (the world tracks what has been seen)."""
-
-    def act(self, obs) -> tuple[float, float]:
-        """Return the operator's action."""
-        a = self.world.operator_action()
-        return ACTIONS[a][1], ACTIONS[a][2]
-
-
 class OraclePolicy:
     """The ceiling: follows the shortest path, reading the world's state."""
 
@@ -175,9 +160,21 @@ class OraclePolicy:
         self.world = world
 
     def reset(self) -> None:
-        """Nothing to forget."""
+        """Nothing to forget (the world tracks what has been seen)."""
+
+    def label(self) -> int:
+        """Return the teacher's discrete action now."""
+        return self.world.oracle_action()
 
     def act(self, obs) -> tuple[float, float]:
-        """Return the oracle's action."""
-        a = self.world.oracle_action()
+        """Return the teacher's command."""
+        a = self.label()
         return ACTIONS[a][1], ACTIONS[a][2]
+
+
+class OperatorPolicy(OraclePolicy):
+    """A teacher as good as a person watching the camera: searches, then the shortest path."""
+
+    def label(self) -> int:
+        """Return the operator's discrete action now."""
+        return self.world.operator_action()

@@ -36,6 +36,7 @@ ACTIONS = (
     ('turn_right', 0.0, -1.2),
 )
 ACTION_NAMES = tuple(a[0] for a in ACTIONS)
+TEACHERS = ('oracle', 'operator')
 
 BEACONS = {  # name -> (rgb, cue tone Hz)
     'red': ((220, 40, 40), 440.0),
@@ -396,6 +397,12 @@ class World:
             if 0 < along < d and abs(px * uy - py * ux) < r:
                 return False
         return True
+
+    def teacher_action(self, teacher: str) -> int:
+        """Return the label of ``teacher``: 'oracle' (knows the map) or 'operator'."""
+        if teacher not in TEACHERS:
+            raise ValueError(f'unknown teacher {teacher!r}; choose one of {TEACHERS}')
+        return self.operator_action() if teacher == 'operator' else self.oracle_action()
 
     def operator_action(self) -> int:
         """Return the action of an operator who sees only what the robot's camera shows.

@@ -24,7 +24,8 @@ from sage_msgs.msg import Action, AudioChunk
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from std_msgs.msg import Float32, String
 
-from sage_sim.world import ACTION_NAMES, ACTIONS, FAULT_KINDS, Fault, World, WorldConfig
+from sage_sim.world import (ACTION_NAMES, ACTIONS, FAULT_KINDS, Fault, TEACHERS, World,
+                            WorldConfig)
 
 
 def parse_faults(specs: list[str]) -> list[Fault]:
@@ -61,7 +62,7 @@ PARAMS = [
           choices=('cmd_vel', 'action')),
     Param('teacher', 'oracle', 'who labels sage/teacher_action: the oracle (knows the map) or '
           'an operator (sees only what the camera has shown: searches, then the shortest '
-          'path)', choices=('oracle', 'operator')),
+          'path)', choices=TEACHERS),
     Param('command_timeout_s', 0.5, 'stop the robot when commands are older (sim s)',
           low=0.01, high=10.0),
     Param('episodes', 0, 'stop after this many episodes (0: run forever)', low=0,
@@ -184,8 +185,7 @@ class WorldNode(Node):
         pose.pose.orientation.w = math.cos(self.world.yaw / 2)
         self.pub_pose.publish(pose)
         self.pub_reward.publish(Float32(data=obs.reward))
-        a = (self.world.operator_action() if self.p['teacher'] == 'operator'
-             else self.world.oracle_action())
+        a = self.world.teacher_action(self.p['teacher'])
         teacher = Action(discrete_id=a, discrete_name=ACTION_NAMES[a],
                          continuous=[ACTIONS[a][1], ACTIONS[a][2]], confidence=1.0,
                          source=self.p['teacher'])

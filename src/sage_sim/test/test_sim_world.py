@@ -97,6 +97,10 @@ def test_the_operator_sees_only_what_the_camera_shows_and_searches():
     assert not w.target_seen
     assert w.operator_action() == ACTION_NAMES.index('turn_left')   # searches, unlike
     assert w.oracle_action() != w.operator_action()                 # the all-knowing oracle
+    assert w.teacher_action('operator') == w.operator_action()
+    assert w.teacher_action('oracle') == w.oracle_action()
+    with pytest.raises(ValueError, match='unknown teacher'):
+        w.teacher_action('opertor')
     while not w.target_seen:
         a = w.operator_action()
         assert a == ACTION_NAMES.index('turn_left')

@@ -323,8 +323,7 @@ def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
         while not world.done:
             vectors, trust, age = policy.pipeline.observe(obs)
             d = policy.runtime.step(vectors, trust, age)
-            label = (world.operator_action() if teacher == 'operator'
-                     else world.oracle_action())
+            label = world.teacher_action(teacher)
             obs, reward, _, _ = world.step(*d.continuous)
             salience = 0.6 * float(d.action_id != label) + 0.4 * min(1.0, abs(reward))
             store.insert(Step(episode, world.t, policy.pipeline.stack(vectors), trust, age,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import tempfile
 
 import numpy as np
@@ -297,14 +296,13 @@ class LoraTarget:
         from sage_core.cognition.lora import (answer_loss, generation_repetition,
                                               perplexity, write_adapter)
         llm = self.backend()
-        tmp = tempfile.mkdtemp(prefix='sage-lora-eval-')
-        try:
-            llm.load_adapter(write_adapter(state, os.path.join(tmp, 'adapter')))
-            return (answer_loss(llm, data['held_out']), perplexity(llm),
-                    generation_repetition(llm, data['prompts'], self.max_tokens))
-        finally:
-            llm.load_adapter('')
-            shutil.rmtree(tmp, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix='sage-lora-eval-') as tmp:
+            try:
+                llm.load_adapter(write_adapter(state, os.path.join(tmp, 'adapter')))
+                return (answer_loss(llm, data['held_out']), perplexity(llm),
+                        generation_repetition(llm, data['prompts'], self.max_tokens))
+            finally:
+                llm.load_adapter('')
 
     def evaluate(self, state: dict, data) -> Evaluation:
         """Score = minus the held-out answer loss; regression = minus the guard violation."""

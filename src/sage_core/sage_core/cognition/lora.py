@@ -73,6 +73,37 @@ def write_adapter(state: dict, path: str) -> str:
     return path
 
 
+def unpack_checkpoint(version_dir: str, sha256: str, tmp_prefix: str = 'sage-lora-') -> str:
+    """Check a committed version's weights.pt against ``sha256``; unpack it for peft.
+
+    Return the adapter folder, inside a new temporary folder the caller removes
+    (its parent), or '' when the version is the base model. The file is read
+    once, so what is checked is what is loaded. Raises ValueError or OSError.
+    """
+    import hashlib
+    import io
+    import shutil
+    import tempfile
+
+    import torch
+    with open(os.path.join(version_dir, 'weights.pt'), 'rb') as f:
+        blob = f.read()
+    if not sha256:
+        raise ValueError('a checkpoint announced without a sha256')
+    if hashlib.sha256(blob).hexdigest() != sha256:
+        raise ValueError('its weights.pt does not match the announced sha256')
+    try:
+        state = torch.load(io.BytesIO(blob), map_location='cpu', weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a bad file
+        raise ValueError(f'unreadable weights.pt: {exc}') from exc
+    folder = tempfile.mkdtemp(prefix=tmp_prefix)
+    try:
+        return write_adapter(state, os.path.join(folder, 'adapter'))
+    finally:
+        if not os.path.isdir(os.path.join(folder, 'adapter')):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _batch(tok, messages, response):
     """Token ids of prompt + response and labels that mask the prompt (-100)."""
     import torch
