@@ -81,7 +81,9 @@ def test_camera_trust_falls_for_blurred_and_black_photographs():
         g.add(CameraNode(context=g.context))
         got = g.collect(Feature, 'sage/features/vision')
         pub = g.publisher(Image, 'camera/image_raw')
-        assert feed(g, pub, [sharp], got, 3)[-1].trust > 0.8
+        # the first feature: the same photograph again and again is rightly a frozen camera
+        # once frozen_after repeats got in, which a slow machine reaches before 3 arrive
+        assert feed(g, pub, [sharp], got, 3)[0].trust > 0.8
         assert feed(g, pub, [blurred], got, 2)[-1].trust < 0.5
         assert feed(g, pub, [black], got, 2)[-1].trust < 0.1
 
