@@ -1,20 +1,34 @@
 """Sleep benchmark: does one sleep cycle on a day of the robot's own experience help?
 
-    python bench/sleep.py [--seeds 3]  ->  bench/results/sleep.json
+    python bench/sleep.py [--seeds 0,1] [--base demonstrations|shipped]
+        ->  bench/results/sleep.json, sleep.png
     summary: success_before, success_after, relative_gain, regression_ok, cycle_s_10k,
              peak_rss_mb, encoder_heldout_error_before, encoder_heldout_error_after
 
-For each seed: start from the deployed coherence model ($SAGE_HOME/models, trained
-the shipped base if missing), live a day in the world (the model acts,
-the oracle labels, every step goes to a fresh experience store), run one
-consolidation cycle (sage_sleep.consolidate.run_target with CoherenceTarget), and
-measure morning-suite success before and after. The committed model is used
-only if validation improved and the regression (morning) suite did not get worse.
-Then one cycle of the vision-encoder target on the frames the day stored
-(reconstruction error on held-out frames and on the world's regression frames).
+For each seed, in a fresh experience store and checkpoint folder:
+
+* ``--base demonstrations`` (the robot's first night): a demonstration day
+  (the teacher drives, ``--demo-episodes`` episodes, recorded like any day)
+  goes to the store and the morning model is trained on it by behaviour
+  cloning; ``--base shipped``: the morning model is the deployed one
+  ($SAGE_HOME/models; the shipped base, DAgger-trained, if missing) and the
+  store starts empty.
+* A day: the morning model drives (``--day-episodes``), the oracle labels,
+  every step goes to the store (every 10th with its camera frame).
+* One consolidation cycle (sage_sleep.consolidate.run_target with
+  CoherenceTarget: salience-weighted selection from the whole store, so
+  earlier days are rehearsed), and morning-suite success before and after.
+  The candidate is committed only if validation improved and the regression
+  (morning) suite did not get worse; "after" is what the robot runs next.
+* One cycle of the vision-encoder target on the frames the store holds.
+
+Each finished seed is kept in bench/results/sleep_runs.json (keyed by base and
+seed), so seeds can run in separate calls (``--seeds 1`` later adds seed 1);
+the summary covers the seeds asked for.
 """
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -30,8 +44,10 @@ from sage_core.coherence.runtime import install_base
 from sage_core.ros_common import resolve_path
 from sage_memory.store import ExperienceStore
 from sage_sleep.consolidate import run_target
-from sage_sleep.learn import record_day
-from sage_sleep.targets import CoherenceTarget, encoder_base, EncoderTarget
+from sage_sim.evaluate import Suite
+from sage_sleep.learn import record_day, train
+from sage_sleep.targets import (CoherenceTarget, encoder_base, EncoderTarget,
+                                episodes_from_store, VALIDATION)
 
 
 WORKERS = max(1, min(4, os.cpu_count() or 1))   # evaluation episodes in parallel
@@ -58,6 +74,9 @@ def plot(runs, path):
     fig.savefig(path, dpi=120)
 
 
+RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'sleep_runs.json')
+
+
 def deployed():
     root = resolve_path('models')
     store = CheckpointStore(root, 'coherence')
@@ -65,28 +84,40 @@ def deployed():
     return store.open(), store
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument('--seeds', type=int, default=3)
-    ap.add_argument('--day-episodes', type=int, default=60)
-    ap.add_argument('--train-s', type=float, default=240.0)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    base, base_store = deployed()
-    cfg = CoherenceConfig.from_dict(base.meta['config'])
-    runs = []
-    for seed in range(args.seeds):
-        work = tempfile.mkdtemp(prefix='sage_sleep_bench_')
-        ckpts = CheckpointStore(work, 'coherence')
-        ckpts.commit(base_store.load_state(base), {'config': base.meta['config']})
-        store = ExperienceStore(os.path.join(work, 'experiences.db'), cfg.modalities)
-        model = CoherenceModel(cfg)
+def morning_model(args, seed, store, cfg, base, base_store):
+    """Return (model, what it is) the robot starts the day with."""
+    model = CoherenceModel(cfg)
+    if args.base == 'shipped':
         model.load_state_dict(base_store.load_state(base))
-        day_seeds = range(50_000 + 1000 * seed, 50_000 + 1000 * seed + args.day_episodes)
-        day = record_day(model, day_seeds, store)
-        target = CoherenceTarget(store, cfg, seed=seed, workers=WORKERS)
+        return model, 'shipped base'
+    torch.manual_seed(seed)
+    demo_seeds = range(1000 * seed, 1000 * seed + args.demo_episodes)
+    record_day(CoherenceModel(cfg), demo_seeds, store, driver='teacher', workers=args.workers,
+               episode_offset=100_000)
+    demos = episodes_from_store(store, [e[0] for e in store.episodes()])
+    train(model, demos, updates=args.base_updates, batch=128, lr=2e-3, seed=seed,
+          device=args.device)
+    return model, f'behaviour cloning on {len(demos)} demonstrations'
+
+
+def run_seed(args, seed, cfg, base, base_store):
+    work = tempfile.mkdtemp(prefix='sage_sleep_bench_')
+    try:
+        store = ExperienceStore(os.path.join(work, 'experiences.db'), cfg.modalities)
         t0 = time.monotonic()
-        result = run_target(target, ckpts, {'train_s': args.train_s, 'max_experiences': 10_000},
+        model, what = morning_model(args, seed, store, cfg, base, base_store)
+        ckpts = CheckpointStore(work, 'coherence')
+        ckpts.commit({k: v.detach().clone() for k, v in model.state_dict().items()},
+                     {'config': cfg.to_dict()})
+        base_s = time.monotonic() - t0
+        day_seeds = range(50_000 + 1000 * seed, 50_000 + 1000 * seed + args.day_episodes)
+        day = record_day(model, day_seeds, store, workers=args.workers)
+        own_steps = day['steps']
+        target = CoherenceTarget(store, cfg, seed=seed, workers=args.workers,
+                                 device=args.device, validation=Suite(
+                                     'validation', VALIDATION.seeds[:args.validation]))
+        t0 = time.monotonic()
+        result = run_target(target, ckpts, {'train_s': args.train_s, 'max_experiences': 20_000},
                             lambda p, f, m: print(f'\r  seed {seed}: {p:9s} {f:4.0%} {m[:60]:60s}',
                                                   end='', flush=True), lambda: False)
         cycle_s = time.monotonic() - t0
@@ -97,19 +128,51 @@ def main():
         enc = run_target(EncoderTarget(store, seed=seed), enc_ckpts,
                          {'train_s': 60.0, 'max_experiences': 10_000}, lambda *a: None,
                          lambda: False)
-        runs.append({'seed': seed, 'day': day, 'committed': result.committed,
-                     'message': result.message, 'before': result.before,
-                     'after': result.after, 'cycle_s': cycle_s, 'steps': store.count(),
-                     'frames': store.frame_count(), 'encoder': {
-                         'committed': enc.committed, 'message': enc.message,
-                         'before': enc.before, 'after': enc.after,
-                         'cycle_s': time.monotonic() - t0}})
+        return {'seed': seed, 'base': args.base, 'morning_model': what, 'base_s': base_s,
+                'day': day, 'committed': result.committed, 'message': result.message,
+                'before': result.before, 'after': result.after, 'cycle_s': cycle_s,
+                'own_steps': own_steps, 'steps': store.count(), 'frames': store.frame_count(),
+                'train_s': args.train_s, 'device': args.device, 'workers': args.workers,
+                'encoder': {'committed': enc.committed, 'message': enc.message,
+                            'before': enc.before, 'after': enc.after,
+                            'cycle_s': time.monotonic() - t0}}
+    finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--seeds', default='0,1', help='comma-separated seeds')
+    ap.add_argument('--base', choices=('demonstrations', 'shipped'), default='demonstrations')
+    ap.add_argument('--demo-episodes', type=int, default=60)
+    ap.add_argument('--base-updates', type=int, default=300)
+    ap.add_argument('--day-episodes', type=int, default=40)
+    ap.add_argument('--validation', type=int, default=40, help='validation episodes')
+    ap.add_argument('--train-s', type=float, default=240.0)
+    ap.add_argument('--workers', type=int, default=WORKERS, help='rollout processes')
+    ap.add_argument('--device', default='cpu', help='where training runs (cpu, cuda)')
+    ap.add_argument('--fresh', action='store_true', help='rerun seeds already in sleep_runs')
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    base, base_store = deployed()
+    cfg = CoherenceConfig.from_dict(base.meta['config'])
+    kept = json.load(open(RUNS)) if os.path.exists(RUNS) else {}
+    runs = []
+    for seed in (int(x) for x in args.seeds.split(',')):
+        key = f'{args.base}/{seed}'
+        if args.fresh or key not in kept:
+            kept[key] = run_seed(args, seed, cfg, base, base_store)
+            with open(RUNS + '.tmp', 'w') as f:
+                json.dump(kept, f, indent=1, default=float)
+            os.replace(RUNS + '.tmp', RUNS)
+        runs.append(kept[key])
     before = float(np.mean([r['before']['success'] for r in runs]))
     # what the robot runs the next morning: the candidate if committed, else the old model
-    kept = [r['after']['success'] if r['committed'] else r['before']['success'] for r in runs]
-    after = float(np.mean(kept))
-    regression_ok = all(k >= r['before']['success'] for k, r in zip(kept, runs))
+    next_morning = [r['after']['success'] if r['committed'] else r['before']['success']
+                    for r in runs]
+    after = float(np.mean(next_morning))
+    regression_ok = all(k >= r['before']['success'] for k, r in zip(next_morning, runs))
     per_10k = float(np.mean([r['cycle_s'] * 10_000 / max(1, r['steps']) for r in runs]))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {'success_before': round(before, 3), 'success_after': round(after, 3),
@@ -120,15 +183,18 @@ def main():
                    [r['encoder']['before']['heldout_error'] for r in runs])), 5),
                'encoder_heldout_error_after': round(float(np.mean(
                    [r['encoder']['after']['heldout_error'] for r in runs])), 5)}
-    rows = [('seed', 'day steps', 'day success', 'morning before', 'morning after',
-             'validation before/after', 'committed', 'cycle s')]
+    rows = [('seed', 'morning model', 'own day steps / in store', 'day success',
+             'morning before', 'candidate', 'validation before/candidate', 'committed',
+             'cycle s')]
     for r in runs:
-        rows.append((r['seed'], r['steps'], f"{r['day']['success']:.2f}",
+        rows.append((r['seed'], r['morning_model'], f"{r['own_steps']}/{r['steps']}",
+                     f"{r['day']['success']:.2f}",
                      f"{r['before']['success']:.2f}", f"{r['after']['success']:.2f}",
                      f"{r['before']['validation_success']:.2f}/"
                      f"{r['after']['validation_success']:.2f}",
                      r['committed'], f"{r['cycle_s']:.0f}"))
-    rows.append(('mean', '', '', f'{before:.3f}', f'{after:.3f}', '', '', ''))
+    rows.append(('mean', '', '', '', f'{before:.3f}', f'next morning {after:.3f}', '', '',
+                 ''))
     rows.append(('vision encoder', 'frames', 'held-out error before', 'after',
                  'regression error before', 'after', 'committed', 'cycle s'))
     for r in runs:
@@ -138,7 +204,7 @@ def main():
                      f"{e['before']['regression_error']:.5f}",
                      f"{e['after']['regression_error']:.5f}", e['committed'],
                      f"{e['cycle_s']:.0f}"))
-    write('sleep', summary, rows, {'runs': runs})
+    write('sleep', summary, rows, {'base': args.base, 'runs': runs})
     plot(runs, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'sleep.png'))
 
 

@@ -12,6 +12,7 @@ from the oracle.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import torch
 from sage_core.coherence.model import CoherenceConfig, CoherenceModel, bc_loss
 from sage_core.coherence.runtime import TorchRuntime
 from sage_sim.evaluate import forked_pool
-from sage_sim.world import ACTION_NAMES, ACTIONS, World, WorldConfig
+from sage_sim.world import ACTION_NAMES, ACTIONS, TEACHERS, World, WorldConfig
 
 from sage_sleep.agent import CoherencePolicy, MODALITIES, SensePipeline
 
@@ -298,40 +299,82 @@ def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: in
     return model, data
 
 
+DRIVERS = ('model', 'teacher')
+
+
 def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
                world_config: WorldConfig | None = None,
                progress: Callable[[int, int], None] | None = None,
-               frame_every: int = 10, teacher: str = 'oracle') -> dict:
-    """Live a day: the robot's own policy acts; every step goes to the experience store.
+               frame_every: int = 10, teacher: str = 'oracle', driver: str = 'model',
+               workers: int = 1) -> dict:
+    """Live a day; every step goes to the experience store.
 
-    Steps carry the teacher's label, as the world publishes it on
-    sage/teacher_action (``teacher``: 'oracle', who knows the map, or 'operator',
-    who sees only what the robot's camera has shown), and a salience from
-    disagreement with the teacher and reward magnitude (the memory node's SNARC
-    score plays this role in the graph).
-    Every ``frame_every``-th step also stores its camera frame (0: none), as the
-    memory node does with ``frame_period_s``.
+    ``driver`` 'model': the robot's own policy acts (a day of its own
+    experience); 'teacher': the teacher drives (a demonstration day, as an
+    operator teleoperating the robot gives), while the model runs alongside so
+    that salience can be scored. Steps carry the teacher's label, as the world
+    publishes it on sage/teacher_action (``teacher``: 'oracle', who knows the
+    map, or 'operator', who sees only what the robot's camera has shown), and
+    a salience from disagreement with the teacher and reward magnitude (the
+    memory node's SNARC score plays this role in the graph). Every
+    ``frame_every``-th step of an episode also stores its camera frame (0:
+    none), as the memory node does with ``frame_period_s``. Episodes run in
+    ``workers`` forked processes; the store gets them in seed order.
     """
     from sage_memory.store import Step
-    world = World(world_config or WorldConfig())
-    policy = CoherencePolicy(TorchRuntime(model, 'day'))
+    if teacher not in TEACHERS:
+        raise ValueError(f'unknown teacher {teacher!r}; choose one of {TEACHERS}')
+    if driver not in DRIVERS:
+        raise ValueError(f'unknown driver {driver!r}; choose one of {DRIVERS}')
+    seeds = [int(s) for s in seeds]
+    job = (copy.deepcopy(model).cpu().eval(), world_config or WorldConfig(), teacher, driver,
+           frame_every)
     wins = steps = 0
-    for i, s in enumerate(seeds):
-        obs = world.reset(int(s))
-        policy.reset()
-        episode = episode_offset + i
-        while not world.done:
-            vectors, trust, age = policy.pipeline.observe(obs)
-            d = policy.runtime.step(vectors, trust, age)
-            label = world.teacher_action(teacher)
-            obs, reward, _, _ = world.step(*d.continuous)
-            salience = 0.6 * float(d.action_id != label) + 0.4 * min(1.0, abs(reward))
-            store.insert(Step(episode, world.t, policy.pipeline.stack(vectors), trust, age,
-                              d.action_id, label, reward, salience))
-            if frame_every and steps % frame_every == 0:
-                store.insert_frame(episode, world.t, obs.image, salience)
-            steps += 1
-        wins += world.success
-        if progress:
-            progress(i + 1, len(seeds))
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(seeds) > 1:
+            pool = stack.enter_context(forked_pool(workers, _init_day, (job,)))
+            lived = pool.imap(_live_episode, seeds)
+        else:
+            _init_day(job)
+            lived = map(_live_episode, seeds)
+        for i, (rows, frames, success) in enumerate(lived):
+            episode = episode_offset + i
+            for row in rows:
+                store.insert(Step(episode, *row))
+            for t, image, salience in frames:
+                store.insert_frame(episode, t, image, salience)
+            steps += len(rows)
+            wins += success
+            if progress:
+                progress(i + 1, len(seeds))
     return {'episodes': len(seeds), 'steps': steps, 'success': wins / max(1, len(seeds))}
+
+
+_day = None
+
+
+def _init_day(job) -> None:
+    global _day
+    torch.set_num_threads(1)
+    model, config, teacher, driver, frame_every = job
+    _day = (World(config), CoherencePolicy(TorchRuntime(model, 'day')), teacher, driver,
+            frame_every)
+
+
+def _live_episode(seed: int):
+    world, policy, teacher, driver, frame_every = _day
+    obs = world.reset(seed)
+    policy.reset()
+    rows, frames = [], []
+    while not world.done:
+        vectors, trust, age = policy.pipeline.observe(obs)
+        d = policy.runtime.step(vectors, trust, age)
+        label = world.teacher_action(teacher)
+        act = ACTIONS[label][1:] if driver == 'teacher' else d.continuous
+        obs, reward, _, _ = world.step(*act)
+        salience = 0.6 * float(d.action_id != label) + 0.4 * min(1.0, abs(reward))
+        rows.append((world.t, policy.pipeline.stack(vectors), trust, age,
+                     label if driver == 'teacher' else d.action_id, label, reward, salience))
+        if frame_every and (len(rows) - 1) % frame_every == 0:
+            frames.append((world.t, obs.image, salience))
+    return rows, frames, world.success

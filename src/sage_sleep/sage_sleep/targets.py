@@ -72,9 +72,10 @@ class CoherenceTarget:
                  epochs: int = 20, min_gain: float = 0.0,
                  validation: Suite = Suite('validation', VALIDATION.seeds[:20]),
                  regression: Suite = MORNING, seed: int = 0, min_episodes: int = 4,
-                 workers: int = 1):
+                 workers: int = 1, device: str = 'cpu'):
         self.store, self.config = store, config
         self.workers = workers      # evaluation processes (forked; 1 inside a ROS node)
+        self.device = device        # where training runs ('cuda' on a GPU host)
         self.lr, self.epochs, self.min_gain = lr, epochs, min_gain
         self.validation, self.regression = validation, regression
         self.rng = np.random.default_rng(seed)
@@ -110,7 +111,8 @@ class CoherenceTarget:
         """Fine-tune a copy of ``state``; return the candidate's state."""
         model = self._model(copy.deepcopy(state))
         train(model, data['train'], epochs=self.epochs, lr=self.lr,
-              time_budget_s=budget_s, seed=self.seed, progress=lambda f, _: progress(f))
+              time_budget_s=budget_s, seed=self.seed, progress=lambda f, _: progress(f),
+              device=self.device)
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def evaluate(self, state: dict, data) -> Evaluation:

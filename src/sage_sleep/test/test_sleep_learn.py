@@ -5,6 +5,7 @@ import pytest
 import torch
 from sage_core.coherence.model import CoherenceModel
 from sage_memory.store import ExperienceStore, StoreError
+from sage_sim.world import WorldConfig
 from sage_sleep.learn import augment_faults, collect, default_config, record_day, train
 from sage_sleep.targets import episodes_from_store, heldout_accuracy
 
@@ -83,3 +84,22 @@ def test_a_day_goes_to_the_store_and_back(tmp_path, demos):
         ExperienceStore(str(tmp_path / 'exp.db'), {'vision': 3})
     reopened = ExperienceStore(str(tmp_path / 'exp.db'))
     assert reopened.count() == day['steps']
+
+
+def test_a_demonstration_day_is_driven_by_the_teacher_and_workers_change_nothing(tmp_path):
+    torch.manual_seed(0)
+    model = CoherenceModel(default_config())      # untrained: it would not reach a beacon
+    cfg = default_config()
+    short = WorldConfig(time_limit_s=8.0)
+    stores = [ExperienceStore(str(tmp_path / f'{k}.db'), cfg.modalities) for k in range(3)]
+    demo = record_day(model, range(310, 314), stores[0], world_config=short, driver='teacher')
+    demo2 = record_day(model, range(310, 314), stores[1], world_config=short, driver='teacher',
+                       workers=2)
+    own = record_day(model, range(310, 314), stores[2], world_config=short)
+    assert demo == demo2 and demo['success'] > own['success']
+    for a, b in zip(stores[0].episode(0), stores[1].episode(0)):
+        assert a.t == b.t and np.array_equal(a.features, b.features)
+    steps = stores[0].episode(0)
+    assert all(s.action == s.teacher for s in steps)        # the teacher drove
+    with pytest.raises(ValueError, match='unknown driver'):
+        record_day(model, [310], stores[0], driver='operator')
