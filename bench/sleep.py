@@ -43,8 +43,8 @@ from sage_core.coherence.model import CoherenceConfig, CoherenceModel
 from sage_core.coherence.runtime import install_base
 from sage_core.ros_common import resolve_path
 from sage_memory.store import ExperienceStore
-from sage_sleep.consolidate import run_target
 from sage_sim.evaluate import Suite
+from sage_sleep.consolidate import run_target
 from sage_sleep.learn import record_day, train
 from sage_sleep.targets import (CoherenceTarget, encoder_base, EncoderTarget,
                                 episodes_from_store, VALIDATION)
@@ -107,12 +107,10 @@ def run_seed(args, seed, cfg, base, base_store):
         t0 = time.monotonic()
         model, what = morning_model(args, seed, store, cfg, base, base_store)
         ckpts = CheckpointStore(work, 'coherence')
-        ckpts.commit({k: v.detach().clone() for k, v in model.state_dict().items()},
-                     {'config': cfg.to_dict()})
+        ckpts.commit(model.state_dict(), {'config': cfg.to_dict()})
         base_s = time.monotonic() - t0
         day_seeds = range(50_000 + 1000 * seed, 50_000 + 1000 * seed + args.day_episodes)
         day = record_day(model, day_seeds, store, workers=args.workers)
-        own_steps = day['steps']
         target = CoherenceTarget(store, cfg, seed=seed, workers=args.workers,
                                  device=args.device, validation=Suite(
                                      'validation', VALIDATION.seeds[:args.validation]))
@@ -131,7 +129,7 @@ def run_seed(args, seed, cfg, base, base_store):
         return {'seed': seed, 'base': args.base, 'morning_model': what, 'base_s': base_s,
                 'day': day, 'committed': result.committed, 'message': result.message,
                 'before': result.before, 'after': result.after, 'cycle_s': cycle_s,
-                'own_steps': own_steps, 'steps': store.count(), 'frames': store.frame_count(),
+                'steps': store.count(), 'frames': store.frame_count(),
                 'train_s': args.train_s, 'device': args.device, 'workers': args.workers,
                 'encoder': {'committed': enc.committed, 'message': enc.message,
                             'before': enc.before, 'after': enc.after,
@@ -187,7 +185,7 @@ def main():
              'morning before', 'candidate', 'validation before/candidate', 'committed',
              'cycle s')]
     for r in runs:
-        rows.append((r['seed'], r['morning_model'], f"{r['own_steps']}/{r['steps']}",
+        rows.append((r['seed'], r['morning_model'], f"{r['day']['steps']}/{r['steps']}",
                      f"{r['day']['success']:.2f}",
                      f"{r['before']['success']:.2f}", f"{r['after']['success']:.2f}",
                      f"{r['before']['validation_success']:.2f}/"

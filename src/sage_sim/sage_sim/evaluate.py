@@ -9,7 +9,6 @@ policy allowed to read the state (through ``bind(world)``): it gives the ceiling
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -76,32 +75,39 @@ def evaluate(make_policy: Callable[[World], Policy], suite: Suite = MORNING,
     """
     global _eval_job
     _eval_job = (make_policy, suite)
-    if workers > 1:
-        with forked_pool(workers) as pool:
-            episodes = _gather(pool.imap(_run_episode, suite.seeds), len(suite.seeds), progress)
-    else:
-        episodes = _gather(map(_run_episode, suite.seeds), len(suite.seeds), progress)
+    episodes = []
+    for i, e in enumerate(forked_imap(_run_episode, suite.seeds, workers)):
+        episodes.append(e)
+        if progress:
+            progress(i + 1, len(suite.seeds))
     wins = [e for e in episodes if e['success']]
     return Report(suite.name, len(wins) / len(episodes),
                   float(np.mean([e['time_s'] for e in wins])) if wins else float('nan'),
                   float(np.mean([e['collisions'] for e in episodes])), episodes)
 
 
-@contextlib.contextmanager
-def forked_pool(workers: int, initializer=None, initargs=()):
-    """Yield a fork-based process pool whose children never collect the parent's objects.
+def forked_imap(fn, items, workers: int = 1, initializer=None, initargs=()):
+    """Yield ``fn(x)`` for each of ``items`` in order, in ``workers`` forked processes.
 
-    Forked children inherit everything (policies, models, lambdas: nothing is
-    pickled), but objects tied to the parent's threads (rclpy, loaded models)
-    must not be finalised in a child: gc.freeze() before the fork keeps the
-    child's collector off them, as the gc module's documentation advises.
+    ``initializer(*initargs)`` runs first in each process (here, with one
+    worker). Forked children inherit everything (policies, models, lambdas:
+    nothing is pickled), but objects tied to the parent's threads (rclpy,
+    loaded models) must not be finalised in a child: gc.freeze() before the
+    fork keeps the child's collector off them, as the gc module's
+    documentation advises.
     """
+    items = list(items)
+    if workers <= 1 or len(items) < 2:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(fn, items)
+        return
     import gc
     import multiprocessing as mp
     gc.freeze()
     try:
         with mp.get_context('fork').Pool(workers, initializer, initargs) as pool:
-            yield pool
+            yield from pool.imap(fn, items)
     finally:
         gc.unfreeze()
 
@@ -122,15 +128,6 @@ def _run_episode(seed: int) -> dict:
         v, w = policy.act(obs)
         obs, _, _, _ = world.step(v, w)
     return world.metrics()
-
-
-def _gather(results, n, progress) -> list:
-    episodes = []
-    for i, e in enumerate(results):
-        episodes.append(e)
-        if progress:
-            progress(i + 1, n)
-    return episodes
 
 
 class RandomPolicy:

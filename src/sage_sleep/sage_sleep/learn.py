@@ -12,7 +12,6 @@ from the oracle.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
@@ -22,8 +21,8 @@ import numpy as np
 import torch
 from sage_core.coherence.model import CoherenceConfig, CoherenceModel, bc_loss
 from sage_core.coherence.runtime import TorchRuntime
-from sage_sim.evaluate import forked_pool
-from sage_sim.world import ACTION_NAMES, ACTIONS, TEACHERS, World, WorldConfig
+from sage_sim.evaluate import forked_imap
+from sage_sim.world import ACTION_NAMES, ACTIONS, World, WorldConfig
 
 from sage_sleep.agent import CoherencePolicy, MODALITIES, SensePipeline
 
@@ -62,22 +61,11 @@ def collect(seeds, model: CoherenceModel | None = None, beta: float = 1.0,
     seeds = [int(s) for s in seeds]
     cpu_model = copy.deepcopy(model).cpu().eval() if model is not None else None
     job = (cpu_model, beta, world_config or WorldConfig(), seed)
-    if workers <= 1 or len(seeds) < 2:
-        _init_worker(job)
-        results = map(_collect_one, seeds)
-        episodes = []
-        for i, ep in enumerate(results):
-            episodes.append(ep)
-            if progress:
-                progress(i + 1, len(seeds))
-        return episodes
-    # fork: workers inherit the model and everything imported (no re-import, no pickling)
-    with forked_pool(workers, _init_worker, (job,)) as pool:
-        episodes = []
-        for i, ep in enumerate(pool.imap(_collect_one, seeds)):
-            episodes.append(ep)
-            if progress:
-                progress(i + 1, len(seeds))
+    episodes = []
+    for i, ep in enumerate(forked_imap(_collect_one, seeds, workers, _init_worker, (job,))):
+        episodes.append(ep)
+        if progress:
+            progress(i + 1, len(seeds))
     return episodes
 
 
@@ -322,31 +310,23 @@ def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
     ``workers`` forked processes; the store gets them in seed order.
     """
     from sage_memory.store import Step
-    if teacher not in TEACHERS:
-        raise ValueError(f'unknown teacher {teacher!r}; choose one of {TEACHERS}')
     if driver not in DRIVERS:
         raise ValueError(f'unknown driver {driver!r}; choose one of {DRIVERS}')
     seeds = [int(s) for s in seeds]
     job = (copy.deepcopy(model).cpu().eval(), world_config or WorldConfig(), teacher, driver,
            frame_every)
     wins = steps = 0
-    with contextlib.ExitStack() as stack:
-        if workers > 1 and len(seeds) > 1:
-            pool = stack.enter_context(forked_pool(workers, _init_day, (job,)))
-            lived = pool.imap(_live_episode, seeds)
-        else:
-            _init_day(job)
-            lived = map(_live_episode, seeds)
-        for i, (rows, frames, success) in enumerate(lived):
-            episode = episode_offset + i
-            for row in rows:
-                store.insert(Step(episode, *row))
-            for t, image, salience in frames:
-                store.insert_frame(episode, t, image, salience)
-            steps += len(rows)
-            wins += success
-            if progress:
-                progress(i + 1, len(seeds))
+    lived = forked_imap(_live_episode, seeds, workers, _init_day, (job,))
+    for i, (rows, frames, success) in enumerate(lived):
+        episode = episode_offset + i
+        for row in rows:
+            store.insert(Step(episode, *row))
+        for t, image, salience in frames:
+            store.insert_frame(episode, t, image, salience)
+        steps += len(rows)
+        wins += success
+        if progress:
+            progress(i + 1, len(seeds))
     return {'episodes': len(seeds), 'steps': steps, 'success': wins / max(1, len(seeds))}
 
 
@@ -370,11 +350,12 @@ def _live_episode(seed: int):
         vectors, trust, age = policy.pipeline.observe(obs)
         d = policy.runtime.step(vectors, trust, age)
         label = world.teacher_action(teacher)
-        act = ACTIONS[label][1:] if driver == 'teacher' else d.continuous
-        obs, reward, _, _ = world.step(*act)
+        action, command = ((label, ACTIONS[label][1:]) if driver == 'teacher'
+                           else (d.action_id, d.continuous))
+        obs, reward, _, _ = world.step(*command)
         salience = 0.6 * float(d.action_id != label) + 0.4 * min(1.0, abs(reward))
-        rows.append((world.t, policy.pipeline.stack(vectors), trust, age,
-                     label if driver == 'teacher' else d.action_id, label, reward, salience))
+        rows.append((world.t, policy.pipeline.stack(vectors), trust, age, action, label,
+                     reward, salience))
         if frame_every and (len(rows) - 1) % frame_every == 0:
             frames.append((world.t, obs.image, salience))
     return rows, frames, world.success

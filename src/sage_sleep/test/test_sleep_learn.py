@@ -97,9 +97,15 @@ def test_a_demonstration_day_is_driven_by_the_teacher_and_workers_change_nothing
                        workers=2)
     own = record_day(model, range(310, 314), stores[2], world_config=short)
     assert demo == demo2 and demo['success'] > own['success']
-    for a, b in zip(stores[0].episode(0), stores[1].episode(0)):
-        assert a.t == b.t and np.array_equal(a.features, b.features)
+    for e in range(4):
+        serial, parallel = stores[0].episode(e), stores[1].episode(e)
+        assert len(serial) == len(parallel) > 0
+        for a, b in zip(serial, parallel):
+            assert a.t == b.t and np.array_equal(a.features, b.features)
     steps = stores[0].episode(0)
     assert all(s.action == s.teacher for s in steps)        # the teacher drove
     with pytest.raises(ValueError, match='unknown driver'):
         record_day(model, [310], stores[0], driver='operator')
+    with pytest.raises(ValueError, match='unknown teacher'):     # from the world, unstored
+        record_day(model, [310], stores[0], teacher='oracel')
+    assert stores[0].count() == demo['steps']
