@@ -32,7 +32,10 @@ transformer of equal parameters (our blocks with H_cycles = L_cycles = 1 and one
 8 layers, no recurrence), each for the same wall-clock seconds of training on the GPU
 (compilation excluded: a warm-up forward/backward without an update runs first), then
 exact match and cell accuracy on the 2,000 test puzzles, and for ours the ACT step
-distribution and batch-1 latency with halting on. Each model's run stays inside one call.
+distribution and batch-1 latency with halting on. One run per model and seed; a run keeps
+its state in ``--state`` and carries on in the next call where the last one's time ran
+out (the same next step), so the same command is repeated until every run is finished.
+With several GPUs the runs are spread over them, one process per GPU.
 """
 
 import argparse
@@ -40,6 +43,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -438,19 +442,296 @@ def ref_evaluate(model, inputs, labels, batch_size=500, max_steps=SEGMENTS, dev=
             'mean_steps': float((hist * np.arange(1, max_steps + 1)).sum() / max(1, n))}
 
 
-def part_accuracy(a) -> int:
+# Model sizes for the accuracy study: the paper's, and a tiny one for a CPU smoke test.
+SIZES = {'paper': {}, 'tiny': dict(hidden_size=64, num_heads=2, H_layers=1, L_layers=1)}
+MODELS = ('ours', 'reference', 'transformer')
+
+
+class OursRun:
+    """Ours (or the plain transformer) trained by sage_core.hrm.train.Trainer."""
+
+    def __init__(self, mcfg, tc, tr_x, tr_y, dev, aug, eval_steps):
+        from sage_core.hrm.train import Trainer
+        self.trainer = Trainer(mcfg, tc, tr_x, tr_y, device=dev, augment_fn=aug)
+        self.model, self.eval_steps, self.dev = self.trainer.model, eval_steps, dev
+
+    @property
+    def steps(self) -> int:
+        return self.trainer.step
+
+    def warmup(self):
+        self.trainer.warmup()
+
+    def step(self) -> dict:
+        m = self.trainer.train_step()
+        return {'loss': m['loss'], 'lr': m['lr'],
+                'train_exact_batch': m['exact'] / max(1.0, m['count'])}
+
+    def state_dict(self) -> dict:
+        return self.trainer.state_dict()
+
+    def load_state_dict(self, st: dict):
+        self.trainer.load_state_dict(st)
+
+    def evaluate(self, te_x, te_y) -> dict:
+        from sage_core.hrm.train import evaluate
+        return evaluate(self.model, te_x, te_y, batch_size=500, max_steps=self.eval_steps,
+                        device=self.dev)
+
+
+class ReferenceRun:
+    """sapientinc/HRM (compiled) trained on the same batches as ours: the same sampler."""
+
+    def __init__(self, a, tc, tr_x, tr_y, aug):
+        from sage_core.hrm.train import Trainer
+        RefHRM, ACTLossHead = import_reference()
+        self.tc, self.dev = tc, a.device
+        # the same sampler (and so the same batches) as our Trainer: borrow its next_batch
+        s = self.sampler = Trainer.__new__(Trainer)
+        s.cfg, s.device, s.augment_fn = tc, torch.device(a.device), aug
+        s.inputs = torch.as_tensor(tr_x, dtype=torch.long)
+        s.labels = torch.as_tensor(tr_y, dtype=torch.long)
+        s.puzzle_ids = torch.zeros(len(tr_x), dtype=torch.long)
+        s.gen = torch.Generator().manual_seed(tc.seed)
+        self.lr_at = lambda step: Trainer.lr_at(s, step)
+        torch.manual_seed(tc.seed)
+        with torch.device(a.device):
+            self.loss_head = ACTLossHead(
+                RefHRM(ref_config(tc.batch_size, puzzle_emb_ndim=0, **SIZES[a.size])),
+                'stablemax_cross_entropy').train()
+        self.model = self.loss_head.model
+        self.opt = torch.optim.AdamW(self.loss_head.parameters(), lr=tc.lr, betas=tc.betas,
+                                     weight_decay=tc.weight_decay)
+        self.fwd = (self.loss_head if a.no_compile
+                    else torch.compile(self.loss_head, dynamic=False))
+        self.carry, self.steps = None, 0
+
+    def _rng(self, state=None):
+        """Get (or with ``state`` set) the sampler's and torch's RNG states."""
+        cuda = self.dev == 'cuda'
+        if state is None:
+            return {'gen': self.sampler.gen.get_state(), 'torch': torch.get_rng_state(),
+                    'cuda': torch.cuda.get_rng_state_all() if cuda else None}
+        self.sampler.gen.set_state(state['gen'].cpu())   # map_location may have moved them
+        torch.set_rng_state(state['torch'].cpu())
+        if cuda and state['cuda'] is not None:
+            torch.cuda.set_rng_state_all([r.cpu() for r in state['cuda']])
+
+    def step(self, update: bool = True) -> dict:
+        batch = self.sampler.next_batch()
+        carry = self.carry
+        if carry is None:
+            with torch.device(self.dev):
+                carry = self.loss_head.initial_carry(batch)
+        lr = self.lr_at(self.steps)
+        for g in self.opt.param_groups:
+            g['lr'] = lr
+        new_carry, loss, metrics, _, _ = self.fwd(return_keys=[], carry=carry, batch=batch)
+        (loss / self.tc.batch_size).backward()
+        if update:
+            self.carry = new_carry
+            self.opt.step()
+            self.steps += 1
+        self.opt.zero_grad(set_to_none=True)
+        return {'loss': float(loss.detach()) / self.tc.batch_size, 'lr': lr,
+                'train_exact_batch': float(metrics['exact_accuracy'])
+                / max(1.0, float(metrics['count']))}
+
+    def warmup(self):
+        """Compile with one step that changes nothing: no update, RNG states restored."""
+        rng = self._rng()
+        self.step(update=False)
+        self._rng(rng)
+
+    def state_dict(self) -> dict:
+        return {'model': self.loss_head.state_dict(), 'opt': self.opt.state_dict(),
+                'carry': self.carry, 'steps': self.steps, 'rng': self._rng()}
+
+    def load_state_dict(self, st: dict):
+        self.loss_head.load_state_dict(st['model'])
+        self.opt.load_state_dict(st['opt'])
+        self.carry, self.steps = st['carry'], st['steps']
+        self._rng(st['rng'])
+
+    def evaluate(self, te_x, te_y) -> dict:
+        return ref_evaluate(self.model, te_x, te_y, dev=self.dev)
+
+
+def load_data(a):
+    """Load the study's puzzles as tokens (``--n-test`` keeps the first test puzzles only)."""
+    from sage_core.hrm import sudoku as S
+    d = np.load(a.data)
+    n_test = a.n_test or len(d['test_x'])
+    return {'d': d, 'tr_x': S.to_tokens(d['train_x']), 'tr_y': S.to_tokens(d['train_y']),
+            'te_x': S.to_tokens(d['test_x'][:n_test]), 'te_y': S.to_tokens(d['test_y'][:n_test])}
+
+
+def make_run(a, name, seed, data):
+    """Build the training run of model ``name`` with ``seed`` (the same batches for all)."""
     from sage_core.hrm import sudoku as S
     from sage_core.hrm.model import HRMConfig
-    from sage_core.hrm.train import Trainer, TrainConfig, evaluate
+    from sage_core.hrm.train import TrainConfig
+
+    def aug(x, y, rng):
+        return S.augment_tokens(x, y, torch.Generator().manual_seed(int(rng.integers(2 ** 62))))
+
+    tc = TrainConfig(batch_size=a.batch_size, steps=10 ** 7, lr=a.lr, lr_warmup_steps=a.warmup,
+                     lr_min_ratio=1.0, weight_decay=1.0, betas=(0.9, 0.95), loss='stablemax',
+                     seed=seed, augment=True, compile=not a.no_compile)
+    torch.manual_seed(seed)
+    size = SIZES[a.size]
+    if name == 'reference':
+        return ReferenceRun(a, tc, data['tr_x'], data['tr_y'], aug)
+    if name == 'ours':
+        cfg, eval_steps = HRMConfig.sudoku_paper(puzzle_emb_ndim=0, **size), SEGMENTS
+    else:   # the plain transformer: the same blocks once, no recurrence, one segment
+        cfg = HRMConfig.sudoku_paper(puzzle_emb_ndim=0, H_cycles=1, L_cycles=1,
+                                     halt_max_steps=1, **size)
+        eval_steps = 1
+    return OursRun(cfg, tc, data['tr_x'], data['tr_y'], a.device, aug, eval_steps)
+
+
+def _atomic(path, write):
+    tmp = f'{path}.tmp{os.getpid()}'
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def run_job(a, log, name, seed, data, t_end):
+    """Train ``name``/``seed`` on until it has had ``a.seconds`` of training, resuming.
+
+    The run's state (weights, optimizer, ACT carry, sampler and RNG states, seconds spent)
+    is saved in ``a.state`` every ``a.save_every`` seconds and when the call's time is up,
+    so the next call carries on with the same next step. Returns the evaluation once the
+    run has had its seconds (also written as ``NAME_sSEED.json`` beside the state), else
+    None.
+    """
+    dev = a.device
+    stem = os.path.join(a.state, f'{name}_s{seed}')
+    if os.path.exists(stem + '.json'):
+        with open(stem + '.json') as f:
+            return json.load(f)
+    run = make_run(a, name, seed, data)
+    info = {'spent_s': 0.0, 'compile_s': 0.0, 'calls': 0}
+    if os.path.exists(stem + '.pt'):
+        st = torch.load(stem + '.pt', map_location=dev, weights_only=False)
+        run.load_state_dict(st['run'])
+        info = st['info']
+        log(f'{name} seed {seed}: resumed at step {run.steps} '
+            f'({info["spent_s"]:.0f} of {a.seconds:.0f} s)')
+    info['calls'] += 1
+    t0 = time.time()
+    run.warmup()
+    _sync(dev)
+    info['compile_s'] += time.time() - t0
+
+    def save():
+        _atomic(stem + '.pt', lambda p: torch.save({'run': run.state_dict(), 'info': info}, p))
+
+    saved, last = time.time(), {}
+    while info['spent_s'] < a.seconds and time.time() < t_end:
+        t0 = time.perf_counter()
+        m = run.step()                  # returns floats: the step has finished on the device
+        info['spent_s'] += time.perf_counter() - t0
+        if run.steps % 100 == 0:
+            last = info['last_log'] = m
+            log(f'{name} seed {seed} step {run.steps} {json.dumps(m)} {info["spent_s"]:.0f}s')
+        if time.time() - saved > a.save_every:
+            save()
+            saved = time.time()
+    save()
+    if info['spent_s'] < a.seconds:
+        log(f'{name} seed {seed}: {info["spent_s"]:.0f} of {a.seconds:.0f} s trained when the '
+            f'call ran out of time; state saved in {stem}.pt, run again to resume')
+        return None
+    t0 = time.time()
+    ev = run.evaluate(data['te_x'], data['te_y'])
+    r = {'seed': seed, 'steps': run.steps, 'train_s': info['spent_s'],
+         'compile_s': info['compile_s'], 'calls': info['calls'],
+         'samples_seen': run.steps * a.batch_size, 'eval_s': time.time() - t0,
+         'params': sum(p.numel() for p in run.model.parameters()),
+         'last_log': info.get('last_log', last), **ev}
+    if name == 'ours' and a.act_puzzles and time.time() < t_end:
+        r['act_b1'] = _guard(log, 'act_b1', lambda: act_latency(
+            run.model.eval(), data['te_x'], data['te_y'], a, dev))
+
+    def write(p):
+        with open(p, 'w') as f:
+            json.dump(r, f, indent=1)
+    _atomic(stem + '.json', write)
+    log(f"{name} seed {seed}: {r['steps']} steps in {r['train_s']:.0f} s over {r['calls']} "
+        f"call(s), exact {r['exact_by_segment'][-1]:.4f} cell {r['cell_by_segment'][-1]:.4f} "
+        f"(ACT: exact {r['exact']:.4f}, mean steps {r['mean_steps']:.2f})")
+    return r
+
+
+def aggregate(runs: list) -> dict:
+    """Mean (and spread when there are several seeds) of one model's finished runs."""
+    out = {'seeds': [r['seed'] for r in runs], 'runs': runs}
+    for k in ('exact', 'cell_acc', 'mean_steps', 'steps', 'samples_seen', 'train_s'):
+        vals = [r[k] for r in runs]
+        out[k] = statistics.mean(vals)
+        if len(vals) > 1:
+            out[k + '_std'] = statistics.stdev(vals)
+    for k in ('exact_by_segment', 'cell_by_segment'):
+        out[k] = np.mean([r[k] for r in runs], axis=0).tolist()
+    out['exact_last_by_seed'] = [r['exact_by_segment'][-1] for r in runs]
+    out['cell_last_by_seed'] = [r['cell_by_segment'][-1] for r in runs]
+    out['params'] = runs[0]['params']
+    return out
+
+
+def part_accuracy(a) -> int:
     log = Log(a.out, 'hrm_gpu_accuracy')
     det, res = log.data['detail'], log.data['results']
     t_start = time.time()
+    t_end = t_start + a.deadline_s
     dev = a.device
+    os.makedirs(a.state, exist_ok=True)
+    jobs = [(m, int(s)) for s in a.seeds.split(',') for m in a.models.split(',') if m]
+    bad = [m for m, _ in jobs if m not in MODELS]
+    if bad:
+        log(f'unknown model {bad[0]!r}: choose from {", ".join(MODELS)}')
+        return 2
+    if a.jobs:                                  # a worker of a multi-GPU run
+        jobs = [(j.split(':')[0], int(j.split(':')[1])) for j in a.jobs.split(',')]
+    gpus = a.gpus or (torch.cuda.device_count() if dev == 'cuda' else 1)
+    if gpus > 1 and not a.jobs:
+        # one worker process per GPU, each with its share of the runs
+        procs = []
+        for i in range(gpus):
+            mine = jobs[i::gpus]
+            if mine:
+                cmd = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], '--gpus', '1',
+                       '--jobs', ','.join(f'{m}:{s}' for m, s in mine),
+                       '--out', os.path.join(a.out, f'gpu{i}')]
+                env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(i))
+                procs.append(subprocess.Popen(cmd, env=env))
+        codes = [p.wait() for p in procs]
+        log(f'{len(procs)} GPU workers exited with {codes}')
+        done = {}
+        for m, s in jobs:
+            p = os.path.join(a.state, f'{m}_s{s}.json')
+            if os.path.exists(p):
+                with open(p) as f:
+                    done[(m, s)] = json.load(f)
+    else:
+        data = load_data(a)
+        done = {}
+        for m, s in jobs:
+            if time.time() > t_end - a.min_job_s and not os.path.exists(
+                    os.path.join(a.state, f'{m}_s{s}.json')):
+                log(f'{m} seed {s}: not started, less than {a.min_job_s:.0f} s left in this call')
+                continue
+            r = _guard(log, f'accuracy_{m}_s{s}', lambda: run_job(a, log, m, s, data, t_end))
+            if r is not None:
+                done[(m, s)] = r
+            if dev == 'cuda':
+                torch.cuda.empty_cache()
     d = np.load(a.data)
-    tr_x, tr_y = S.to_tokens(d['train_x']), S.to_tokens(d['train_y'])
-    te_x, te_y = S.to_tokens(d['test_x']), S.to_tokens(d['test_y'])
     det.update(device=torch.cuda.get_device_name() if dev == 'cuda' else dev,
-               torch=torch.__version__, n_train=len(tr_x), n_test=len(te_x),
+               torch=torch.__version__, size=a.size, n_train=len(d['train_x']),
+               n_test=a.n_test or len(d['test_x']),
                min_guesses_train=int(d['train_g'].min()),
                min_guesses_test=int(d['test_g'].min()),
                median_guesses_test=float(np.median(d['test_g'])),
@@ -458,98 +739,44 @@ def part_accuracy(a) -> int:
                warmup=a.warmup, weight_decay=1.0, betas=[0.9, 0.95], loss='stablemax',
                optimizer='AdamW for all three (the reference ships AdamATan2)',
                augmentation='digit permutation, band/stack and row/column-in-band '
-                            'permutations, transpose (sage_core.hrm.sudoku.augment_tokens)')
-    log(f'data: {len(tr_x)} train, {len(te_x)} test, guesses >= {det["min_guesses_test"]}')
-
-    def aug(x, y, rng):
-        return S.augment_tokens(x, y, torch.Generator().manual_seed(int(rng.integers(2 ** 62))))
-
-    tc = TrainConfig(batch_size=a.batch_size, steps=10 ** 7, lr=a.lr, lr_warmup_steps=a.warmup,
-                     lr_min_ratio=1.0, weight_decay=1.0, betas=(0.9, 0.95), loss='stablemax',
-                     log_every=100, seed=a.seed, augment=True, compile=not a.no_compile)
-
-    def run_ours(name, mcfg, eval_steps):
-        tr = Trainer(mcfg, tc, tr_x, tr_y, device=dev, augment_fn=aug)
-        t0 = time.time()
-        tr.warmup()
-        _sync(dev)
-        compile_s = time.time() - t0
-        t0 = time.time()
-        last = {}
-        while time.time() - t0 < a.seconds:
-            m = tr.train_step()
-            if tr.step % 100 == 0:
-                last = {k: m[k] for k in ('loss', 'lr')}
-                last['train_exact_batch'] = m['exact'] / max(1.0, m['count'])
-                log(f'{name} step {tr.step} {json.dumps(last)} {time.time() - t0:.0f}s')
-        _sync(dev)
-        train_s = time.time() - t0
-        t0 = time.time()
-        ev = evaluate(tr.model, te_x, te_y, batch_size=500, max_steps=eval_steps, device=dev)
-        out = {'steps': tr.step, 'train_s': train_s, 'compile_s': compile_s,
-               'samples_seen': tr.step * a.batch_size, 'eval_s': time.time() - t0,
-               'params': sum(p.numel() for p in tr.model.parameters()), 'last_log': last,
-               **ev}
-        return tr, out
-
-    def summary(name, r):
-        log(f"{name}: {r['steps']} steps in {r['train_s']:.0f} s, exact {r['exact']:.4f} "
-            f"cell {r['cell_acc']:.4f} (last segment exact {r['exact_by_segment'][-1]:.4f} "
-            f"cell {r['cell_by_segment'][-1]:.4f}), ACT mean steps {r['mean_steps']:.2f}")
-
-    order = [m for m in a.models.split(',') if m]
-    kept = {}
-    for name in order:
-        torch.manual_seed(a.seed)
-        if name == 'ours':
-            def go():
-                tr, r = run_ours('ours', HRMConfig.sudoku_paper(puzzle_emb_ndim=0), SEGMENTS)
-                kept['ours'] = tr.model.eval()
-                return r
-        elif name == 'transformer':
-            def go():
-                cfg = HRMConfig.sudoku_paper(puzzle_emb_ndim=0, H_cycles=1, L_cycles=1,
-                                             halt_max_steps=1)
-                return run_ours('transformer', cfg, 1)[1]
-        else:
-            def go():
-                return run_reference(a, log, tc, tr_x, tr_y, te_x, te_y, aug)
-        r = _guard(log, f'accuracy_{name}', go)
-        if r is not None:
-            res[name] = r
-            summary(name, r)
-        log.save()
-        if dev == 'cuda':
-            torch.cuda.empty_cache()
-    if 'ours' in kept and time.time() - t_start < a.deadline_s:
-        r = _guard(log, 'act_b1', lambda: act_latency(kept['ours'], te_x, te_y, a, dev))
-        if r is not None:
-            res['ours']['act_b1'] = r
-            log(f'ours ACT b1: {json.dumps(r)}')
-    if a.extra and dev == 'cuda':
-        del kept
-        torch.cuda.empty_cache()
-        RefHRM, _ = import_reference()
-        ref, ref_state, ours = build_pair(RefHRM)
-        for b in [int(x) for x in a.extra_batches.split(',') if x]:
-            if time.time() - t_start > a.deadline_s:
-                log(f'extra b{b}: skipped (deadline)')
-                continue
-            r = _guard(log, f'extra_b{b}', lambda: extra_batch(RefHRM, ref, ref_state, ours, b))
-            if r is not None:
-                res[f'speed_b{b}'] = r
-                log(f'extra b{b}: {json.dumps(r)}')
-            log.save()
-        if time.time() - t_start < a.deadline_s + 25:
-            r = _guard(log, 'diagnosis', lambda: diagnose(ours))
-            if r is not None:
-                det['fused_diagnosis'] = r
-                log(f'diagnosis: {json.dumps(r)}')
+                            'permutations, transpose (sage_core.hrm.sudoku.augment_tokens)',
+               lr_schedule='linear warm-up, then constant (lr_min_ratio 1.0, as the paper)',
+               jobs=[f'{m}:{s}' for m, s in jobs],
+               finished=[f'{m}:{s}' for m, s in done], gpus=gpus)
+    for m in dict.fromkeys(m for m, _ in jobs):
+        runs = [done[j] for j in jobs if j[0] == m and j in done]
+        if runs:
+            res[m] = aggregate(runs)
+    if a.extra and dev == 'cuda' and time.time() < t_end:
+        extra(a, log, t_start)
     det['total_s'] = time.time() - t_start
-    det['lr_schedule'] = 'linear warm-up, then constant (lr_min_ratio 1.0, as the paper)'
     log.save()
-    log(f"accuracy part done in {det['total_s']:.0f} s")
+    left = [f'{m}:{s}' for m, s in jobs if (m, s) not in done]
+    log(f"accuracy part: {len(done)} of {len(jobs)} runs finished in {det['total_s']:.0f} s"
+        + (f'; unfinished {", ".join(left)}: run the same command again' if left else ''))
     return 0
+
+
+def extra(a, log, t_start):
+    """Batch sizes again on this call's machine (inductor max-autotune) and a diagnosis."""
+    res, det = log.data['results'], log.data['detail']
+    torch.cuda.empty_cache()
+    RefHRM, _ = import_reference()
+    ref, ref_state, ours = build_pair(RefHRM)
+    for b in [int(x) for x in a.extra_batches.split(',') if x]:
+        if time.time() - t_start > a.deadline_s:
+            log(f'extra b{b}: skipped (deadline)')
+            continue
+        r = _guard(log, f'extra_b{b}', lambda: extra_batch(RefHRM, ref, ref_state, ours, b))
+        if r is not None:
+            res[f'speed_b{b}'] = r
+            log(f'extra b{b}: {json.dumps(r)}')
+        log.save()
+    if time.time() - t_start < a.deadline_s + 25:
+        r = _guard(log, 'diagnosis', lambda: diagnose(ours))
+        if r is not None:
+            det['fused_diagnosis'] = r
+            log(f'diagnosis: {json.dumps(r)}')
 
 
 def extra_batch(RefHRM, ref, ref_state, ours, b):
@@ -669,72 +896,6 @@ def act_latency(model, te_x, te_y, a, dev):
             'fixed16_latency_ms_mean': float(np.mean(lat_fixed))}
 
 
-def run_reference(a, log, tc, tr_x, tr_y, te_x, te_y, aug):
-    """Train sapientinc/HRM (compiled) on the same batches as ours, for the same seconds."""
-    from sage_core.hrm.train import Trainer
-    RefHRM, ACTLossHead = import_reference()
-    b = tc.batch_size
-    dev = a.device
-    # the same sampler (and so the same batches) as our Trainer: borrow its next_batch
-    sampler = Trainer.__new__(Trainer)
-    sampler.cfg, sampler.device, sampler.augment_fn = tc, torch.device(dev), aug
-    sampler.inputs = torch.as_tensor(tr_x, dtype=torch.long)
-    sampler.labels = torch.as_tensor(tr_y, dtype=torch.long)
-    sampler.puzzle_ids = torch.zeros(len(tr_x), dtype=torch.long)
-    sampler.gen = torch.Generator().manual_seed(tc.seed)
-    torch.manual_seed(tc.seed)
-    with torch.device(dev):
-        model = ACTLossHead(RefHRM(ref_config(b, puzzle_emb_ndim=0)),
-                            'stablemax_cross_entropy').train()
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas,
-                            weight_decay=tc.weight_decay)
-    step_model = model if a.no_compile else torch.compile(model, dynamic=False)
-    carry = None
-
-    def step(update=True):
-        nonlocal carry
-        batch = sampler.next_batch()
-        if carry is None:
-            with torch.device(dev):
-                carry = model.initial_carry(batch)
-        lr = Trainer.lr_at(sampler, n_step)
-        for g in opt.param_groups:
-            g['lr'] = lr
-        new_carry, loss, metrics, _, _ = step_model(return_keys=[], carry=carry, batch=batch)
-        (loss / b).backward()
-        if update:
-            carry = new_carry
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        return {'loss': float(loss.detach()) / b, 'lr': lr,
-                'train_exact_batch': float(metrics['exact_accuracy'])
-                / max(1.0, float(metrics['count']))}
-
-    n_step = 0
-    t0 = time.time()
-    gen = sampler.gen.get_state()
-    step(update=False)                       # compile; no update, sampler and carry restored
-    sampler.gen.set_state(gen)
-    carry = None
-    _sync(dev)
-    compile_s = time.time() - t0
-    t0 = time.time()
-    last = {}
-    while time.time() - t0 < a.seconds:
-        m = step()
-        n_step += 1
-        if n_step % 100 == 0:
-            last = m
-            log(f'reference step {n_step} {json.dumps(m)} {time.time() - t0:.0f}s')
-    _sync(dev)
-    train_s = time.time() - t0
-    t0 = time.time()
-    ev = ref_evaluate(model.model, te_x, te_y, dev=dev)
-    return {'steps': n_step, 'train_s': train_s, 'compile_s': compile_s,
-            'samples_seen': n_step * b, 'eval_s': time.time() - t0,
-            'params': sum(p.numel() for p in model.parameters()), 'last_log': last, **ev}
-
-
 def part_diag(a) -> int:
     """Run only the fused-kernel diagnosis (writes hrm_gpu_diag.json)."""
     log = Log(a.out, 'hrm_gpu_diag')
@@ -785,6 +946,14 @@ def part_merge(a) -> int:
                'speedup_b1_vs_reference_second_machine':
                    get('b1_second_machine', 'speedup_inductor'),
                'act_mean_steps_ours': ares.get('ours', {}).get('mean_steps')}
+    for m in MODELS:             # training seconds per run, seeds, spread over seeds
+        if m in ares:
+            summary[f'sudoku_train_s_{m}'] = ares[m].get('train_s')
+            by_seed = ares[m].get('exact_last_by_seed', [])
+            summary[f'sudoku_seeds_{m}'] = len(by_seed) or 1
+            if len(by_seed) > 1:
+                summary[f'sudoku_exact_{m}_std'] = statistics.stdev(by_seed)
+                summary[f'sudoku_cell_{m}_std'] = statistics.stdev(ares[m]['cell_last_by_seed'])
     out = {'summary': summary, 'results': res, 'accuracy': ares,
            'detail': {'speed': speed.get('detail', {}), 'accuracy': acc.get('detail', {}),
                       'diag': parts.get('diag', {}).get('detail', {})}}
@@ -810,16 +979,28 @@ def main(argv=None) -> int:
     c = sub.add_parser('accuracy')
     c.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results'))
     c.add_argument('--data', required=True, help='npz from sage_core.hrm.sudoku.make_dataset')
-    c.add_argument('--models', default='ours,reference,transformer')
-    c.add_argument('--seconds', type=float, default=120.0, help='training seconds per model')
+    c.add_argument('--models', default=','.join(MODELS))
+    c.add_argument('--seeds', default='0', help='comma-separated; one run per model and seed')
+    c.add_argument('--seconds', type=float, default=120.0,
+                   help='training seconds (on the GPU) per run, over as many calls as needed')
+    c.add_argument('--state', default=os.path.join(ROOT, '.ref', 'state'),
+                   help='where runs keep their state between calls (not under --out, which '
+                        'the device empties)')
+    c.add_argument('--save-every', type=float, default=120.0, help='seconds between saves')
+    c.add_argument('--gpus', type=int, default=0,
+                   help='GPUs to spread the runs over, one process each (0: all visible)')
+    c.add_argument('--jobs', default='', help=argparse.SUPPRESS)   # a worker's share
+    c.add_argument('--size', choices=sorted(SIZES), default='paper')
+    c.add_argument('--n-test', type=int, default=0, help='first N test puzzles (0: all)')
     c.add_argument('--batch-size', type=int, default=384)
     c.add_argument('--lr', type=float, default=1e-4)
     c.add_argument('--warmup', type=int, default=200)
-    c.add_argument('--seed', type=int, default=0)
     c.add_argument('--act-puzzles', type=int, default=200)
     c.add_argument('--device', default='cuda')
     c.add_argument('--deadline-s', type=float, default=540.0,
-                   help='skip the ACT latency and extra parts after this many seconds')
+                   help='stop training (saving the state) after this many seconds')
+    c.add_argument('--min-job-s', type=float, default=90.0,
+                   help='start no run with less than this left before the deadline')
     c.add_argument('--extra', action='store_true',
                    help='then batch sizes again (inductor max-autotune) and a kernel diagnosis')
     c.add_argument('--extra-batches', default='1')

@@ -12,7 +12,8 @@ pinned PyPI wheel for torch 2.13), sign-SGD for the sparse puzzle embeddings
 (TRM paper; off by default).
 
 Exact resume: a checkpoint holds the model, optimizers, EMA, ACT carry, the data
-sampler's generator and the global torch RNG (used by ACT exploration); it is written
+sampler's generator and the global torch RNGs, CPU and CUDA (ACT exploration draws on the
+device's); it is written
 atomically (temp file + ``os.replace``), so a run killed at any moment resumes with the
 same next loss.
 """
@@ -232,6 +233,8 @@ class Trainer:
                 'ema': self.ema.state_dict() if self.ema is not None else None,
                 'step': self.step, 'gen': self.gen.get_state(),
                 'torch_rng': torch.get_rng_state(),
+                'cuda_rng': (torch.cuda.get_rng_state_all() if self.device.type == 'cuda'
+                             else None),
                 'carry': None if c is None else {'z_H': c.inner.z_H, 'z_L': c.inner.z_L,
                                                  'steps': c.steps, 'halted': c.halted,
                                                  'data': c.current_data},
@@ -246,8 +249,11 @@ class Trainer:
         if self.ema is not None and st['ema'] is not None:
             self.ema.load_state_dict(st['ema'])
         self.step = st['step']
-        self.gen.set_state(st['gen'])
-        torch.set_rng_state(st['torch_rng'])
+        # RNG states are CPU byte tensors, whatever map_location moved them to
+        self.gen.set_state(st['gen'].cpu())
+        torch.set_rng_state(st['torch_rng'].cpu())
+        if st.get('cuda_rng') is not None:   # ACT exploration draws on the device's RNG
+            torch.cuda.set_rng_state_all([r.cpu() for r in st['cuda_rng']])
         c = st['carry']
         self.carry = None if c is None else Carry(InnerCarry(c['z_H'], c['z_L']), c['steps'],
                                                   c['halted'], c['data'])
