@@ -675,6 +675,7 @@ def aggregate(runs: list) -> dict:
             out[k + '_std'] = statistics.stdev(vals)
     for k in ('exact_by_segment', 'cell_by_segment'):
         out[k] = np.mean([r[k] for r in runs], axis=0).tolist()
+    out['steps_hist'] = np.sum([r['steps_hist'] for r in runs], axis=0).tolist()
     out['exact_last_by_seed'] = [r['exact_by_segment'][-1] for r in runs]
     out['cell_last_by_seed'] = [r['cell_by_segment'][-1] for r in runs]
     out['params'] = runs[0]['params']
@@ -913,18 +914,25 @@ def part_diag(a) -> int:
 
 def part_merge(a) -> int:
     """Combine the parts' JSON into bench/results/hrm_gpu.json (summary names kept)."""
-    parts = {}
+    parts = {'speed': [], 'accuracy': [], 'diag': [], 'train_parity': []}
     for d in a.dirs:
-        for name in ('speed', 'accuracy', 'diag'):
+        for name in parts:
             p = os.path.join(d, f'hrm_gpu_{name}.json')
             if os.path.exists(p):
-                parts[name] = json.load(open(p))
-    speed, acc = parts.get('speed', {}), parts.get('accuracy', {})
+                with open(p) as f:
+                    parts[name].append(json.load(f))
+    # the first of each part is the main one; later speed parts are reruns on other machines
+    speed, acc, diag, tpar = ({} if not v else v[0] for v in parts.values())
     res = dict(speed.get('results', {}))
-    ares = {k: v for k, v in acc.get('results', {}).items() if not k.startswith('speed_')}
-    for k, v in acc.get('results', {}).items():
-        if k.startswith('speed_'):   # the same batch again, on the second call's machine
-            res[k.replace('speed_', '') + '_second_machine'] = v
+    for i, sp in enumerate(parts['speed'][1:], start=1):
+        for k, v in sp.get('results', {}).items():
+            res[f'{k}_rerun{i}'] = v
+    ares = {k: aggregate(v['runs']) if 'runs' in v else v      # (older parts: one run)
+            for k, v in acc.get('results', {}).items() if not k.startswith('speed_')}
+    for ac in parts['accuracy']:
+        for k, v in ac.get('results', {}).items():
+            if k.startswith('speed_'):   # the same batch again, on that call's machine
+                res[k.replace('speed_', '') + '_second_machine'] = v
 
     def get(k, f):
         return res.get(k, {}).get(f)
@@ -945,7 +953,10 @@ def part_merge(a) -> int:
                'sudoku_cell_transformer': last('transformer', 'cell_by_segment'),
                'speedup_b1_vs_reference_second_machine':
                    get('b1_second_machine', 'speedup_inductor'),
-               'act_mean_steps_ours': ares.get('ours', {}).get('mean_steps')}
+               'speedup_b1_vs_reference_rerun1': get('b1_rerun1', 'speedup'),
+               'act_mean_steps_ours': ares.get('ours', {}).get('mean_steps'),
+               'train_parity_loss_rel_diff': tpar.get('summary', {}).get('loss_rel_diff'),
+               'train_parity_grad_rel_diff': tpar.get('summary', {}).get('grad_rel_diff')}
     for m in MODELS:             # training seconds per run, seeds, spread over seeds
         if m in ares:
             summary[f'sudoku_train_s_{m}'] = ares[m].get('train_s')
@@ -956,11 +967,95 @@ def part_merge(a) -> int:
                 summary[f'sudoku_cell_{m}_std'] = statistics.stdev(ares[m]['cell_last_by_seed'])
     out = {'summary': summary, 'results': res, 'accuracy': ares,
            'detail': {'speed': speed.get('detail', {}), 'accuracy': acc.get('detail', {}),
-                      'diag': parts.get('diag', {}).get('detail', {})}}
+                      'diag': diag.get('detail', {}), 'train_parity': tpar}}
     path = os.path.join(ROOT, 'bench', 'results', 'hrm_gpu.json')
     with open(path, 'w') as f:
         json.dump(out, f, indent=1)
+    if ares:
+        plot_accuracy(ares, acc.get('detail', {}), path.replace('.json', '_accuracy.png'))
     print(json.dumps(summary, indent=1))
+    return 0
+
+
+def plot_accuracy(ares: dict, det: dict, path: str) -> None:
+    """Exact and cell accuracy against segments for each model; ACT halting steps."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, (ex, ce, st) = plt.subplots(1, 3, figsize=(13, 3.8))
+    for name, r in ares.items():
+        seg = np.arange(1, len(r['exact_by_segment']) + 1)
+        style = 'o-' if len(seg) > 1 else 's'
+        ex.plot(seg, r['exact_by_segment'], style, label=name)
+        ce.plot(seg, r['cell_by_segment'], style, label=name)
+        if len(seg) > 1:
+            st.plot(seg, r['steps_hist'], 'o-', label=name)
+    for axis, what in ((ex, 'exact match (whole puzzle)'), (ce, 'cell accuracy')):
+        axis.set_xlabel('segments')
+        axis.set_ylabel(what)
+        axis.set_ylim(0, 1.0)
+        axis.legend()
+    st.set_xlabel('segment at which ACT halts')
+    st.set_ylabel('test puzzles')
+    st.legend()
+    fig.suptitle(f"hard 9x9 Sudoku, {det.get('n_test', '?')} test puzzles, "
+                 f"{det.get('train_seconds_each', '?'):.0f} s of training each on one "
+                 f"{det.get('device', 'GPU')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def part_train_parity(a) -> int:
+    """Our training step against the reference's: same weights, same batch, float32.
+
+    Deep-supervision steps (the carry carried on, exploration off so that both halt
+    alike) of the paper's architecture at a small size; compares the ACT loss and every
+    parameter's gradient. Runs on the CPU in seconds.
+    """
+    from sage_core.hrm import sudoku as S
+    from sage_core.hrm.model import HRM, HRMConfig
+    from sage_core.hrm.train import act_loss
+    RefHRM, ACTLossHead = import_reference()
+    kw = dict(hidden_size=128, num_heads=4, H_layers=2, L_layers=2, forward_dtype='float32',
+              halt_exploration_prob=0.0)
+    torch.manual_seed(0)
+    with torch.device(a.device):
+        ref = ACTLossHead(RefHRM(ref_config(a.batch_size, puzzle_emb_ndim=0, **kw)),
+                          'stablemax_cross_entropy').train()
+        ours = HRM(HRMConfig.sudoku_paper(puzzle_emb_ndim=0, **kw)).train()
+    ours.load_state_dict(to_ours({k.removeprefix('model.'): v
+                                  for k, v in ref.state_dict().items()}), strict=False)
+    d = np.load(a.data)
+    n = a.batch_size
+    batch = {k: torch.as_tensor(v, device=a.device) for k, v in (
+        ('inputs', S.to_tokens(d['train_x'][:n])), ('labels', S.to_tokens(d['train_y'][:n])),
+        ('puzzle_identifiers', np.zeros(n, dtype=np.int64)))}
+    with torch.device(a.device):
+        rc, oc = ref.initial_carry(batch), ours.initial_carry(batch)
+    steps = []
+    for _ in range(a.steps):
+        rc, r_loss, _, _, _ = ref(return_keys=[], carry=rc, batch=batch)
+        oc, out = ours(oc, batch)
+        o_loss, _ = act_loss(out, oc.current_data['labels'], oc.halted, 'stablemax')
+        ref.zero_grad()
+        ours.zero_grad()
+        r_loss.backward()
+        o_loss.backward()
+        grads = [float((p.grad - q.grad).norm() / p.grad.norm().clamp_min(1e-30))
+                 for p, q in zip(ref.parameters(), ours.parameters()) if p.grad is not None]
+        r_loss, o_loss = float(r_loss.detach()), float(o_loss.detach())
+        steps.append({'loss_ref': r_loss, 'loss_ours': o_loss,
+                      'loss_rel_diff': abs(r_loss - o_loss) / abs(r_loss),
+                      'grad_rel_diff_max': max(grads), 'grads_compared': len(grads)})
+        print(json.dumps(steps[-1]))
+    out = {'summary': {'loss_rel_diff': max(s['loss_rel_diff'] for s in steps),
+                       'grad_rel_diff': max(s['grad_rel_diff_max'] for s in steps)},
+           'steps': steps, 'config': kw, 'batch_size': n, 'device': a.device}
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, 'hrm_gpu_train_parity.json'), 'w') as f:
+        json.dump(out, f, indent=1)
+    print(json.dumps(out['summary']))
     return 0
 
 
@@ -1007,11 +1102,18 @@ def main(argv=None) -> int:
     c.add_argument('--no-compile', action='store_true', help='eager training (CPU smoke test)')
     g = sub.add_parser('diag')
     g.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results'))
+    t = sub.add_parser('train-parity', help='our training step against the reference (CPU)')
+    t.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results'))
+    t.add_argument('--data', required=True, help='npz from sage_core.hrm.sudoku.make_dataset')
+    t.add_argument('--batch-size', type=int, default=16)
+    t.add_argument('--steps', type=int, default=18,
+                   help='deep-supervision steps (18: every sample halts at 16 and restarts)')
+    t.add_argument('--device', default='cpu')
     m = sub.add_parser('merge')
     m.add_argument('dirs', nargs='+')
     a = ap.parse_args(argv)
     return {'speed': part_speed, 'accuracy': part_accuracy, 'diag': part_diag,
-            'merge': part_merge}[a.part](a)
+            'train-parity': part_train_parity, 'merge': part_merge}[a.part](a)
 
 
 if __name__ == '__main__':
