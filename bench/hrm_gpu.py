@@ -914,7 +914,7 @@ def part_diag(a) -> int:
 
 def part_merge(a) -> int:
     """Combine the parts' JSON into bench/results/hrm_gpu.json (summary names kept)."""
-    parts = {'speed': [], 'accuracy': [], 'diag': [], 'train_parity': []}
+    parts = {'speed': [], 'accuracy': [], 'diag': [], 'train_parity': [], 'bound': []}
     for d in a.dirs:
         for name in parts:
             p = os.path.join(d, f'hrm_gpu_{name}.json')
@@ -922,7 +922,7 @@ def part_merge(a) -> int:
                 with open(p) as f:
                     parts[name].append(json.load(f))
     # the first of each part is the main one; later speed parts are reruns on other machines
-    speed, acc, diag, tpar = ({} if not v else v[0] for v in parts.values())
+    speed, acc, diag, tpar, bound = ({} if not v else v[0] for v in parts.values())
     res = dict(speed.get('results', {}))
     for i, sp in enumerate(parts['speed'][1:], start=1):
         for k, v in sp.get('results', {}).items():
@@ -957,6 +957,11 @@ def part_merge(a) -> int:
                'act_mean_steps_ours': ares.get('ours', {}).get('mean_steps'),
                'train_parity_loss_rel_diff': tpar.get('summary', {}).get('loss_rel_diff'),
                'train_parity_grad_rel_diff': tpar.get('summary', {}).get('grad_rel_diff')}
+    # the most any implementation could gain with the GEMMs and attention at cuBLAS/cuDNN
+    # rate and all pointwise work free (part 'bound')
+    for k in ('b1', 'b64', 'b768', 'train_b768'):
+        summary[f'max_speedup_{k}_gemm_floor'] = bound.get('results', {}).get(k, {}).get(
+            'max_speedup')
     for m in MODELS:             # training seconds per run, seeds, spread over seeds
         if m in ares:
             summary[f'sudoku_train_s_{m}'] = ares[m].get('train_s')
@@ -967,7 +972,8 @@ def part_merge(a) -> int:
                 summary[f'sudoku_cell_{m}_std'] = statistics.stdev(ares[m]['cell_last_by_seed'])
     out = {'summary': summary, 'results': res, 'accuracy': ares,
            'detail': {'speed': speed.get('detail', {}), 'accuracy': acc.get('detail', {}),
-                      'diag': diag.get('detail', {}), 'train_parity': tpar}}
+                      'diag': diag.get('detail', {}), 'train_parity': tpar},
+           'bound': bound}
     path = os.path.join(ROOT, 'bench', 'results', 'hrm_gpu.json')
     with open(path, 'w') as f:
         json.dump(out, f, indent=1)
@@ -1059,6 +1065,82 @@ def part_train_parity(a) -> int:
     return 0
 
 
+def part_bound(a) -> int:
+    """Time the work no implementation can skip: a block's four GEMMs and its attention.
+
+    For each batch, the paper block's matrix products (qkv, o, gate/up, down) and SDPA,
+    each on its own inputs, captured in a CUDA graph of ``reps`` blocks; 16 segments of 24
+    blocks of that is the floor under any implementation whose pointwise work (RMSNorm,
+    SwiGLU, RoPE, residual adds) were free. Training: 40 blocks without gradients (16 of
+    the segment, 24 of the Q-target pass) and 8 forward+backward (the last L and H calls).
+    Against the reference's and our measured times (``--speed``), the floor bounds the
+    speedup any fused kernel could reach while the GEMMs run at cuBLAS's rate.
+    """
+    dev, dt, T, d, heads, inter = 'cuda', torch.bfloat16, 82, 512, 8, 1536
+    with open(a.speed) as f:
+        speed = json.load(f)['results']
+    g = torch.Generator(device=dev).manual_seed(0)
+    peak = peak_tflops()
+
+    def rnd(*shape, grad=False):
+        return torch.randn(*shape, device=dev, dtype=dt, generator=g).requires_grad_(grad)
+
+    def block_ops(b, grad):
+        m = b * T
+        xs = [rnd(m, d, grad=grad), rnd(m, d, grad=grad), rnd(m, d, grad=grad),
+              rnd(m, inter, grad=grad)]
+        ws = [rnd(3 * d, d, grad=grad), rnd(d, d, grad=grad), rnd(2 * inter, d, grad=grad),
+              rnd(d, inter, grad=grad)]
+        q, k, v = (rnd(b, heads, T, d // heads, grad=grad) for _ in range(3))
+
+        def run():
+            outs = [F.linear(x, w) for x, w in zip(xs, ws)]
+            outs.append(F.scaled_dot_product_attention(q, k, v))
+            if grad:
+                torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+        return run
+
+    def per_block_ms(b, grad):
+        run = block_ops(b, grad)
+        for _ in range(3):
+            run()
+        torch.cuda.synchronize()
+        if grad:        # autograd in a graph needs more care than this floor is worth
+            return _time(lambda: [run() for _ in range(a.reps)], 10) / a.reps
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(a.reps):
+                run()
+        return _time(graph.replay, 10) / a.reps
+
+    out = {'blocks_per_solve': SEGMENTS * 24}
+    with torch.no_grad():
+        for b in (1, 64, 768):
+            ms = per_block_ms(b, False)
+            floor = ms * SEGMENTS * 24
+            r = speed.get(f'b{b}', {})
+            out[f'b{b}'] = {'block_ms': ms, 'floor_ms': floor, 'ms_ref': r.get('ms_ref'),
+                            'ms_ours': r.get('ms_ours'),
+                            'max_speedup': r['ms_ref'] / floor if r else None,
+                            'ours_vs_floor': r['ms_ours'] / floor if r else None,
+                            # GFLOP per ms = TFLOP/s
+                            'floor_pct_peak': GFLOP_PER_PUZZLE * b / floor / peak * 100}
+            print(f'b{b}: {json.dumps(out[f"b{b}"])}', flush=True)
+    fwd, fwdbwd = per_block_ms(768, False), per_block_ms(768, True)
+    floor = 40 * fwd + 8 * fwdbwd
+    r = speed.get('train_b768', {})
+    out['train_b768'] = {'block_fwd_ms': fwd, 'block_fwd_bwd_ms': fwdbwd, 'floor_ms': floor,
+                         'ms_ref': r.get('ms_ref'), 'ms_ours': r.get('ms_ours'),
+                         'max_speedup': r['ms_ref'] / floor if r else None}
+    print(f'train: {json.dumps(out["train_b768"])}', flush=True)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, 'hrm_gpu_bound.json'), 'w') as f:
+        json.dump({'results': out, 'detail': {'device': torch.cuda.get_device_name(),
+                                              'torch': torch.__version__,
+                                              'peak_bf16_tflops_measured': peak}}, f, indent=1)
+    return 0
+
+
 def main(argv=None) -> int:
     """Run one part of the benchmark."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -1109,11 +1191,17 @@ def main(argv=None) -> int:
     t.add_argument('--steps', type=int, default=18,
                    help='deep-supervision steps (18: every sample halts at 16 and restarts)')
     t.add_argument('--device', default='cpu')
+    o = sub.add_parser('bound', help='the GEMM+attention floor under any implementation')
+    o.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results'))
+    o.add_argument('--speed', default=os.path.join(ROOT, 'bench', 'results',
+                                                   'hrm_gpu_speed.json'))
+    o.add_argument('--reps', type=int, default=24)
     m = sub.add_parser('merge')
     m.add_argument('dirs', nargs='+')
     a = ap.parse_args(argv)
     return {'speed': part_speed, 'accuracy': part_accuracy, 'diag': part_diag,
-            'train-parity': part_train_parity, 'merge': part_merge}[a.part](a)
+            'train-parity': part_train_parity, 'bound': part_bound,
+            'merge': part_merge}[a.part](a)
 
 
 if __name__ == '__main__':
