@@ -39,6 +39,7 @@ With several GPUs the runs are spread over them, one process per GPU.
 """
 
 import argparse
+import io
 import json
 import math
 import os
@@ -956,7 +957,8 @@ def part_merge(a) -> int:
                'speedup_b1_vs_reference_rerun1': get('b1_rerun1', 'speedup'),
                'act_mean_steps_ours': ares.get('ours', {}).get('mean_steps'),
                'train_parity_loss_rel_diff': tpar.get('summary', {}).get('loss_rel_diff'),
-               'train_parity_grad_rel_diff': tpar.get('summary', {}).get('grad_rel_diff')}
+               'train_parity_grad_rel_diff': tpar.get('summary', {}).get('grad_rel_diff'),
+               'accuracy_runs_resume_exact': tpar.get('summary', {}).get('resume_exact')}
     # the most any implementation could gain with the GEMMs and attention at cuBLAS/cuDNN
     # rate and all pointwise work free (part 'bound')
     for k in ('b1', 'b64', 'b768', 'train_b768'):
@@ -1012,12 +1014,36 @@ def plot_accuracy(ares: dict, det: dict, path: str) -> None:
     plt.close(fig)
 
 
+def resume_check(a) -> dict:
+    """Save each accuracy-study run after 3 steps, resume it, compare the next 3 losses."""
+    args = types.SimpleNamespace(batch_size=8, lr=1e-3, warmup=2, no_compile=True,
+                                 size='tiny', device=a.device, data=a.data, n_test=10)
+    data, out = load_data(args), {}
+    for name in MODELS:
+        run = make_run(args, name, 0, data)
+        run.warmup()
+        for _ in range(3):
+            run.step()
+        buf = io.BytesIO()
+        torch.save(run.state_dict(), buf)
+        expect = [run.step()['loss'] for _ in range(3)]
+        torch.manual_seed(123)              # whatever RNG state a new process has
+        again = make_run(args, name, 0, data)
+        buf.seek(0)
+        again.load_state_dict(torch.load(buf, weights_only=False))
+        again.warmup()                      # as run_job does after loading
+        got = [again.step()['loss'] for _ in range(3)]
+        out[name] = {'same': got == expect, 'expect': expect, 'got': got}
+        print(f'resume {name}: {json.dumps(out[name])}', flush=True)
+    return out
+
+
 def part_train_parity(a) -> int:
-    """Our training step against the reference's: same weights, same batch, float32.
+    """Our training step against the reference's (same weights, same batch, float32).
 
     Deep-supervision steps (the carry carried on, exploration off so that both halt
     alike) of the paper's architecture at a small size; compares the ACT loss and every
-    parameter's gradient. Runs on the CPU in seconds.
+    parameter's gradient. Then :func:`resume_check`. Runs on the CPU in seconds.
     """
     from sage_core.hrm import sudoku as S
     from sage_core.hrm.model import HRM, HRMConfig
@@ -1057,7 +1083,9 @@ def part_train_parity(a) -> int:
         print(json.dumps(steps[-1]))
     out = {'summary': {'loss_rel_diff': max(s['loss_rel_diff'] for s in steps),
                        'grad_rel_diff': max(s['grad_rel_diff_max'] for s in steps)},
-           'steps': steps, 'config': kw, 'batch_size': n, 'device': a.device}
+           'steps': steps, 'config': kw, 'batch_size': n, 'device': a.device,
+           'resume': resume_check(a)}
+    out['summary']['resume_exact'] = all(r['same'] for r in out['resume'].values())
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, 'hrm_gpu_train_parity.json'), 'w') as f:
         json.dump(out, f, indent=1)
