@@ -4,8 +4,10 @@ Run on the GPU machine from the repository root, with the reference copied (neve
 committed) to ``.ref/HRM``::
 
     python3 bench/hrm_gpu.py speed    --out DIR        # inference b1/b64/b768 + training
+    python3 bench/hrm_gpu.py bound    --out DIR        # the GEMM + attention floor
     python3 bench/hrm_gpu.py accuracy --out DIR --data .ref/data/sudoku_hard_s0.npz
-    python3 bench/hrm_gpu.py merge DIR_SPEED DIR_ACC    # -> bench/results/hrm_gpu.json
+    python bench/hrm_gpu.py train-parity --data ...    # CPU: training step vs reference
+    python bench/hrm_gpu.py merge DIRS...               # -> bench/results/hrm_gpu.json
 
 The reference is imported as it is, with its flash-attn import answered by a stand-in
 module whose ``flash_attn_func`` calls ``F.scaled_dot_product_attention`` (same layout and
@@ -18,9 +20,8 @@ CUDA events, median of repeats:
 
 - reference: ``torch.compile(model, dynamic=False)`` (as its pretrain.py) called 16 times;
 - ours: ``sage_core.hrm.gpu.GraphRunner``: weights cast to bf16 once, 16 segments in one
-  CUDA graph, with two segment backends: ``fused`` (Triton block kernels) and
-  ``inductor`` (the model's segment through ``torch.compile``). The faster one per batch
-  is reported as ours; both are in the JSON.
+  CUDA graph, the segment through ``torch.compile`` (``--variants``: the runner's
+  backends to time; the fastest that passed parity is reported as ours).
 
 Training = one deep-supervision step at batch 768 (forward incl. the Q-target pass,
 stablemax ACT loss, backward, fused AdamW), both compiled. FLOP/s use the issue's 219.9
@@ -364,13 +365,6 @@ def part_speed(a) -> int:
             pid = torch.zeros(b, dtype=torch.long, device='cuda')
             out = {}
             with torch.no_grad():
-                for v in [v for v in variants if v == 'fused']:
-                    r = GraphRunner(ours, b, backend=v, segments=1, graph=False)
-                    r(ids, pid)
-                    with profile(activities=[ProfilerActivity.CUDA]) as p:
-                        r(ids, pid)
-                    out[v] = _top_kernels(p)
-                    del r
                 ref_solve(ref_c, ids, pid, 1)
                 with profile(activities=[ProfilerActivity.CUDA]) as p:
                     ref_solve(ref_c, ids, pid, 1)
@@ -385,14 +379,6 @@ def part_speed(a) -> int:
         log.save()
     torch.cuda.empty_cache()
 
-    try:  # the Triton configs the autotuner picked, per kernel and shape key
-        from sage_core.hrm import kernels as K
-        det['triton_configs'] = {name: {str(k): str(v) for k, v in t.cache.items()}
-                                 for name, t in (('qkv_rope', K._qkv_tuned),
-                                                 ('linear_residual', K._linres_tuned),
-                                                 ('gate_up_swiglu', K._swiglu_tuned))}
-    except Exception as e:  # noqa: BLE001
-        det['triton_configs'] = repr(e)
     det['total_s'] = time.time() - t_start
     log.save()
     log(f"speed part done in {det['total_s']:.0f} s")
@@ -760,8 +746,8 @@ def part_accuracy(a) -> int:
 
 
 def extra(a, log, t_start):
-    """Batch sizes again on this call's machine (inductor max-autotune) and a diagnosis."""
-    res, det = log.data['results'], log.data['detail']
+    """Batch sizes again on this call's machine (inductor default and max-autotune)."""
+    res = log.data['results']
     torch.cuda.empty_cache()
     RefHRM, _ = import_reference()
     ref, ref_state, ours = build_pair(RefHRM)
@@ -774,11 +760,6 @@ def extra(a, log, t_start):
             res[f'speed_b{b}'] = r
             log(f'extra b{b}: {json.dumps(r)}')
         log.save()
-    if time.time() - t_start < a.deadline_s + 25:
-        r = _guard(log, 'diagnosis', lambda: diagnose(ours))
-        if r is not None:
-            det['fused_diagnosis'] = r
-            log(f'diagnosis: {json.dumps(r)}')
 
 
 def extra_batch(RefHRM, ref, ref_state, ours, b):
@@ -813,61 +794,6 @@ def extra_batch(RefHRM, ref, ref_state, ours, b):
     return row
 
 
-def diagnose(ours):
-    """Locate the fused backend's GPU error: each Triton op against torch, SDPA layouts."""
-    from sage_core.hrm import kernels as K
-    from sage_core.hrm.gpu import GraphRunner, cast_inner
-    out = {}
-    g = torch.Generator(device='cuda').manual_seed(0)
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, device='cuda', generator=g) * scale).to(torch.bfloat16)
-
-    def rel(x, y):
-        return float((x.float() - y.float()).norm() / y.float().norm())
-
-    B, T, H, D = 4, 82, 8, 64
-    h, M = H * D, 4 * 82
-    x = rnd(M, h)
-    inner = cast_inner(ours.inner, torch.bfloat16, 'cuda')
-    cos, sin = (t.float().contiguous() for t in inner.rotary_emb())
-    w = inner.L_level.layers[0]
-    wq = w.self_attn.qkv_proj.weight.contiguous()
-    for norm in (False, True):
-        a, ra = K.qkv_rope(x, wq, cos, sin, T, H, 1e-5, norm)
-        b, rb = K.qkv_rope(x, wq, cos, sin, T, H, 1e-5, norm, backend='torch')
-        out[f'qkv_rope_norm{int(norm)}'] = rel(a, b)
-        a2, _ = K.qkv_rope(x, wq, cos, sin, T, H, 1e-5, norm,
-                           config={'BM': 32, 'HP': 2, 'BK': 64, 'num_warps': 4})
-        out[f'qkv_rope_norm{int(norm)}_fixedcfg'] = rel(a2, b)
-    r = torch.rand(M, device='cuda') + 0.5
-    wo = w.self_attn.o_proj.weight.contiguous()
-    for rr in (None, r):
-        out[f'linear_residual_scale{int(rr is not None)}'] = rel(
-            K.linear_residual(x, wo, x, rr), K.linear_residual(x, wo, x, rr, backend='torch'))
-    wgu = w.mlp.gate_up_proj.weight.contiguous()
-    out['gate_up_swiglu'] = rel(K.gate_up_swiglu(x, wgu, 1e-5)[0],
-                                K.gate_up_swiglu(x, wgu, 1e-5, backend='torch')[0])
-    y = rnd(M, h)
-    out['combine'] = rel(K.combine(x, 1e-5, b=y, c=y)[1],
-                         K.combine(x, 1e-5, b=y, c=y, backend='torch')[1])
-    qkv = rnd(M, 3 * h)
-    ref_att = K.attention(qkv.float(), B, T, H, contiguous=True)
-    out['sdpa_strided_views'] = rel(K.attention(qkv, B, T, H, contiguous=False), ref_att)
-    out['sdpa_contiguous'] = rel(K.attention(qkv, B, T, H, contiguous=True), ref_att)
-    ids = torch.randint(1, 11, (B, 81), device='cuda')
-    want = GraphRunner(ours, B, backend='eager', segments=1, dtype=torch.float32)(ids)
-    for contig in (False, True):
-        K.CONTIGUOUS_QKV = contig
-        got = GraphRunner(ours, B, backend='fused', segments=1, graph=False)(ids)
-        out[f'fused_segment_vs_fp32_contiguous{int(contig)}'] = rel(got['logits'],
-                                                                    want['logits'])
-    K.CONTIGUOUS_QKV = True
-    got = GraphRunner(ours, B, backend='eager', segments=1)(ids)
-    out['eager_bf16_segment_vs_fp32'] = rel(got['logits'], want['logits'])
-    return out
-
-
 def act_latency(model, te_x, te_y, a, dev):
     """ACT halting on, batch 1 (GraphRunner, auto backend): steps and latency per puzzle."""
     from sage_core.hrm.gpu import GraphRunner
@@ -898,24 +824,11 @@ def act_latency(model, te_x, te_y, a, dev):
             'fixed16_latency_ms_mean': float(np.mean(lat_fixed))}
 
 
-def part_diag(a) -> int:
-    """Run only the fused-kernel diagnosis (writes hrm_gpu_diag.json)."""
-    log = Log(a.out, 'hrm_gpu_diag')
-    RefHRM, _ = import_reference()
-    _, _, ours = build_pair(RefHRM)
-    r = _guard(log, 'diagnosis', lambda: diagnose(ours))
-    if r is not None:
-        log.data['detail']['fused_diagnosis'] = r
-        log(f'diagnosis: {json.dumps(r)}')
-    log.save()
-    return 0
-
-
 # --------------------------------------------------------------------------- merge
 
 def part_merge(a) -> int:
     """Combine the parts' JSON into bench/results/hrm_gpu.json (summary names kept)."""
-    parts = {'speed': [], 'accuracy': [], 'diag': [], 'train_parity': [], 'bound': []}
+    parts = {'speed': [], 'accuracy': [], 'train_parity': [], 'bound': []}
     for d in a.dirs:
         for name in parts:
             p = os.path.join(d, f'hrm_gpu_{name}.json')
@@ -923,7 +836,7 @@ def part_merge(a) -> int:
                 with open(p) as f:
                     parts[name].append(json.load(f))
     # the first of each part is the main one; later speed parts are reruns on other machines
-    speed, acc, diag, tpar, bound = ({} if not v else v[0] for v in parts.values())
+    speed, acc, tpar, bound = ({} if not v else v[0] for v in parts.values())
     res = dict(speed.get('results', {}))
     for i, sp in enumerate(parts['speed'][1:], start=1):
         for k, v in sp.get('results', {}).items():
@@ -974,7 +887,7 @@ def part_merge(a) -> int:
                 summary[f'sudoku_cell_{m}_std'] = statistics.stdev(ares[m]['cell_last_by_seed'])
     out = {'summary': summary, 'results': res, 'accuracy': ares,
            'detail': {'speed': speed.get('detail', {}), 'accuracy': acc.get('detail', {}),
-                      'diag': diag.get('detail', {}), 'train_parity': tpar},
+                      'train_parity': tpar},
            'bound': bound}
     path = os.path.join(ROOT, 'bench', 'results', 'hrm_gpu.json')
     with open(path, 'w') as f:
@@ -1176,7 +1089,7 @@ def main(argv=None) -> int:
     s = sub.add_parser('speed')
     s.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results'))
     s.add_argument('--batches', default='1,64,768')
-    s.add_argument('--variants', default='fused,inductor')
+    s.add_argument('--variants', default='inductor')
     s.add_argument('--skip-train', action='store_true')
     s.add_argument('--profile', action='store_true')
     s.add_argument('--deadline-s', type=float, default=540.0,
@@ -1207,11 +1120,9 @@ def main(argv=None) -> int:
     c.add_argument('--min-job-s', type=float, default=90.0,
                    help='start no run with less than this left before the deadline')
     c.add_argument('--extra', action='store_true',
-                   help='then batch sizes again (inductor max-autotune) and a kernel diagnosis')
+                   help='then batch sizes again (inductor default and max-autotune)')
     c.add_argument('--extra-batches', default='1')
     c.add_argument('--no-compile', action='store_true', help='eager training (CPU smoke test)')
-    g = sub.add_parser('diag')
-    g.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results'))
     t = sub.add_parser('train-parity', help='our training step against the reference (CPU)')
     t.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results'))
     t.add_argument('--data', required=True, help='npz from sage_core.hrm.sudoku.make_dataset')
@@ -1227,9 +1138,8 @@ def main(argv=None) -> int:
     m = sub.add_parser('merge')
     m.add_argument('dirs', nargs='+')
     a = ap.parse_args(argv)
-    return {'speed': part_speed, 'accuracy': part_accuracy, 'diag': part_diag,
-            'train-parity': part_train_parity, 'bound': part_bound,
-            'merge': part_merge}[a.part](a)
+    return {'speed': part_speed, 'accuracy': part_accuracy, 'bound': part_bound,
+            'train-parity': part_train_parity, 'merge': part_merge}[a.part](a)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""Fixed-shape HRM inference for a GPU: weights cast once, fused kernels, CUDA graphs.
+"""Fixed-shape HRM inference for a GPU: weights cast once, CUDA graphs, no host syncs.
 
 ``GraphRunner`` solves a batch of a fixed size. It copies the model once in the forward
 dtype (bf16 on CUDA; the model's own weights are left alone), keeps every tensor it uses
@@ -10,13 +10,10 @@ Backends (``backend=``):
 - ``'inductor'``: the model's own segment through ``torch.compile`` (``compile_mode``).
 - ``'eager'``: the model's own segment as it is.
 - ``'auto'``: ``'inductor'`` on CUDA (the fastest measured on an H200), else ``'eager'``.
-- ``'fused'`` (experimental): each block as four fused GEMM kernels plus SDPA
-  (``sage_core.hrm.kernels``: deferred RMSNorm, RoPE in the QKV epilogue, SwiGLU in the
-  gate/up epilogue, residual adds in the o/down epilogues). Triton kernels on CUDA; on
-  other devices (or without Triton) the same arithmetic in torch, which the CPU tests
-  check. Measured on an H200 it was slower than ``'inductor'`` at every batch size (its
-  Triton GEMMs reach about half of cuBLAS's rate) and, with strided q/k/v views into SDPA,
-  wrong; see README.md, "HRM on a GPU".
+
+(A backend of hand-written Triton GEMMs with the pointwise work fused into them was
+measured and removed: slower than inductor at every batch size, since its GEMMs ran at
+about half of cuBLAS's rate; README.md, "HRM on a GPU".)
 
 Modes:
 
@@ -40,15 +37,13 @@ The returned tensors are the runner's static buffers: the next call overwrites t
 from __future__ import annotations
 
 import copy
-import warnings
 
 import torch
 import torch.nn.functional as F
 
-from sage_core.hrm import kernels as K
 from sage_core.hrm.model import HRM, HRMInner, InnerCarry
 
-BACKENDS = ('auto', 'fused', 'inductor', 'eager')
+BACKENDS = ('auto', 'inductor', 'eager')
 
 
 def cast_inner(inner: HRMInner, dtype: torch.dtype, device) -> HRMInner:
@@ -65,63 +60,6 @@ def cast_inner(inner: HRMInner, dtype: torch.dtype, device) -> HRMInner:
     new.L_init = new.L_init.to(dtype)
     new.dtype = dtype
     return new.eval()
-
-
-class FusedSegment:
-    """One HRM segment (H/L cycles) through :mod:`sage_core.hrm.kernels`.
-
-    Called as ``seg(z_H, z_L, x) -> (z_H, z_L)`` on [B, T, hidden] tensors; the arithmetic
-    is the model's (``HRMInner.forward`` without gradients), the normalisations deferred.
-    """
-
-    def __init__(self, inner: HRMInner, backend: str = 'triton'):
-        cfg = inner.config
-        self.cfg, self.backend = cfg, backend
-        self.eps, self.heads = cfg.rms_norm_eps, cfg.num_heads
-
-        def pack(module):
-            out = []
-            for b in module.layers:
-                out.append({'qkv': b.self_attn.qkv_proj.weight.detach().contiguous(),
-                            'o': b.self_attn.o_proj.weight.detach().contiguous(),
-                            'gate_up': b.mlp.gate_up_proj.weight.detach().contiguous(),
-                            'down': b.mlp.down_proj.weight.detach().contiguous()})
-            return out
-
-        self.H, self.L = pack(inner.H_level), pack(inner.L_level)
-        if cfg.pos_encodings == 'rope':
-            cos, sin = inner.rotary_emb()
-            self.cos, self.sin = cos.float().contiguous(), sin.float().contiguous()
-        else:
-            self.cos = self.sin = None
-
-    def _module(self, blocks, h, batch, seq):
-        s, norm = h, False
-        for w in blocks:
-            s = K.block(s, norm, w, self.cos, self.sin, batch, seq, self.heads, self.eps,
-                        backend=self.backend)
-            norm = True
-        return s                         # un-normalised output of the last block
-
-    def __call__(self, z_H, z_L, x):
-        """Run one segment; returns the new (z_H, z_L), [B, T, hidden]."""
-        cfg, eps, be = self.cfg, self.eps, self.backend
-        b, t, d = x.shape
-        zH, zL, xf = (v.reshape(b * t, d).contiguous() for v in (z_H, z_L, x))
-        h = K.combine(zL, eps, norm_a=False, b=zH, c=xf, want_out1=False, backend=be)[1]
-        for hc in range(cfg.H_cycles):
-            for lc in range(cfg.L_cycles):
-                s = self._module(self.L, h, b, t)
-                if lc < cfg.L_cycles - 1:       # next L input: z_L + z_H + x
-                    zL, h = K.combine(s, eps, b=zH, c=xf, backend=be)
-                else:                           # H input: z_H + z_L
-                    zL, h = K.combine(s, eps, b=zH, backend=be)
-            s = self._module(self.H, h, b, t)
-            if hc < cfg.H_cycles - 1:
-                zH, h = K.combine(s, eps, b=zL, c=xf, backend=be)
-            else:
-                zH = K.combine(s, eps, want_out1=False, backend=be)[1]
-        return zH.view(b, t, d), zL.view(b, t, d)
 
 
 class GraphRunner:
@@ -142,28 +80,16 @@ class GraphRunner:
         self.segments = segments or cfg.halt_max_steps
         self.max_steps = cfg.halt_max_steps
         self.inner = inner = cast_inner(model.inner, dtype, device)
-        inter = inner.L_level.layers[0].mlp.down_proj.weight.shape[1]
-        fused_ok = K.triton_ok(inner.H_init) and K.triton_shapes_ok(cfg.hidden_size,
-                                                                    cfg.num_heads, inter)
         if backend == 'auto':   # the fastest measured on an H200 (bench/hrm_gpu.py)
             backend = 'inductor' if cuda else 'eager'
         self.backend = backend
-        if backend == 'fused':
-            self.kernel_backend = 'triton' if fused_ok else 'torch'
-            if self.kernel_backend == 'triton':
-                warnings.warn("GraphRunner backend='fused' is experimental: its Triton kernels "
-                              'failed parity on an H200 (README.md, "HRM on a GPU")',
-                              stacklevel=2)
-            self.segment = FusedSegment(inner, self.kernel_backend)
-        else:
-            self.kernel_backend = None
 
-            def segment(z_H, z_L, x):
-                c, _, _ = inner(InnerCarry(z_H, z_L), x)
-                return c.z_H, c.z_L
+        def segment(z_H, z_L, x):
+            c, _, _ = inner(InnerCarry(z_H, z_L), x)
+            return c.z_H, c.z_L
 
-            self.segment = (torch.compile(segment, dynamic=False, mode=compile_mode)
-                            if backend == 'inductor' else segment)
+        self.segment = (torch.compile(segment, dynamic=False, mode=compile_mode)
+                        if backend == 'inductor' else segment)
         self.embeddings = embeddings or cfg.vocab_size == 0
         seq = cfg.seq_len
         t = seq + (0 if self.embeddings else inner.puzzle_emb_len)
