@@ -498,11 +498,11 @@ class ReferenceRun:
         cuda = self.dev == 'cuda'
         if state is None:
             return {'gen': self.sampler.gen.get_state(), 'torch': torch.get_rng_state(),
-                    'cuda': torch.cuda.get_rng_state_all() if cuda else None}
+                    'cuda': torch.cuda.get_rng_state() if cuda else None}
         self.sampler.gen.set_state(state['gen'].cpu())   # map_location may have moved them
         torch.set_rng_state(state['torch'].cpu())
         if cuda and state['cuda'] is not None:
-            torch.cuda.set_rng_state_all([r.cpu() for r in state['cuda']])
+            torch.cuda.set_rng_state(state['cuda'].cpu())
 
     def step(self, update: bool = True) -> dict:
         batch = self.sampler.next_batch()

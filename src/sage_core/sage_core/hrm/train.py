@@ -233,8 +233,8 @@ class Trainer:
                 'ema': self.ema.state_dict() if self.ema is not None else None,
                 'step': self.step, 'gen': self.gen.get_state(),
                 'torch_rng': torch.get_rng_state(),
-                'cuda_rng': (torch.cuda.get_rng_state_all() if self.device.type == 'cuda'
-                             else None),
+                'cuda_rng': (torch.cuda.get_rng_state(self.device)
+                             if self.device.type == 'cuda' else None),
                 'carry': None if c is None else {'z_H': c.inner.z_H, 'z_L': c.inner.z_L,
                                                  'steps': c.steps, 'halted': c.halted,
                                                  'data': c.current_data},
@@ -252,8 +252,9 @@ class Trainer:
         # RNG states are CPU byte tensors, whatever map_location moved them to
         self.gen.set_state(st['gen'].cpu())
         torch.set_rng_state(st['torch_rng'].cpu())
-        if st.get('cuda_rng') is not None:   # ACT exploration draws on the device's RNG
-            torch.cuda.set_rng_state_all([r.cpu() for r in st['cuda_rng']])
+        if st.get('cuda_rng') is not None and self.device.type == 'cuda':
+            # ACT exploration draws on the device's RNG (a CPU resume goes without it)
+            torch.cuda.set_rng_state(st['cuda_rng'].cpu(), self.device)
         c = st['carry']
         self.carry = None if c is None else Carry(InnerCarry(c['z_H'], c['z_L']), c['steps'],
                                                   c['halted'], c['data'])
