@@ -387,8 +387,12 @@ def part_speed(a) -> int:
 
 # --------------------------------------------------------------------------- accuracy
 
+def _is_cuda(dev) -> bool:
+    return torch.device(dev).type == 'cuda'
+
+
 def _sync(dev):
-    if dev == 'cuda':
+    if _is_cuda(dev):
         torch.cuda.synchronize()
 
 
@@ -432,6 +436,8 @@ def ref_evaluate(model, inputs, labels, batch_size=500, max_steps=SEGMENTS, dev=
 # Model sizes for the accuracy study: the paper's, and a tiny one for a CPU smoke test.
 SIZES = {'paper': {}, 'tiny': dict(hidden_size=64, num_heads=2, H_layers=1, L_layers=1)}
 MODELS = ('ours', 'reference', 'transformer')
+# the arguments a run's state depends on: a resume with others is refused
+RUN_ARGS = ('seconds', 'batch_size', 'lr', 'warmup', 'size', 'no_compile', 'n_test', 'data')
 
 
 class OursRun:
@@ -495,7 +501,7 @@ class ReferenceRun:
 
     def _rng(self, state=None):
         """Get (or with ``state`` set) the sampler's and torch's RNG states."""
-        cuda = self.dev == 'cuda'
+        cuda = _is_cuda(self.dev)
         if state is None:
             return {'gen': self.sampler.gen.get_state(), 'torch': torch.get_rng_state(),
                     'cuda': torch.cuda.get_rng_state() if cuda else None}
@@ -595,13 +601,22 @@ def run_job(a, log, name, seed, data, t_end):
     """
     dev = a.device
     stem = os.path.join(a.state, f'{name}_s{seed}')
+    args = {k: getattr(a, k) for k in RUN_ARGS}
+
+    def same_args(saved, what):
+        if saved.get('args', args) != args:
+            raise ValueError(f'{what} was made with {saved["args"]}, this call has {args}: '
+                             f'repeat the first call\'s arguments or use another --state')
     if os.path.exists(stem + '.json'):
         with open(stem + '.json') as f:
-            return json.load(f)
+            r = json.load(f)
+        same_args(r, stem + '.json')
+        return r
     run = make_run(a, name, seed, data)
-    info = {'spent_s': 0.0, 'compile_s': 0.0, 'calls': 0}
+    info = {'spent_s': 0.0, 'compile_s': 0.0, 'calls': 0, 'args': args}
     if os.path.exists(stem + '.pt'):
         st = torch.load(stem + '.pt', map_location=dev, weights_only=False)
+        same_args(st['info'], stem + '.pt')
         run.load_state_dict(st['run'])
         info = st['info']
         log(f'{name} seed {seed}: resumed at step {run.steps} '
@@ -633,12 +648,12 @@ def run_job(a, log, name, seed, data, t_end):
         return None
     t0 = time.time()
     ev = run.evaluate(data['te_x'], data['te_y'])
-    r = {'seed': seed, 'steps': run.steps, 'train_s': info['spent_s'],
+    r = {'seed': seed, 'args': args, 'steps': run.steps, 'train_s': info['spent_s'],
          'compile_s': info['compile_s'], 'calls': info['calls'],
          'samples_seen': run.steps * a.batch_size, 'eval_s': time.time() - t0,
          'params': sum(p.numel() for p in run.model.parameters()),
          'last_log': info.get('last_log', last), **ev}
-    if name == 'ours' and a.act_puzzles and time.time() < t_end:
+    if name == 'ours' and a.act_puzzles:      # (~30 s; the result is written only once)
         r['act_b1'] = _guard(log, 'act_b1', lambda: act_latency(
             run.model.eval(), data['te_x'], data['te_y'], a, dev))
 
@@ -676,27 +691,35 @@ def part_accuracy(a) -> int:
     t_end = t_start + a.deadline_s
     dev = a.device
     os.makedirs(a.state, exist_ok=True)
-    jobs = [(m, int(s)) for s in a.seeds.split(',') for m in a.models.split(',') if m]
+    jobs = [(m, int(s)) for s in a.seeds.split(',') if s for m in a.models.split(',') if m]
     bad = [m for m, _ in jobs if m not in MODELS]
     if bad:
         log(f'unknown model {bad[0]!r}: choose from {", ".join(MODELS)}')
         return 2
     if a.jobs:                                  # a worker of a multi-GPU run
         jobs = [(j.split(':')[0], int(j.split(':')[1])) for j in a.jobs.split(',')]
-    gpus = a.gpus or (torch.cuda.device_count() if dev == 'cuda' else 1)
+    gpus = a.gpus or (torch.cuda.device_count() if _is_cuda(dev) else 1)
     if gpus > 1 and not a.jobs:
         # one worker process per GPU, each with its share of the runs
+        # (this process's own GPU list, if it has one; the extra part runs here, once)
+        visible = os.environ.get('CUDA_VISIBLE_DEVICES', ','.join(map(str, range(gpus))))
+        visible = visible.split(',')
+        if gpus > len(visible):
+            log(f'--gpus {gpus}: only {len(visible)} visible; using {len(visible)}')
+            gpus = len(visible)
+        argv = [x for x in sys.argv[1:] if x != '--extra']
         procs = []
         for i in range(gpus):
             mine = jobs[i::gpus]
             if mine:
-                cmd = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], '--gpus', '1',
+                cmd = [sys.executable, os.path.abspath(__file__), *argv, '--gpus', '1',
                        '--jobs', ','.join(f'{m}:{s}' for m, s in mine),
                        '--out', os.path.join(a.out, f'gpu{i}')]
-                env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(i))
+                env = dict(os.environ, CUDA_VISIBLE_DEVICES=visible[i])
                 procs.append(subprocess.Popen(cmd, env=env))
         codes = [p.wait() for p in procs]
         log(f'{len(procs)} GPU workers exited with {codes}')
+        failed = any(codes)
         done = {}
         for m, s in jobs:
             p = os.path.join(a.state, f'{m}_s{s}.json')
@@ -704,8 +727,7 @@ def part_accuracy(a) -> int:
                 with open(p) as f:
                     done[(m, s)] = json.load(f)
     else:
-        data = load_data(a)
-        done = {}
+        data, done, failed = load_data(a), {}, False
         for m, s in jobs:
             if time.time() > t_end - a.min_job_s and not os.path.exists(
                     os.path.join(a.state, f'{m}_s{s}.json')):
@@ -714,10 +736,10 @@ def part_accuracy(a) -> int:
             r = _guard(log, f'accuracy_{m}_s{s}', lambda: run_job(a, log, m, s, data, t_end))
             if r is not None:
                 done[(m, s)] = r
-            if dev == 'cuda':
+            if _is_cuda(dev):
                 torch.cuda.empty_cache()
     d = np.load(a.data)
-    det.update(device=torch.cuda.get_device_name() if dev == 'cuda' else dev,
+    det.update(device=torch.cuda.get_device_name() if _is_cuda(dev) else dev,
                torch=torch.__version__, size=a.size, n_train=len(d['train_x']),
                n_test=a.n_test or len(d['test_x']),
                min_guesses_train=int(d['train_g'].min()),
@@ -735,14 +757,17 @@ def part_accuracy(a) -> int:
         runs = [done[j] for j in jobs if j[0] == m and j in done]
         if runs:
             res[m] = aggregate(runs)
-    if a.extra and dev == 'cuda' and time.time() < t_end:
+    if a.extra and _is_cuda(dev) and time.time() < t_end:
         extra(a, log, t_start)
     det['total_s'] = time.time() - t_start
     log.save()
     left = [f'{m}:{s}' for m, s in jobs if (m, s) not in done]
+    failed = failed or 'failures' in det
     log(f"accuracy part: {len(done)} of {len(jobs)} runs finished in {det['total_s']:.0f} s"
-        + (f'; unfinished {", ".join(left)}: run the same command again' if left else ''))
-    return 0
+        + (f'; unfinished {", ".join(left)}' if left else '')
+        + ('; some failed (above)' if failed else
+           ': run the same command again' if left else ''))
+    return 1 if failed else 0
 
 
 def extra(a, log, t_start):
@@ -846,7 +871,7 @@ def part_merge(a) -> int:
     for ac in parts['accuracy']:
         for k, v in ac.get('results', {}).items():
             if k.startswith('speed_'):   # the same batch again, on that call's machine
-                res[k.replace('speed_', '') + '_second_machine'] = v
+                res.setdefault(k.replace('speed_', '') + '_second_machine', v)
 
     def get(k, f):
         return res.get(k, {}).get(f)
@@ -920,7 +945,7 @@ def plot_accuracy(ares: dict, det: dict, path: str) -> None:
     st.set_ylabel('test puzzles')
     st.legend()
     fig.suptitle(f"hard 9x9 Sudoku, {det.get('n_test', '?')} test puzzles, "
-                 f"{det.get('train_seconds_each', '?'):.0f} s of training each on one "
+                 f"{det.get('train_seconds_each', '?')} s of training each on one "
                  f"{det.get('device', 'GPU')}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -969,8 +994,12 @@ def part_train_parity(a) -> int:
         ref = ACTLossHead(RefHRM(ref_config(a.batch_size, puzzle_emb_ndim=0, **kw)),
                           'stablemax_cross_entropy').train()
         ours = HRM(HRMConfig.sudoku_paper(puzzle_emb_ndim=0, **kw)).train()
-    ours.load_state_dict(to_ours({k.removeprefix('model.'): v
-                                  for k, v in ref.state_dict().items()}), strict=False)
+    missing = ours.load_state_dict(to_ours({k.removeprefix('model.'): v
+                                            for k, v in ref.state_dict().items()}), strict=False)
+    assert not missing.unexpected_keys, missing
+    assert all('rotary' in k for k in missing.missing_keys), missing   # (computed tables)
+    ref_names = list(to_ours({k.removeprefix('model.'): p for k, p in ref.named_parameters()}))
+    assert ref_names == [k for k, _ in ours.named_parameters()]   # gradients paired by name
     d = np.load(a.data)
     n = a.batch_size
     batch = {k: torch.as_tensor(v, device=a.device) for k, v in (
@@ -1062,8 +1091,9 @@ def part_bound(a) -> int:
             r = speed.get(f'b{b}', {})
             out[f'b{b}'] = {'block_ms': ms, 'floor_ms': floor, 'ms_ref': r.get('ms_ref'),
                             'ms_ours': r.get('ms_ours'),
-                            'max_speedup': r['ms_ref'] / floor if r else None,
-                            'ours_vs_floor': r['ms_ours'] / floor if r else None,
+                            'max_speedup': r['ms_ref'] / floor if r.get('ms_ref') else None,
+                            'ours_vs_floor': (r['ms_ours'] / floor if r.get('ms_ours')
+                                              else None),
                             # GFLOP per ms = TFLOP/s
                             'floor_pct_peak': GFLOP_PER_PUZZLE * b / floor / peak * 100}
             print(f'b{b}: {json.dumps(out[f"b{b}"])}', flush=True)
@@ -1072,7 +1102,7 @@ def part_bound(a) -> int:
     r = speed.get('train_b768', {})
     out['train_b768'] = {'block_fwd_ms': fwd, 'block_fwd_bwd_ms': fwdbwd, 'floor_ms': floor,
                          'ms_ref': r.get('ms_ref'), 'ms_ours': r.get('ms_ours'),
-                         'max_speedup': r['ms_ref'] / floor if r else None}
+                         'max_speedup': r['ms_ref'] / floor if r.get('ms_ref') else None}
     print(f'train: {json.dumps(out["train_b768"])}', flush=True)
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, 'hrm_gpu_bound.json'), 'w') as f:
