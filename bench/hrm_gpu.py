@@ -630,13 +630,13 @@ def run_job(a, log, name, seed, data, t_end):
     def save():
         _atomic(stem + '.pt', lambda p: torch.save({'run': run.state_dict(), 'info': info}, p))
 
-    saved, last = time.time(), {}
+    saved = time.time()
     while info['spent_s'] < a.seconds and time.time() < t_end:
         t0 = time.perf_counter()
         m = run.step()                  # returns floats: the step has finished on the device
         info['spent_s'] += time.perf_counter() - t0
         if run.steps % 100 == 0:
-            last = info['last_log'] = m
+            info['last_log'] = m
             log(f'{name} seed {seed} step {run.steps} {json.dumps(m)} {info["spent_s"]:.0f}s')
         if time.time() - saved > a.save_every:
             save()
@@ -652,7 +652,7 @@ def run_job(a, log, name, seed, data, t_end):
          'compile_s': info['compile_s'], 'calls': info['calls'],
          'samples_seen': run.steps * a.batch_size, 'eval_s': time.time() - t0,
          'params': sum(p.numel() for p in run.model.parameters()),
-         'last_log': info.get('last_log', last), **ev}
+         'last_log': info.get('last_log', {}), **ev}
     if name == 'ours' and a.act_puzzles:      # (~30 s; the result is written only once)
         r['act_b1'] = _guard(log, 'act_b1', lambda: act_latency(
             run.model.eval(), data['te_x'], data['te_y'], a, dev))

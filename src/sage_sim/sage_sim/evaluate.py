@@ -75,39 +75,42 @@ def evaluate(make_policy: Callable[[World], Policy], suite: Suite = MORNING,
     """
     global _eval_job
     _eval_job = (make_policy, suite)
-    episodes = []
-    for i, e in enumerate(forked_imap(_run_episode, suite.seeds, workers)):
-        episodes.append(e)
-        if progress:
-            progress(i + 1, len(suite.seeds))
+    episodes = list(forked_imap(_run_episode, suite.seeds, workers, progress=progress))
     wins = [e for e in episodes if e['success']]
     return Report(suite.name, len(wins) / len(episodes),
                   float(np.mean([e['time_s'] for e in wins])) if wins else float('nan'),
                   float(np.mean([e['collisions'] for e in episodes])), episodes)
 
 
-def forked_imap(fn, items, workers: int = 1, initializer=None, initargs=()):
+def forked_imap(fn, items, workers: int = 1, initializer=None, initargs=(),
+                progress: Callable[[int, int], None] | None = None):
     """Yield ``fn(x)`` for each of ``items`` in order, in ``workers`` forked processes.
 
     ``initializer(*initargs)`` runs first in each process (here, with one
-    worker). Forked children inherit everything (policies, models, lambdas:
-    nothing is pickled), but objects tied to the parent's threads (rclpy,
-    loaded models) must not be finalised in a child: gc.freeze() before the
-    fork keeps the child's collector off them, as the gc module's
-    documentation advises.
+    worker); ``progress(done, total)`` is called as each result arrives.
+    Forked children inherit everything (policies, models, lambdas: nothing is
+    pickled), but objects tied to the parent's threads (rclpy, loaded models)
+    must not be finalised in a child: gc.freeze() before the fork keeps the
+    child's collector off them, as the gc module's documentation advises.
     """
     items = list(items)
+
+    def reported(results):
+        for i, r in enumerate(results):
+            if progress:
+                progress(i + 1, len(items))
+            yield r
     if workers <= 1 or len(items) < 2:
         if initializer is not None:
             initializer(*initargs)
-        yield from map(fn, items)
+        yield from reported(map(fn, items))
         return
     import gc
     import multiprocessing as mp
     gc.freeze()
     try:
         with mp.get_context('fork').Pool(workers, initializer, initargs) as pool:
-            yield from pool.imap(fn, items)
+            yield from reported(pool.imap(fn, items))
     finally:
         gc.unfreeze()
 

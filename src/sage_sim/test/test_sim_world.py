@@ -156,7 +156,10 @@ def test_oracle_is_the_ceiling_and_random_the_floor():
     assert oracle.success_rate >= 0.9
     assert rand.success_rate <= 0.3
     assert len(oracle.episodes) == 10
-    assert evaluate(OraclePolicy, suite, workers=2).episodes == oracle.episodes
+    calls = []
+    parallel = evaluate(OraclePolicy, suite, workers=2, progress=lambda *c: calls.append(c))
+    assert parallel.episodes == oracle.episodes
+    assert calls == [(i, 10) for i in range(1, 11)]       # one report per episode, in order
 
 
 @pytest.mark.parametrize('action', ACTION_NAMES)

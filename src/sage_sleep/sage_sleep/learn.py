@@ -61,12 +61,7 @@ def collect(seeds, model: CoherenceModel | None = None, beta: float = 1.0,
     seeds = [int(s) for s in seeds]
     cpu_model = copy.deepcopy(model).cpu().eval() if model is not None else None
     job = (cpu_model, beta, world_config or WorldConfig(), seed)
-    episodes = []
-    for i, ep in enumerate(forked_imap(_collect_one, seeds, workers, _init_worker, (job,))):
-        episodes.append(ep)
-        if progress:
-            progress(i + 1, len(seeds))
-    return episodes
+    return list(forked_imap(_collect_one, seeds, workers, _init_worker, (job,), progress))
 
 
 _job = None
@@ -316,7 +311,7 @@ def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
     job = (copy.deepcopy(model).cpu().eval(), world_config or WorldConfig(), teacher, driver,
            frame_every)
     wins = steps = 0
-    lived = forked_imap(_live_episode, seeds, workers, _init_day, (job,))
+    lived = forked_imap(_live_episode, seeds, workers, _init_day, (job,), progress)
     for i, (rows, frames, success) in enumerate(lived):
         episode = episode_offset + i
         for row in rows:
@@ -325,8 +320,6 @@ def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
             store.insert_frame(episode, t, image, salience)
         steps += len(rows)
         wins += success
-        if progress:
-            progress(i + 1, len(seeds))
     return {'episodes': len(seeds), 'steps': steps, 'success': wins / max(1, len(seeds))}
 
 
