@@ -698,6 +698,7 @@ def part_accuracy(a) -> int:
         return 2
     if a.jobs:                                  # a worker of a multi-GPU run
         jobs = [(j.split(':')[0], int(j.split(':')[1])) for j in a.jobs.split(',')]
+    data = load_data(a)
     gpus = a.gpus or (torch.cuda.device_count() if _is_cuda(dev) else 1)
     if gpus > 1 and not a.jobs:
         # one worker process per GPU, each with its share of the runs
@@ -727,7 +728,7 @@ def part_accuracy(a) -> int:
                 with open(p) as f:
                     done[(m, s)] = json.load(f)
     else:
-        data, done, failed = load_data(a), {}, False
+        done, failed = {}, False
         for m, s in jobs:
             if time.time() > t_end - a.min_job_s and not os.path.exists(
                     os.path.join(a.state, f'{m}_s{s}.json')):
@@ -738,7 +739,7 @@ def part_accuracy(a) -> int:
                 done[(m, s)] = r
             if _is_cuda(dev):
                 torch.cuda.empty_cache()
-    d = np.load(a.data)
+    d = data['d']
     det.update(device=torch.cuda.get_device_name() if _is_cuda(dev) else dev,
                torch=torch.__version__, size=a.size, n_train=len(d['train_x']),
                n_test=a.n_test or len(d['test_x']),
