@@ -435,7 +435,7 @@ def ref_evaluate(model, inputs, labels, batch_size=500, max_steps=SEGMENTS, dev=
 
 # Model sizes for the accuracy study: the paper's, and a tiny one for a CPU smoke test.
 SIZES = {'paper': {}, 'tiny': dict(hidden_size=64, num_heads=2, H_layers=1, L_layers=1)}
-MODELS = ('ours', 'reference', 'transformer')
+MODELS = ('ours', 'reference', 'transformer', 'ours_same_init')
 # the arguments a run's state depends on: a resume with others is refused
 RUN_ARGS = ('seconds', 'batch_size', 'lr', 'warmup', 'size', 'no_compile', 'n_test', 'data')
 
@@ -575,13 +575,35 @@ def make_run(a, name, seed, data):
     size = SIZES[a.size]
     if name == 'reference':
         return ReferenceRun(a, tc, data['tr_x'], data['tr_y'], aug)
-    if name == 'ours':
+    if name in ('ours', 'ours_same_init'):
         cfg, eval_steps = HRMConfig.sudoku_paper(puzzle_emb_ndim=0, **size), SEGMENTS
     else:   # the plain transformer: the same blocks once, no recurrence, one segment
         cfg = HRMConfig.sudoku_paper(puzzle_emb_ndim=0, H_cycles=1, L_cycles=1,
                                      halt_max_steps=1, **size)
         eval_steps = 1
-    return OursRun(cfg, tc, data['tr_x'], data['tr_y'], a.device, aug, eval_steps)
+    init = reference_init(a, seed) if name == 'ours_same_init' else None
+    run = OursRun(cfg, tc, data['tr_x'], data['tr_y'], a.device, aug, eval_steps)
+    if init is not None:
+        load_reference_init(run.trainer, init)
+    return run
+
+
+def reference_init(a, seed: int) -> dict:
+    """The initial weights of the reference run with ``seed`` (the same draws as ReferenceRun)."""
+    RefHRM, _ = import_reference()
+    torch.manual_seed(seed)
+    with torch.device(a.device):
+        ref = RefHRM(ref_config(a.batch_size, puzzle_emb_ndim=0, **SIZES[a.size]))
+    return {k: v.detach().clone() for k, v in ref.state_dict().items()}
+
+
+def load_reference_init(trainer, ref_state: dict) -> None:
+    """Start our Trainer's model (and its EMA copy) from the reference's weights."""
+    missing = trainer.model.load_state_dict(to_ours(ref_state), strict=False)
+    assert not missing.unexpected_keys, missing
+    assert all('rotary' in k for k in missing.missing_keys), missing
+    if trainer.ema is not None:
+        trainer.ema.load_state_dict(trainer.model.state_dict())
 
 
 def _atomic(path, write):
@@ -898,6 +920,15 @@ def part_merge(a) -> int:
                'train_parity_loss_rel_diff': tpar.get('summary', {}).get('loss_rel_diff'),
                'train_parity_grad_rel_diff': tpar.get('summary', {}).get('grad_rel_diff'),
                'accuracy_runs_resume_exact': tpar.get('summary', {}).get('resume_exact')}
+    # the same-init study: ours from the reference's initial weights, beside the reference
+    # trained in the same call (a part of its own, the one holding 'ours_same_init')
+    same = next((ac['results'] for ac in parts['accuracy']
+                 if 'ours_same_init' in ac.get('results', {})), {})
+    same_init = {k: aggregate(v['runs']) for k, v in same.items() if 'runs' in v}
+    for m, key in (('ours_same_init', 'ours'), ('reference', 'reference')):
+        if m in same_init:
+            summary[f'sudoku_exact_{key}_same_init'] = same_init[m]['exact_by_segment'][-1]
+            summary[f'sudoku_cell_{key}_same_init'] = same_init[m]['cell_by_segment'][-1]
     # the most any implementation could gain with the GEMMs and attention at cuBLAS/cuDNN
     # rate and all pointwise work free (part 'bound')
     for k in ('b1', 'b64', 'b768', 'train_b768'):
@@ -911,7 +942,7 @@ def part_merge(a) -> int:
             if len(by_seed) > 1:
                 summary[f'sudoku_exact_{m}_std'] = statistics.stdev(by_seed)
                 summary[f'sudoku_cell_{m}_std'] = statistics.stdev(ares[m]['cell_last_by_seed'])
-    out = {'summary': summary, 'results': res, 'accuracy': ares,
+    out = {'summary': summary, 'results': res, 'accuracy': ares, 'same_init': same_init,
            'detail': {'speed': speed.get('detail', {}), 'accuracy': acc.get('detail', {}),
                       'train_parity': tpar},
            'bound': bound}

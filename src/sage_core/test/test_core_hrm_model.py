@@ -1,5 +1,6 @@
-"""HRM core: one-step gradient, ACT halting and budget, carry reset, resume, ONNX parity."""
+"""HRM core: one-step gradient, ACT halting and budget, carry reset, resume, ONNX parity, init."""
 
+import math
 import os
 
 import numpy as np
@@ -166,3 +167,61 @@ def test_paper_config_size():
     model = HRM(HRMConfig.sudoku_paper(forward_dtype='float32'))
     dense = sum(p.numel() for n, p in model.named_parameters() if 'puzzle_emb' not in n)
     assert abs(dense / 1e6 - 27.3) < 0.3
+
+
+def _assert_trunc_normal(name, t, std):
+    """``t`` looks drawn from the reference's truncated normal with this std.
+
+    JAX's definition (sapientinc/HRM models/common.py): a normal cut at +-2 of its own
+    sigma, sigma chosen so that the truncated values have exactly ``std``.
+    """
+    x = t.detach().double().flatten().sort().values
+    n, mass = x.numel(), math.erf(2 / math.sqrt(2))
+    sigma = std / math.sqrt(1 - 4 * math.exp(-2) / math.sqrt(2 * math.pi) / mass)
+    assert x.abs().max() <= 2 * sigma * (1 + 1e-6), name
+    assert abs(x.mean()) < 4 * std / math.sqrt(n), name
+    assert abs(x.std() / std - 1) < 4 / math.sqrt(n), name
+    cdf = (torch.special.ndtr(x / sigma) - torch.special.ndtr(torch.tensor(-2.0))) / mass
+    ks = (cdf - torch.arange(1, n + 1, dtype=torch.float64) / n).abs().max()
+    assert ks < 3 / math.sqrt(n), (name, ks.item())     # Kolmogorov-Smirnov distance
+
+
+@pytest.mark.parametrize('kw', [
+    dict(puzzle_emb_ndim=0),                            # the accuracy study's model
+    dict(hidden_size=128, num_heads=4, H_layers=2, L_layers=2, puzzle_emb_ndim=128,
+         num_puzzle_identifiers=8, pos_encodings='learned')])
+def test_init_matches_reference_distributions(kw):
+    """Every parameter and buffer is initialised as in hrm_act_v1 (checked against formulas)."""
+    torch.manual_seed(0)
+    cfg = HRMConfig.sudoku_paper(forward_dtype='float32', **kw)
+    inner, h = HRM(cfg).inner, cfg.hidden_size
+    seen = set()
+    for name, p in [*inner.named_parameters(), *inner.named_buffers()]:
+        seen.add(name)
+        if name.startswith('rotary_emb.'):
+            continue
+        elif name == 'q_head.weight':                  # Q starts at "continue": zero weight,
+            assert not p.any(), name
+        elif name == 'q_head.bias':                    # bias -5
+            assert (p == -5).all(), name
+        elif name in ('H_init', 'L_init'):             # fixed buffers, std 1
+            assert name in dict(inner.named_buffers()) and p.shape == (h,)
+            _assert_trunc_normal(name, p, 1.0)
+        elif name in ('embed_tokens', 'embed_pos'):    # std 1/sqrt(hidden), scaled by sqrt(hidden)
+            _assert_trunc_normal(name, p, h ** -0.5)
+        elif name == 'puzzle_emb.weight':              # zero
+            assert not p.any(), name
+        elif name.endswith('.weight'):                 # CastedLinear: LeCun, std 1/sqrt(fan_in)
+            assert p.ndim == 2 and name.rsplit('.', 2)[-2] in (
+                'lm_head', 'qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'), name
+            _assert_trunc_normal(name, p, p.shape[1] ** -0.5)
+        else:
+            raise AssertionError(f'no init rule for {name}')   # e.g. a bias or a norm scale
+    assert {'H_init', 'L_init', 'embed_tokens', 'lm_head.weight', 'q_head.bias'} <= seen
+    assert not any('norm' in n or n.endswith('proj.bias') for n in seen)  # RMSNorm: no weights
+    ids = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))
+    x = inner.embed(ids, torch.zeros(2, dtype=torch.long))[:, inner.puzzle_emb_len:]
+    tok = inner.embed_tokens[ids]
+    if cfg.pos_encodings == 'learned':
+        tok = 0.707106781 * (tok + inner.embed_pos[inner.puzzle_emb_len:])
+    assert torch.allclose(x, math.sqrt(h) * tok)
