@@ -1,11 +1,16 @@
-"""Test-wide settings: ROS stays on this machine, logs stay in the workspace."""
+"""Test-wide settings: ROS stays on this machine and on a domain of its own, logs stay in
+the workspace, and the two tiers (``make test-fast``: ROS-free, ``make test``: all)."""
 
 import os
 import random
+import sys
 
-# Set before any test imports rclpy; CI and scripts/test.sh set them too.
+# Set before any test imports rclpy. Tests isolate themselves on a run-unique domain
+# (never the user's own, where a `make run` may be running): CI passes one in.
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 100)))
+_user_domain = os.environ.get('ROS_DOMAIN_ID', '0')
+os.environ['ROS_DOMAIN_ID'] = os.environ.get('SAGE_TEST_DOMAIN_ID') or str(random.choice(
+    [d for d in range(1, 101) if str(d) != _user_domain]))
 _root = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault('ROS_HOME', os.path.join(_root, '.ros'))
 os.environ.setdefault('ROS_LOG_DIR', os.path.join(os.environ['ROS_HOME'], 'log'))
@@ -13,3 +18,6 @@ os.environ.setdefault('SAGE_DATA_DIR', os.path.join(_root, '.cache', 'data'))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 # The models under test are small: one intra-op thread avoids oversubscribing 2 cores.
 os.environ.setdefault('OMP_NUM_THREADS', '1')
+# Test support (real rclpy graphs, real data fetchers) lives beside the tests, not in a
+# production package.
+sys.path.insert(0, os.path.join(_root, 'tests'))

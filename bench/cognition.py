@@ -32,8 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 from common import write
-from sage_core.cognition.backends import LocalBackend
-from sage_core.cognition.thought import build_messages
+from sage_cognition.backends import LocalBackend
+from sage_cognition.thought import build_messages
 
 PROMPT = build_messages('go to the red beacon', {'coherence': 'score 0.62; trust used: '
                                                  'vision 0.91, imu 0.80; ACT steps 2',
@@ -75,9 +75,9 @@ def serve(local, mode):
 def node_bench(url, mode, seconds):
     """Feature rate and trust behaviour of a real cognition node; see the module doc."""
     from rclpy.parameter import Parameter
-    from sage_core.cognition_node import CognitionNode
-    from sage_core.ros_common import qos_from_name
-    from sage_core.testing import Graph
+    from sage_cognition.cognition_node import CognitionNode
+    from sage_ros.common import qos_from_name
+    from sage_testing.graph import Graph
     from sage_msgs.msg import Feature, Salience
     from std_msgs.msg import String
     params = {'name': 'bench', 'backend': 'openai', 'url': url, 'max_tokens': 16,

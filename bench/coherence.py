@@ -23,8 +23,8 @@ import time
 import numpy as np
 import torch
 from common import write
-from sage_core.checkpoints import CheckpointStore
-from sage_core.coherence.runtime import install_base, load_runtime
+from sage_common.checkpoints import CheckpointStore
+from sage_coherence.runtime import install_base, load_runtime
 from sage_sim.evaluate import FAULTY, MORNING, OraclePolicy, RandomPolicy, evaluate
 from sage_sleep.agent import CoherencePolicy
 
@@ -33,7 +33,7 @@ WORKERS = max(1, min(4, os.cpu_count() or 1))   # episodes in parallel (forked p
 
 
 def model_dir() -> str:
-    from sage_core.ros_common import resolve_path   # imports rclpy: not on the GPU host
+    from sage_common.paths import resolve_path
     root = resolve_path('models')
     install_base(root)
     return root
@@ -67,7 +67,7 @@ def loop_latency(seconds=25.0, camera_hz=30.0):
     sim time, quantised to the world's 0.1 s step, and says nothing in wall time.)
     """
     import rclpy
-    from sage_core.ros_common import qos_from_name
+    from sage_ros.common import qos_from_name
     from sage_msgs.msg import Coherence
     from sensor_msgs.msg import Image
     params = os.path.join(os.path.dirname(__file__), 'results', 'latency_params.yaml')

@@ -1,11 +1,22 @@
-"""Shared helpers for benchmarks: print a table, write bench/results/NAME.json."""
+"""Shared helpers for benchmarks: print a table, write bench/results/NAME.json.
+
+Imported first by every benchmark: it keeps ROS on this machine and on a run-unique
+domain (never the user's own), and puts the test support (real data) on the path.
+"""
 
 import json
 import os
 import platform
+import random
+import sys
 import time
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, 'bench', 'results')
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+os.environ['ROS_DOMAIN_ID'] = os.environ.get('SAGE_BENCH_DOMAIN_ID') or str(random.choice(
+    [d for d in range(1, 101) if str(d) != os.environ.get('ROS_DOMAIN_ID', '0')]))
 
 
 def write(name: str, summary: dict, rows: list[tuple], detail: dict | None = None) -> str:

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 from common import write
-from sage_core.hrm.export import _Segment, export_onnx, initial_state
-from sage_core.hrm.model import HRM, HRMConfig, InnerCarry
+from sage_hrm.export import _Segment, export_onnx, initial_state
+from sage_hrm.model import HRM, HRMConfig, InnerCarry
 
 torch.set_num_threads(1)  # small matrices: threads only add contention
 

@@ -19,7 +19,7 @@ floor). Inference = 16 segments of a fresh batch (the reference's evaluation), t
 CUDA events, median of repeats:
 
 - reference: ``torch.compile(model, dynamic=False)`` (as its pretrain.py) called 16 times;
-- ours: ``sage_core.hrm.gpu.GraphRunner``: weights cast to bf16 once, 16 segments in one
+- ours: ``sage_hrm.gpu.GraphRunner``: weights cast to bf16 once, 16 segments in one
   CUDA graph, the segment through ``torch.compile`` (``--variants``: the runner's
   backends to time; the fastest that passed parity is reported as ours).
 
@@ -27,7 +27,7 @@ Training = one deep-supervision step at batch 768 (forward incl. the Q-target pa
 stablemax ACT loss, backward, fused AdamW), both compiled. FLOP/s use the issue's 219.9
 GFLOP per puzzle (16 segments) and a bf16 matrix product measured in the same run.
 
-accuracy: hard 9x9 Sudoku from ``sage_core.hrm.sudoku`` (>= 3 guesses; 1,000 train with
+accuracy: hard 9x9 Sudoku from ``sage_hrm.sudoku`` (>= 3 guesses; 1,000 train with
 augmentation, 2,000 test), the same batches for ours, the reference and a plain
 transformer of equal parameters (our blocks with H_cycles = L_cycles = 1 and one segment:
 8 layers, no recurrence), each for the same wall-clock seconds of training on the GPU
@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'src', 'sage_core'))
+sys.path[:0] = [os.path.join(ROOT, 'src', p) for p in ('sage_hrm', 'sage_common')]
 GFLOP_PER_PUZZLE = 219.9
 SEGMENTS = 16
 
@@ -89,7 +89,7 @@ def ref_config(batch: int, puzzle_emb_ndim: int = 512, **kw) -> dict:
 
 
 def to_ours(ref_state: dict) -> dict:
-    """Map the reference's state dict onto sage_core.hrm.model.HRM names."""
+    """Map the reference's state dict onto sage_hrm.model.HRM names."""
     out = {}
     for k, v in ref_state.items():
         k = k.replace('embed_tokens.embedding_weight', 'embed_tokens')
@@ -191,7 +191,7 @@ def _top_kernels(prof, n=12):
 
 def build_pair(RefHRM):
     """The reference (paper config, seed 0) and ours with its weights, both eval, on CUDA."""
-    from sage_core.hrm.model import HRM, HRMConfig
+    from sage_hrm.model import HRM, HRMConfig
     torch.manual_seed(0)
     with torch.device('cuda'):
         ref = RefHRM(ref_config(64)).eval()
@@ -207,9 +207,9 @@ def build_pair(RefHRM):
 
 
 def part_speed(a) -> int:
-    from sage_core.hrm.gpu import GraphRunner
-    from sage_core.hrm.model import HRM, HRMConfig
-    from sage_core.hrm.train import act_loss
+    from sage_hrm.gpu import GraphRunner
+    from sage_hrm.model import HRM, HRMConfig
+    from sage_hrm.train import act_loss
     log = Log(a.out, 'hrm_gpu_speed')
     det, res = log.data['detail'], log.data['results']
     t_start = time.time()
@@ -397,7 +397,7 @@ def _sync(dev):
 
 
 def ref_evaluate(model, inputs, labels, batch_size=500, max_steps=SEGMENTS, dev='cuda'):
-    """The reference model's evaluation, in the format of sage_core.hrm.train.evaluate."""
+    """The reference model's evaluation, in the format of sage_hrm.train.evaluate."""
     model.eval()
     n = len(inputs)
     ex_seg, cell_seg = np.zeros(max_steps), np.zeros(max_steps)
@@ -441,10 +441,10 @@ RUN_ARGS = ('seconds', 'batch_size', 'lr', 'warmup', 'size', 'no_compile', 'n_te
 
 
 class OursRun:
-    """Ours (or the plain transformer) trained by sage_core.hrm.train.Trainer."""
+    """Ours (or the plain transformer) trained by sage_hrm.train.Trainer."""
 
     def __init__(self, mcfg, tc, tr_x, tr_y, dev, aug, eval_steps):
-        from sage_core.hrm.train import Trainer
+        from sage_hrm.train import Trainer
         self.trainer = Trainer(mcfg, tc, tr_x, tr_y, device=dev, augment_fn=aug)
         self.model, self.eval_steps, self.dev = self.trainer.model, eval_steps, dev
 
@@ -467,7 +467,7 @@ class OursRun:
         self.trainer.load_state_dict(st)
 
     def evaluate(self, te_x, te_y) -> dict:
-        from sage_core.hrm.train import evaluate
+        from sage_hrm.train import evaluate
         return evaluate(self.model, te_x, te_y, batch_size=500, max_steps=self.eval_steps,
                         device=self.dev)
 
@@ -476,7 +476,7 @@ class ReferenceRun:
     """sapientinc/HRM (compiled) trained on the same batches as ours: the same sampler."""
 
     def __init__(self, a, tc, tr_x, tr_y, aug):
-        from sage_core.hrm.train import Trainer
+        from sage_hrm.train import Trainer
         RefHRM, ACTLossHead = import_reference()
         self.tc, self.dev = tc, a.device
         # the same sampler (and so the same batches) as our Trainer: borrow its next_batch
@@ -552,7 +552,7 @@ class ReferenceRun:
 
 def load_data(a):
     """Load the study's puzzles as tokens (``--n-test`` keeps the first test puzzles only)."""
-    from sage_core.hrm import sudoku as S
+    from sage_hrm import sudoku as S
     d = np.load(a.data)
     n_test = a.n_test or len(d['test_x'])
     return {'d': d, 'tr_x': S.to_tokens(d['train_x']), 'tr_y': S.to_tokens(d['train_y']),
@@ -561,9 +561,9 @@ def load_data(a):
 
 def make_run(a, name, seed, data):
     """Build the training run of model ``name`` with ``seed`` (the same batches for all)."""
-    from sage_core.hrm import sudoku as S
-    from sage_core.hrm.model import HRMConfig
-    from sage_core.hrm.train import TrainConfig
+    from sage_hrm import sudoku as S
+    from sage_hrm.model import HRMConfig
+    from sage_hrm.train import TrainConfig
 
     def aug(x, y, rng):
         return S.augment_tokens(x, y, torch.Generator().manual_seed(int(rng.integers(2 ** 62))))
@@ -772,7 +772,7 @@ def part_accuracy(a) -> int:
                warmup=a.warmup, weight_decay=1.0, betas=[0.9, 0.95], loss='stablemax',
                optimizer='AdamW for all three (the reference ships AdamATan2)',
                augmentation='digit permutation, band/stack and row/column-in-band '
-                            'permutations, transpose (sage_core.hrm.sudoku.augment_tokens)',
+                            'permutations, transpose (sage_hrm.sudoku.augment_tokens)',
                lr_schedule='linear warm-up, then constant (lr_min_ratio 1.0, as the paper)',
                jobs=[f'{m}:{s}' for m, s in jobs],
                finished=[f'{m}:{s}' for m, s in done], gpus=gpus)
@@ -812,7 +812,7 @@ def extra(a, log, t_start):
 
 def extra_batch(RefHRM, ref, ref_state, ours, b):
     """Batch ``b`` again, reference beside ours with inductor default and max-autotune."""
-    from sage_core.hrm.gpu import GraphRunner
+    from sage_hrm.gpu import GraphRunner
     ids = torch.randint(1, 11, (b, 81), device='cuda')
     pid = torch.zeros(b, dtype=torch.long, device='cuda')
     row = {}
@@ -844,7 +844,7 @@ def extra_batch(RefHRM, ref, ref_state, ours, b):
 
 def act_latency(model, te_x, te_y, a, dev):
     """ACT halting on, batch 1 (GraphRunner, auto backend): steps and latency per puzzle."""
-    from sage_core.hrm.gpu import GraphRunner
+    from sage_hrm.gpu import GraphRunner
     rn = GraphRunner(model, 1, halting=True, device=dev)
     rf = GraphRunner(model, 1, halting=False, device=dev)
     lat, lat_fixed, steps, right, right16 = [], [], [], 0, 0
@@ -1015,9 +1015,9 @@ def part_train_parity(a) -> int:
     alike) of the paper's architecture at a small size; compares the ACT loss and every
     parameter's gradient. Then :func:`resume_check`. Runs on the CPU in seconds.
     """
-    from sage_core.hrm import sudoku as S
-    from sage_core.hrm.model import HRM, HRMConfig
-    from sage_core.hrm.train import act_loss
+    from sage_hrm import sudoku as S
+    from sage_hrm.model import HRM, HRMConfig
+    from sage_hrm.train import act_loss
     RefHRM, ACTLossHead = import_reference()
     kw = dict(hidden_size=128, num_heads=4, H_layers=2, L_layers=2, forward_dtype='float32',
               halt_exploration_prob=0.0)
@@ -1158,7 +1158,7 @@ def main(argv=None) -> int:
                    help='skip the parts not started after this many seconds')
     c = sub.add_parser('accuracy')
     c.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results'))
-    c.add_argument('--data', required=True, help='npz from sage_core.hrm.sudoku.make_dataset')
+    c.add_argument('--data', required=True, help='npz from sage_hrm.sudoku.make_dataset')
     c.add_argument('--models', default=','.join(MODELS))
     c.add_argument('--seeds', default='0', help='comma-separated; one run per model and seed')
     c.add_argument('--seconds', type=float, default=120.0,
@@ -1187,7 +1187,7 @@ def main(argv=None) -> int:
     c.add_argument('--no-compile', action='store_true', help='eager training (CPU smoke test)')
     t = sub.add_parser('train-parity', help='our training step against the reference (CPU)')
     t.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results'))
-    t.add_argument('--data', required=True, help='npz from sage_core.hrm.sudoku.make_dataset')
+    t.add_argument('--data', required=True, help='npz from sage_hrm.sudoku.make_dataset')
     t.add_argument('--batch-size', type=int, default=16)
     t.add_argument('--steps', type=int, default=18,
                    help='deep-supervision steps (18: every sample halts at 16 and restarts)')

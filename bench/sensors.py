@@ -16,7 +16,7 @@ import time
 import cv2
 import numpy as np
 from common import write
-from sage_sensors import realdata
+from sage_testing import realdata
 from sage_sensors.audio import LogMel, NoiseFloor, SileroVad
 from sage_sensors.encoder import FrameEncoder
 from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures

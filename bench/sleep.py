@@ -38,10 +38,10 @@ import time
 import numpy as np
 import torch
 from common import write
-from sage_core.checkpoints import CheckpointStore
-from sage_core.coherence.model import CoherenceConfig, CoherenceModel
-from sage_core.coherence.runtime import install_base
-from sage_core.ros_common import resolve_path
+from sage_common.checkpoints import CheckpointStore
+from sage_coherence.model import CoherenceConfig, CoherenceModel
+from sage_coherence.runtime import install_base
+from sage_common.paths import resolve_path
 from sage_memory.store import ExperienceStore
 from sage_sim.evaluate import Suite
 from sage_sleep.consolidate import run_target

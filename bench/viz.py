@@ -40,8 +40,8 @@ def photos(n):
 
 def bench_bags(tmp):
     from rclpy.serialization import serialize_message
-    from sage_core.image_conv import numpy_to_image
-    from sage_viz.bag import play, read, Recorder
+    from sage_ros.image_conv import numpy_to_image
+    from sage_interop.bag import play, read, Recorder
     data = [serialize_message(numpy_to_image(img, 'rgb8')) for img in photos(300)]
     out = {}
     for storage in ('mcap', 'sqlite3'):
@@ -75,7 +75,7 @@ def bench_bags(tmp):
 def bench_foxglove(n=200):
     import websockets
     from rclpy.parameter import Parameter
-    from sage_core.testing import Graph
+    from sage_testing.graph import Graph
     from sage_msgs.msg import Coherence
     from sage_viz.foxglove_node import FoxgloveNode
     sent, got = {}, {}
@@ -117,7 +117,7 @@ def bench_foxglove(n=200):
 def bench_groot(n=100):
     import msgpack
     import zmq
-    from sage_viz.groot import GrootClient, observation, pack
+    from sage_interop.groot import GrootClient, observation, pack
 
     def enc(obj):
         buf = io.BytesIO()

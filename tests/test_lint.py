@@ -16,7 +16,9 @@ PEP257_IGNORE = 'D100,D101,D102,D103,D104,D105,D106,D107,D203,D212,D404'
 
 
 def test_all_design_packages_exist():
-    assert set(PACKAGES) >= {'sage_msgs', 'sage_core', 'sage_sensors', 'sage_memory',
+    assert set(PACKAGES) >= {'sage_msgs', 'sage_common', 'sage_ros', 'sage_hrm', 'sage_sensors',
+                             'sage_memory', 'sage_cognition', 'sage_coherence', 'sage_safety',
+                             'sage_interop', 'sage_viz',
                              'sage_sleep', 'sage_sim', 'sage_bringup'}
 
 

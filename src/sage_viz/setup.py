@@ -14,14 +14,12 @@ setup(
     zip_safe=True,
     maintainer='SAGE maintainers',
     maintainer_email='sage@example.org',
-    description='SAGE viz: Foxglove, RViz markers, rosbag record/replay, bridges to other '
-                'stacks (GR00T).',
+    description='SAGE viz: the RViz markers node and the Foxglove live view.',
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'markers_node = sage_viz.markers_node:main',
-            'groot_node = sage_viz.groot_node:main',
             'foxglove_node = sage_viz.foxglove_node:main',
         ],
     },

@@ -76,11 +76,11 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
     """Start every node in this process.
 
     Nodes that need threads spin on a multi-threaded executor, the others on a
-    single-threaded one (see ros_common.make_executor), each in its own thread.
+    single-threaded one (see sage_ros.common.make_executor), each in its own thread.
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException
-    from sage_core.ros_common import make_executor, needs_threads, ParameterError
+    from sage_ros.common import make_executor, needs_threads, ParameterError
 
     rclpy.init(args=['--ros-args', '--log-level', log_level])
     nodes, code, failures = [], 0, []
@@ -364,8 +364,9 @@ def cmd_record(args) -> int:
     """Record topics of a running graph into a rosbag2 until Ctrl-C or --duration."""
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
-    from sage_core.ros_common import qos_from_name, resolve_path
-    from sage_viz.bag import BagError, DEFAULT_TOPICS, message_class, qos_name, Recorder
+    from sage_common.paths import resolve_path
+    from sage_ros.common import qos_from_name
+    from sage_interop.bag import BagError, DEFAULT_TOPICS, message_class, qos_name, Recorder
 
     path = resolve_path(args.output or os.path.join(
         'recordings', time.strftime('sage_%Y%m%d_%H%M%S')))
@@ -417,8 +418,8 @@ def cmd_replay(args) -> int:
     import rclpy
     from rclpy.qos import QoSProfile
     from rosgraph_msgs.msg import Clock
-    from sage_core.ros_common import qos_from_name
-    from sage_viz.bag import BagError, message_class, play, qos_name, read, topics
+    from sage_ros.common import qos_from_name
+    from sage_interop.bag import BagError, message_class, play, qos_name, read, topics
 
     if args.rate <= 0 or args.wait < 0:
         print('sage: --rate must be > 0 and --wait >= 0', file=sys.stderr)
@@ -485,8 +486,8 @@ def cmd_replay(args) -> int:
 
 def cmd_init(args) -> int:
     """Install the shipped base models into $SAGE_HOME unless models are already there."""
-    from sage_core.coherence.runtime import install_base
-    from sage_core.ros_common import resolve_path
+    from sage_coherence.runtime import install_base
+    from sage_common.paths import resolve_path
     root = resolve_path(args.model_dir)
     ckpt = install_base(root)
     if ckpt is None:
@@ -501,8 +502,8 @@ def cmd_init(args) -> int:
 def cmd_train(args) -> int:
     """Train the coherence model from oracle demonstrations (DAgger) and commit it."""
     import torch
-    from sage_core.checkpoints import CheckpointStore
-    from sage_core.ros_common import resolve_path
+    from sage_common.checkpoints import CheckpointStore
+    from sage_common.paths import resolve_path
     from sage_sleep.learn import bootstrap
 
     if args.workers > 1 and args.threads > 1:
@@ -519,7 +520,7 @@ def cmd_train(args) -> int:
     start = time.monotonic()
     model = None
     if args.init:
-        from sage_core.coherence.runtime import load_runtime, RuntimeRefused
+        from sage_coherence.runtime import load_runtime, RuntimeRefused
         try:
             model = load_runtime(root).model.train()
         except RuntimeRefused as exc:
@@ -535,7 +536,7 @@ def cmd_train(args) -> int:
             'args': {k: v for k, v in vars(args).items() if k != 'func'},
             'episodes': len(data), 'train_s': round(time.monotonic() - start, 1)}
     if args.evaluate:
-        from sage_core.coherence.runtime import TorchRuntime
+        from sage_coherence.runtime import TorchRuntime
         from sage_sim.evaluate import MORNING, evaluate
         from sage_sleep.agent import CoherencePolicy
         report = evaluate(lambda w: CoherencePolicy(TorchRuntime(model, 'new')), MORNING,
@@ -635,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     hrm = sub.add_parser('hrm', help='train, evaluate and export HRM puzzle models',
-                         description='Forwarded to sage_core.hrm.cli: `sage hrm train --help`.',
+                         description='Forwarded to sage_hrm.cli: `sage hrm train --help`.',
                          add_help=False)
     hrm.add_argument('hrm_args', nargs=argparse.REMAINDER)
 
@@ -658,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     _localhost_only()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ['hrm']:        # its own parser, options included
-        from sage_core.hrm.cli import main as hrm_main
+        from sage_hrm.cli import main as hrm_main
         return hrm_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)

@@ -132,7 +132,7 @@ def test_respawn_restarts_a_dying_node(tmp_path):
 
 
 def test_namespace_keeps_the_params_file_in_force(tmp_path):
-    from sage_core.testing import Graph
+    from sage_testing.graph import Graph
     from sensor_msgs.msg import Image
     params = write(tmp_path, WORLD_FAST + '    width: 64\n    height: 48\n')
     proc = subprocess.Popen(['sage', 'run', '--namespace', 'robot1', '--params-file', params,

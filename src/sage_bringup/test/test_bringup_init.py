@@ -4,8 +4,8 @@ import os
 import subprocess
 
 import torch
-from sage_core.checkpoints import CheckpointStore
-from sage_core.coherence.runtime import load_runtime
+from sage_common.checkpoints import CheckpointStore
+from sage_coherence.runtime import load_runtime
 from sage_sim.evaluate import MORNING, RandomPolicy, Suite, evaluate
 from sage_sleep.agent import CoherencePolicy
 

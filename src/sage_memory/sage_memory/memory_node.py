@@ -18,11 +18,12 @@ import time
 
 import numpy as np
 from rclpy.node import Node
-from sage_core.coherence.inputs import FeatureBuffer, FeatureRejected
-from sage_core.image_conv import ImageError, image_to_rgb
-from sage_core.ros_common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
-                                  declare_parameters, make_feature, qos_from_name,
-                                  resolve_path, run_node, stamp)
+from sage_common.features import FeatureBuffer, FeatureRejected
+from sage_ros.image_conv import ImageError, image_to_rgb
+from sage_common.paths import resolve_path
+from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
+                             declare_parameters, make_feature, qos_from_name, run_node, stamp)
+
 from sage_msgs.msg import Action, Feature, Salience
 from sage_msgs.srv import Recall, Snapshot
 from sensor_msgs.msg import Image

@@ -9,7 +9,7 @@ import time
 import numpy as np
 from ament_index_python.packages import get_package_prefix
 from rclpy.parameter import Parameter
-from sage_core.testing import Graph
+from sage_testing.graph import Graph
 from sage_memory.memory_node import MemoryNode
 from sage_memory.sidecar import Sidecar
 from sage_memory.store import ExperienceStore
@@ -89,8 +89,8 @@ def test_scores_remembers_stores_and_rejects_bad_features(tmp_path):
 
 
 def test_camera_frames_are_stored_with_salient_steps(tmp_path):
-    from sage_core.image_conv import numpy_to_image
-    from sage_core.ros_common import qos_from_name
+    from sage_ros.image_conv import numpy_to_image
+    from sage_ros.common import qos_from_name
     from sensor_msgs.msg import Image
     from skimage import data
     photo = data.chelsea()                            # a real photograph, 300x451

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import queue
 import time
+import wave
 
 import numpy as np
 
@@ -197,6 +198,16 @@ def snr_trust(noise_floor_dbfs: float | None, speech_dbfs: float = -10.0,
     return float(np.clip((speech_dbfs - noise_floor_dbfs) / min_snr_db, 0.0, 1.0))
 
 
+def read_wav(path: str):
+    """Return (int16 samples [N, channels], rate) of a 16-bit PCM WAV."""
+    with wave.open(path, 'rb') as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f'{path}: only 16-bit PCM WAV is supported, '
+                             f'got {8 * w.getsampwidth()}-bit')
+        data = np.frombuffer(w.readframes(w.getnframes()), '<i2')
+        return data.reshape(-1, w.getnchannels()), w.getframerate()
+
+
 class AudioInputError(RuntimeError):
     """An audio input could not be opened or failed."""
 
@@ -234,7 +245,6 @@ class AudioInput:
         if not os.path.exists(self.spec):
             raise AudioInputError(f'audio file {self.spec} does not exist')
         if self.spec.lower().endswith('.wav'):
-            from sage_sensors.realdata import read_wav
             try:
                 self._data, self.rate = read_wav(self.spec)
             except Exception as exc:

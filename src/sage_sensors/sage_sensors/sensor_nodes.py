@@ -27,10 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from rclpy.node import Node
-from sage_core.image_conv import ImageError, image_to_rgb, numpy_to_image
-from sage_core.ros_common import (Diagnostics, Param, QOS_CHOICES, Throttle,
-                                  declare_parameters, make_feature, qos_from_name,
-                                  resolve_path)
+from sage_ros.image_conv import ImageError, image_to_rgb, numpy_to_image
+from sage_common.paths import resolve_path
+from sage_ros.common import (Diagnostics, Param, QOS_CHOICES, Throttle, declare_parameters,
+                             make_feature, qos_from_name)
+
 from sage_msgs.msg import AudioChunk, Feature
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from std_msgs.msg import String
@@ -563,17 +564,17 @@ class ImuNode(SensorNode):
 
 def camera_main(args=None):
     """Run the camera node."""
-    from sage_core.ros_common import run_node
+    from sage_ros.common import run_node
     raise SystemExit(run_node(CameraNode, args))
 
 
 def microphone_main(args=None):
     """Run the microphone node."""
-    from sage_core.ros_common import run_node
+    from sage_ros.common import run_node
     raise SystemExit(run_node(MicrophoneNode, args))
 
 
 def imu_main(args=None):
     """Run the IMU node."""
-    from sage_core.ros_common import run_node
+    from sage_ros.common import run_node
     raise SystemExit(run_node(ImuNode, args))

@@ -6,7 +6,7 @@ import pty
 import cv2
 import numpy as np
 import pytest
-from sage_sensors import realdata
+from sage_testing import realdata
 from sage_sensors.audio import (AudioInput, AudioInputError, Recognizer, SileroVad,
                                 list_input_devices)
 from sage_sensors.camera import CaptureError, FrameSource, load_camera_info

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.parameter import Parameter
-from sage_core.image_conv import numpy_to_image
-from sage_core.ros_common import qos_from_name
-from sage_core.testing import Graph
+from sage_ros.image_conv import numpy_to_image
+from sage_ros.common import qos_from_name
+from sage_testing.graph import Graph
 from sage_msgs.msg import AudioChunk, Feature
-from sage_sensors import realdata
+from sage_testing import realdata
 from sage_sensors.encoder import FrameEncoder
 from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures
 from sage_sensors.sensor_nodes import CameraNode, ImuNode, MicrophoneNode

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from sage_core.image_conv import numpy_to_image
-from sage_core.testing import Graph
+from sage_ros.image_conv import numpy_to_image
+from sage_testing.graph import Graph
 from sage_msgs.msg import AudioChunk, Feature
 from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures
 from sage_sensors.sensor_nodes import CameraNode, ImuNode, MicrophoneNode

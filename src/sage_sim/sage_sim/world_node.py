@@ -18,8 +18,8 @@ from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
-from sage_core.image_conv import numpy_to_image
-from sage_core.ros_common import Diagnostics, Param, declare_parameters, qos_from_name
+from sage_ros.image_conv import numpy_to_image
+from sage_ros.common import Diagnostics, Param, declare_parameters, qos_from_name
 from sage_msgs.msg import Action, AudioChunk
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from std_msgs.msg import Float32, String
@@ -214,5 +214,5 @@ class WorldNode(Node):
 
 def main(args=None):
     """Run the world node."""
-    from sage_core.ros_common import run_node
+    from sage_ros.common import run_node
     raise SystemExit(run_node(WorldNode, args))

@@ -6,7 +6,7 @@ from geometry_msgs.msg import TwistStamped
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
-from sage_core.testing import Graph
+from sage_testing.graph import Graph
 from sage_msgs.msg import Action, AudioChunk
 from sage_sim.world_node import WorldNode
 from sensor_msgs.msg import CameraInfo, Image, Imu

@@ -10,7 +10,7 @@ what the graph runs.
 from __future__ import annotations
 
 import numpy as np
-from sage_core.coherence.inputs import FeatureBuffer
+from sage_common.features import FeatureBuffer
 from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures
 
 COGNITION = 'cognition_main'
@@ -37,7 +37,7 @@ class SensePipeline:
     def embed(self, text: str) -> np.ndarray:
         """Sentence embedding of an instruction (cached: the task has few phrasings)."""
         if text not in self._embed_cache:
-            from sage_core.cognition.embedding import embed
+            from sage_cognition.embedding import embed
             self._embed_cache[text] = embed(text)
         return self._embed_cache[text]
 

@@ -4,7 +4,7 @@ ROS-free. Each model that sleep improves is a ``Target`` (coherence model,
 vision encoder, LoRA adapter). The cycle never touches the model in use until
 a candidate has beaten it on held-out data and the regression set; then the
 candidate is committed as a new checkpoint version (atomic, see
-sage_core.checkpoints) and announced. Anything else is a rollback with a
+sage_common.checkpoints) and announced. Anything else is a rollback with a
 reason. ``should_stop`` is polled often, so a sleep yields at once when the
 robot becomes active again.
 """
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from sage_core.checkpoints import Checkpoint, CheckpointStore
+from sage_common.checkpoints import Checkpoint, CheckpointStore
 
 PHASES = ('select', 'augment', 'train', 'validate', 'commit')
 # share of a target's progress bar spent in each phase

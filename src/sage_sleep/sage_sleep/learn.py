@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sage_core.coherence.model import CoherenceConfig, CoherenceModel, bc_loss
-from sage_core.coherence.runtime import TorchRuntime
+from sage_coherence.model import CoherenceConfig, CoherenceModel, bc_loss
+from sage_coherence.runtime import TorchRuntime
 from sage_sim.evaluate import forked_imap
 from sage_sim.world import ACTION_NAMES, ACTIONS, World, WorldConfig
 

@@ -15,9 +15,9 @@ import threading
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from sage_core.checkpoints import CheckpointError
-from sage_core.ros_common import (Diagnostics, Param, declare_parameters, qos_from_name,
-                                  stamp)
+from sage_common.checkpoints import CheckpointError
+from sage_ros.common import (Diagnostics, Param, declare_parameters, qos_from_name,
+                             stamp)
 from sage_msgs.action import Sleep
 from sage_msgs.msg import Checkpoint, Salience, SleepStatus
 from sage_sleep.consolidate import Cancelled, run_target
@@ -273,5 +273,5 @@ class SleepNode(LifecycleNode):
 
 def main(args=None):
     """Run the sleep node (unconfigured; `sage run` or a lifecycle manager starts it)."""
-    from sage_core.ros_common import run_node
+    from sage_ros.common import run_node
     raise SystemExit(run_node(SleepNode, args))

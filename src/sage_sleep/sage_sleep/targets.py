@@ -15,7 +15,7 @@ built-in world's morning suite as the regression set.
 
 ``LoraTarget`` trains a LoRA adapter of the embedded language model
 (SmolLM2-135M, peft) on the trusted exchanges that cognition nodes record in
-``exchanges.jsonl`` (sage_core.cognition.exchanges), from the adapter in use,
+``exchanges.jsonl`` (sage_cognition.exchanges), from the adapter in use,
 and scores a candidate by minus its loss on the answers of held-out
 exchanges. The regression value guards against LoRA collapse: perplexity on
 general text may rise by at most 10 % over the base model's, the repetition
@@ -33,10 +33,10 @@ import tempfile
 
 import numpy as np
 import torch
-from sage_core.checkpoints import CheckpointStore
-from sage_core.coherence.model import CoherenceConfig, CoherenceModel
-from sage_core.coherence.runtime import TorchRuntime
-from sage_core.ros_common import resolve_path
+from sage_common.checkpoints import CheckpointStore
+from sage_coherence.model import CoherenceConfig, CoherenceModel
+from sage_coherence.runtime import TorchRuntime
+from sage_common.paths import resolve_path
 from sage_memory.store import ExperienceStore
 from sage_sim.evaluate import MORNING, Suite, evaluate
 
@@ -249,13 +249,13 @@ class LoraTarget:
     def backend(self):
         """Return the language model this target trains (loaded on first use)."""
         if self._llm is None:
-            from sage_core.cognition.backends import LocalBackend
+            from sage_cognition.backends import LocalBackend
             self._llm = LocalBackend(threads=self.threads)
         return self._llm
 
     def select(self, budget: dict):
         """Trusted exchanges, highest trust (then most recent) first; every fifth held out."""
-        from sage_core.cognition.exchanges import read_exchanges
+        from sage_cognition.exchanges import read_exchanges
         records, self.skipped_lines = read_exchanges(self.path)
         seen, good = set(), []
         for r in sorted(records, key=lambda r: -_num(r.get('t'))):       # newest first
@@ -283,7 +283,7 @@ class LoraTarget:
 
     def train(self, state: dict, data, budget_s: float, progress) -> dict:
         """Train from the adapter in ``state`` (or a new one on the base) within ``budget_s``."""
-        from sage_core.cognition.lora import adapter_state, train_adapter, write_adapter
+        from sage_cognition.lora import adapter_state, train_adapter, write_adapter
         with tempfile.TemporaryDirectory(prefix='sage-lora-') as tmp:
             init = write_adapter(state, os.path.join(tmp, 'init'))
             out = os.path.join(tmp, 'candidate')
@@ -295,8 +295,8 @@ class LoraTarget:
 
     def _measure(self, state: dict, data) -> tuple[float, float, float]:
         """(held-out answer loss, general-text perplexity, repetition) of ``state``."""
-        from sage_core.cognition.lora import (answer_loss, generation_repetition,
-                                              perplexity, write_adapter)
+        from sage_cognition.lora import (answer_loss, generation_repetition,
+                                         perplexity, write_adapter)
         llm = self.backend()
         with tempfile.TemporaryDirectory(prefix='sage-lora-eval-') as tmp:
             try:
@@ -308,7 +308,7 @@ class LoraTarget:
 
     def evaluate(self, state: dict, data) -> Evaluation:
         """Score = minus the held-out answer loss; regression = minus the guard violation."""
-        from sage_core.cognition.lora import base_state
+        from sage_cognition.lora import base_state
         loss, ppl, rep = self._measure(state, data)
         key = json.dumps(data['prompts'], sort_keys=True)
         if state.get('adapter_config') is None:
@@ -357,7 +357,7 @@ def _messages(value):
 
 def lora_base(ckpts: CheckpointStore) -> None:
     """Commit "no adapter" (the base model) as version 1 when there is none."""
-    from sage_core.cognition.lora import base_state
+    from sage_cognition.lora import base_state
     if ckpts.latest_version() is None:
         ckpts.commit(base_state(), {
             'config': {'model': 'SmolLM2-135M-Instruct'}, 'note': 'no adapter: the base '

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from sage_core.checkpoints import CheckpointStore
+from sage_common.checkpoints import CheckpointStore
 from sage_sleep.consolidate import Cancelled, run_target
 from sage_sleep.triggers import IdleDetector, NightWindow
 
@@ -66,7 +66,7 @@ def test_kill_9_at_each_phase_leaves_store_intact(tmp_path, phase):
         import os, signal, sys, threading, time
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         import torch
-        from sage_core.checkpoints import CheckpointStore
+        from sage_common.checkpoints import CheckpointStore
         from sage_sleep.consolidate import run_target
         from sleep_fixtures import LinearTarget
 

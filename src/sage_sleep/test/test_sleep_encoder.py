@@ -3,8 +3,8 @@
 import os
 
 import torch
-from sage_core.checkpoints import CheckpointStore
-from sage_core.coherence.model import CoherenceModel
+from sage_common.checkpoints import CheckpointStore
+from sage_coherence.model import CoherenceModel
 from sage_memory.store import ExperienceStore
 from sage_sensors.encoder import EncoderFile
 from sage_sim.evaluate import MORNING

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from sage_core.coherence.model import CoherenceModel
+from sage_coherence.model import CoherenceModel
 from sage_memory.store import ExperienceStore, StoreError
 from sage_sim.world import WorldConfig
 from sage_sleep.learn import augment_faults, collect, default_config, record_day, train

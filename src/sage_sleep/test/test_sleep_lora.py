@@ -5,11 +5,11 @@ import os
 import time
 
 import pytest
-from sage_core.checkpoints import CheckpointStore
-from sage_core.cognition.backends import LocalBackend
-from sage_core.cognition.exchanges import ExchangeLog, read_exchanges
-from sage_core.cognition.lora import base_state
-from sage_core.cognition.thought import build_messages
+from sage_common.checkpoints import CheckpointStore
+from sage_cognition.backends import LocalBackend
+from sage_cognition.exchanges import ExchangeLog, read_exchanges
+from sage_cognition.lora import base_state
+from sage_cognition.thought import build_messages
 from sage_memory.store import ExperienceStore
 from sage_sleep.consolidate import run_target
 from sage_sleep.targets import build_targets, lora_base, LoraTarget

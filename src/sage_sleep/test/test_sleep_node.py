@@ -6,9 +6,9 @@ from rclpy.action import ActionClient
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sage_core.checkpoints import CheckpointStore
-from sage_core.coherence.model import CoherenceModel
-from sage_core.testing import Graph
+from sage_common.checkpoints import CheckpointStore
+from sage_coherence.model import CoherenceModel
+from sage_testing.graph import Graph
 from sage_memory.store import ExperienceStore
 from sage_msgs.action import Sleep
 from sage_msgs.msg import Checkpoint, SleepStatus

@@ -1,1 +1,1 @@
-"""SAGE viz: Foxglove, RViz markers, rosbag record/replay and bridges to other stacks."""
+"""SAGE viz: the RViz markers node and the Foxglove live view."""

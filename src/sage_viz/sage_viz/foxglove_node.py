@@ -27,8 +27,9 @@ from foxglove.messages import (ArrowPrimitive, Color, CylinderPrimitive, LinePri
                                SceneEntity, SceneUpdate, TextPrimitive, Timestamp, Vector3)
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from sage_core.ros_common import (Diagnostics, Param, declare_parameters, qos_from_name,
-                                  resolve_path, run_node)
+from sage_common.paths import resolve_path
+from sage_ros.common import (Diagnostics, Param, declare_parameters, qos_from_name, run_node)
+
 from sage_msgs.msg import Action, Coherence, Feature, Salience
 from sensor_msgs.msg import Image
 from std_msgs.msg import String

@@ -21,8 +21,8 @@ import json
 
 from geometry_msgs.msg import Point, PoseStamped
 from rclpy.node import Node
-from sage_core.ros_common import (Diagnostics, Param, declare_parameters, qos_from_name,
-                                  run_node, stamp)
+from sage_ros.common import (Diagnostics, Param, declare_parameters, qos_from_name,
+                             run_node, stamp)
 from sage_msgs.msg import Coherence, Salience
 from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray

@@ -8,9 +8,9 @@ import numpy as np
 import websockets
 from rclpy.parameter import Parameter
 from sage_viz.foxglove_node import FoxgloveNode
-from sage_core.image_conv import numpy_to_image
-from sage_core.ros_common import qos_from_name
-from sage_core.testing import Graph
+from sage_ros.image_conv import numpy_to_image
+from sage_ros.common import qos_from_name
+from sage_testing.graph import Graph
 from sage_msgs.msg import Coherence
 from sensor_msgs.msg import Image
 

@@ -3,7 +3,7 @@
 import pytest
 from rclpy.parameter import Parameter
 from sage_viz.markers_node import MarkersNode
-from sage_core.testing import Graph
+from sage_testing.graph import Graph
 from sage_msgs.msg import Coherence, Salience
 from visualization_msgs.msg import Marker, MarkerArray
 

@@ -1,0 +1,1 @@
+"""SAGE cognition: language models as trust-weighted sensors of possible futures."""

@@ -1,0 +1,379 @@
+"""The cognition node: language as a trust-weighted sensor of possible futures.
+
+Inputs are data: sage/instruction (a person, speech recognition or another
+stack), and, for the prompt, the coherence state (sage/coherence), the memory's
+recall confidence (sage/features/memory) and salience (sage/salience); the
+Think action's ``context`` (e.g. a transcript) is data too. With
+backend ``none`` the node encodes the instruction itself (the plan); with
+``local`` (SmolLM2-135M, embedded) or ``openai`` (any OpenAI-compatible server)
+a language model thinks about it. It thinks on a new instruction, when salience
+crosses ``salience_threshold``, or every ``think_period_s``, never per frame,
+and always in a worker thread, never on the executor. Each thought is
+published as text on sage/cognition/<name>/text and as a sentence-embedding
+Feature on sage/features/cognition_<name> (re-published at ``republish_hz``
+with its original stamp), its trust computed by sage_cognition.thought
+(rewards count only within ``reward_window_s`` after a thought); diagnostics
+say what lowered it.
+The Think action (sage/cognition/<name>/think) streams a thought token by token
+and can be cancelled. The node has no publisher that can move the robot.
+
+Each finished thought (with a model: backend ``local`` or ``openai``) is
+recorded as one JSON line of ``exchanges_path`` (sage_cognition.exchanges:
+messages, answer, trust, and the mean reward in its reward window, so it is
+written once that window has passed), which the sleep node's LoRA target learns
+from. Only the worker thread writes it; a write error is logged and counted
+(diagnostics ``exchange_write_errors``) and the node thinks on.
+With the embedded model, an announced ``lora`` checkpoint (sage/checkpoint)
+is hot-swapped between thoughts: either a sleep checkpoint version directory
+(weights.pt holding a sage-lora-1 state, checked against the announced
+sha256 and unpacked into a peft adapter in a temporary folder) or a peft
+adapter directory (adapter_model.safetensors checked).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import threading
+import time
+
+import numpy as np
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.task import Future
+from sage_msgs.action import Think
+from sage_msgs.msg import Checkpoint, Coherence, Feature, Salience
+from std_msgs.msg import Float32, String
+
+from sage_common.checkpoints import sha256_file
+from sage_cognition.backends import BackendError, make_backend
+from sage_cognition.exchanges import ExchangeLog
+from sage_cognition.text import sanitize
+from sage_cognition.thought import build_messages, coherence_summary, thought_trust, why
+from sage_common.paths import resolve_path
+from sage_ros.common import (Diagnostics, Param, declare_parameters, make_feature, qos_from_name,
+                             stamp)
+
+
+PARAMS = [
+    Param('name', 'main', 'instance name: topics sage/cognition/<name>/text and '
+          'sage/features/cognition_<name>',
+          check=lambda v: None if v.isidentifier() else 'name must be an identifier'),
+    Param('backend', 'none', 'what thinks: none = encode the instruction itself; local = '
+          'SmolLM2-135M (embedded); openai = an OpenAI-compatible server',
+          choices=('none', 'local', 'openai')),
+    Param('url', 'http://127.0.0.1:8000', 'openai backend: server base URL'),
+    Param('model', 'SmolLM2-135M-Instruct', 'openai backend: model name'),
+    Param('timeout_s', 30.0, 'openai backend: per-request timeout', low=0.1, high=600.0),
+    Param('retries', 2, 'openai backend: retries on connection errors and 5xx', low=0, high=10),
+    Param('stream', True, 'openai backend: stream tokens (server-sent events) or wait for '
+          'the whole answer'),
+    Param('threads', 1, 'local backend: CPU threads for generation (0 = torch default); one '
+          'is fastest on a small CPU shared with the rest of the graph', low=0, high=256),
+    Param('max_tokens', 32, 'longest thought, tokens', low=1, high=2048),
+    Param('latency_budget_s', 10.0, 'thoughts slower than this lose trust', low=0.1,
+          high=600.0),
+    Param('think_period_s', 60.0, 'think again at least this often (0 = only on events)',
+          low=0.0, high=86400.0),
+    Param('salience_threshold', 0.8, 'think when salience reaches this', low=0.0, high=1.0),
+    Param('min_interval_s', 5.0, 'never think more often than this', low=0.0, high=3600.0),
+    Param('peers', [''], 'names of other cognition nodes to compare thoughts with'),
+    Param('reward_window_s', 30.0, 'rewards this soon after a thought count for (or against) '
+          'its trust', low=0.0, high=3600.0),
+    Param('republish_hz', 2.0, 'rate at which the standing plan is re-published',
+          low=0.1, high=50.0),
+    Param('max_chars', 240, 'longest instruction or thought kept, characters', low=8,
+          high=10000),
+    Param('exchanges_path', 'memory/exchanges.jsonl', 'JSON lines of finished thoughts '
+          '(messages, answer, trust, reward after) that sleep trains LoRA on; relative to '
+          '$SAGE_HOME; empty = off (never written with backend none)'),
+]
+
+
+class CognitionNode(Node):
+    """See the module doc."""
+
+    needs_threads = True     # Think goals stream feedback beside the other callbacks
+
+    def __init__(self, **kwargs):
+        super().__init__(kwargs.pop('node_name', 'cognition'), **kwargs)
+        self.p = declare_parameters(self, PARAMS)
+        name = self.p['name']
+        self.modality = f'cognition_{name}'
+        self.diag = Diagnostics(self)
+        self.backend = make_backend(self.p['backend'], self.p['url'], self.p['model'],
+                                    self.p['timeout_s'], self.p['retries'],
+                                    stream=self.p['stream'], threads=self.p['threads'])
+        self.pub_feature = self.create_publisher(Feature, f'sage/features/{self.modality}', 10)
+        self.pub_text = self.create_publisher(String, f'sage/cognition/{name}/text', 10)
+        self.create_subscription(String, 'sage/instruction', self._on_instruction,
+                                 qos_from_name('LATCHED'))
+        self.state: dict = {}
+        self.instruction = ''
+        if self.backend is not None:
+            self.create_subscription(Salience, 'sage/salience', self._on_salience, 10)
+            self.create_subscription(Coherence, 'sage/coherence', self._on_coherence, 10)
+            self.create_subscription(Feature, 'sage/features/memory', self._on_memory, 10)
+            self.create_subscription(Float32, 'sage/reward', self._on_reward, 10)
+            for peer in filter(None, self.p['peers']):
+                self.create_subscription(Feature, f'sage/features/cognition_{peer}',
+                                         self._on_peer, 10)
+            if hasattr(self.backend, 'load_adapter'):      # the embedded model takes LoRA
+                self.create_subscription(Checkpoint, 'sage/checkpoint', self._on_checkpoint,
+                                         qos_from_name('LATCHED'))
+            ActionServer(self, Think, f'sage/cognition/{name}/think', self._think_action,
+                         goal_callback=lambda _: GoalResponse.ACCEPT,
+                         cancel_callback=lambda _: CancelResponse.ACCEPT,
+                         callback_group=ReentrantCallbackGroup())
+        self.current: Feature | None = None
+        self.previous: np.ndarray | None = None
+        self.peer_vectors: dict[str, np.ndarray] = {}
+        self.rewards: list[float] = []
+        self.thoughts = self.failures = self.exchange_errors = 0
+        self.exchange_error = ''
+        path = resolve_path(self.p['exchanges_path'])
+        self.exchanges = (ExchangeLog(path, self.p['reward_window_s'])
+                          if path and self.backend is not None else None)
+        self.adapter_checkpoint = ''      # the checkpoint whose LoRA adapter is in use
+        self._unpacked = ''               # temporary adapter folder unpacked from it
+        self._swap_lock = threading.Lock()
+        self.busy = False
+        self.last_thought = self.last_published = -1e9
+        self._jobs: queue.Queue = queue.Queue(maxsize=4)
+        self._worker = threading.Thread(target=self._work, daemon=True)
+        self._worker.start()
+        self.create_timer(1.0 / self.p['republish_hz'], self._republish)
+        self.diag.set('OK', 'loading models')
+
+    # ----------------------------------------------------------------- events
+    def _on_instruction(self, msg: String) -> None:
+        text = sanitize(msg.data, self.p['max_chars'])
+        if not text:
+            self.diag.set('WARN', 'ignored an empty or unprintable instruction')
+            return
+        self.instruction = text
+        self._submit(('instruction', text, stamp(self), None))
+
+    def _on_salience(self, msg: Salience) -> None:
+        self.state['salience'] = float(msg.total)
+        if msg.total >= self.p['salience_threshold'] and self.instruction:
+            self._submit(('salience', self.instruction, stamp(self), None))
+
+    def _on_coherence(self, msg: Coherence) -> None:
+        self.state['coherence'] = coherence_summary(
+            float(msg.score), list(msg.modalities), [float(t) for t in msg.trust_used],
+            msg.act_steps)
+
+    def _on_memory(self, msg: Feature) -> None:
+        self.state['memory recall confidence'] = float(msg.trust)
+
+    def _on_reward(self, msg: Float32) -> None:
+        followed = time.monotonic() - self.last_published < self.p['reward_window_s']
+        if np.isfinite(msg.data) and followed:          # reward that followed our thoughts
+            self.rewards = (self.rewards + [float(msg.data)])[-200:]
+            if self.exchanges is not None:
+                self.exchanges.reward(float(msg.data))   # memory only; the worker writes
+
+    def _on_peer(self, msg: Feature) -> None:
+        self.peer_vectors[msg.modality] = np.asarray(msg.data, np.float32)
+
+    def _on_checkpoint(self, msg: Checkpoint) -> None:
+        if msg.model == 'lora':
+            threading.Thread(target=self._swap_adapter, args=(msg,), daemon=True).start()
+
+    def _swap_adapter(self, msg: Checkpoint) -> None:
+        """Load a new LoRA adapter off the executor; the backend swaps between thoughts."""
+        with self._swap_lock:
+            unpacked = ''
+            try:
+                if os.path.isfile(os.path.join(msg.path, 'weights.pt')):   # a sleep checkpoint
+                    from sage_cognition.lora import unpack_checkpoint
+                    unpacked = unpack_checkpoint(msg.path, msg.sha256,
+                                                 f'sage-lora-v{msg.version}-')
+                    self.backend.load_adapter(unpacked)
+                else:                                                     # a peft directory
+                    weights = os.path.join(msg.path, 'adapter_model.safetensors')
+                    if msg.sha256 and sha256_file(weights) != msg.sha256:
+                        raise BackendError('its weights do not match the announced sha256')
+                    self.backend.load_adapter(msg.path)
+            except (BackendError, OSError, ValueError) as exc:
+                if unpacked:
+                    shutil.rmtree(os.path.dirname(unpacked), ignore_errors=True)
+                kept = self.adapter_checkpoint or self.backend.adapter or 'the base model'
+                self.get_logger().error(f'refused LoRA adapter {msg.path}: {exc}; keeping '
+                                        f'{kept}')
+                self.diag.set('WARN', f'refused LoRA adapter: {exc}', refused=msg.path)
+                return
+            if self._unpacked and self._unpacked != unpacked:     # the previous one's folder
+                shutil.rmtree(os.path.dirname(self._unpacked), ignore_errors=True)
+            self._unpacked, self.adapter_checkpoint = unpacked, msg.path
+        what = 'the base model (no adapter)' if self.backend.adapter is None else msg.path
+        self.get_logger().info(f'LoRA adapter v{msg.version} in use: {what}')
+        self.diag.set('OK', f'LoRA adapter v{msg.version} in use', adapter=msg.path)
+
+    def _submit(self, job) -> bool:
+        if job[0] == 'salience' and \
+                time.monotonic() - self.last_thought < self.p['min_interval_s']:
+            return False                 # salience spikes come in bursts: one thought each
+        try:
+            self._jobs.put_nowait(job)
+            return True
+        except queue.Full:
+            self.diag.set('WARN', 'thoughts are requested faster than they are made')
+            return False
+
+    # ----------------------------------------------------------------- the worker
+    def _work(self) -> None:
+        from sage_cognition.embedding import embed
+        embed('warm up')            # load models off the executor thread
+        if hasattr(self.backend, 'load'):        # the embedded model
+            try:
+                self.backend.load()
+            except BackendError as exc:
+                self.diag.set('ERROR', f'backend {self.p["backend"]}: {exc}')
+        self.diag.set('OK', 'ready')
+        while True:
+            self._write_exchanges()
+            try:
+                job = self._jobs.get(timeout=1.0)
+            except queue.Empty:
+                period = self.p['think_period_s']
+                if period and self.instruction and self.backend is not None and \
+                        time.monotonic() - self.last_thought > period:
+                    job = ('period', self.instruction, stamp(self), None)
+                else:
+                    continue
+            kind, text, when, action = job
+            if kind is None:
+                self._write_exchanges(force=True)
+                return
+            if self.backend is None:
+                self._publish(text, embed(text), 1.0, when, {'chars': float(len(text))})
+                continue
+            self._think(text, when, embed, action)
+
+    def _think(self, instruction, when, embed, action=None) -> None:
+        """Think once, with ``busy`` set while it lasts."""
+        self.busy = True
+        try:
+            self._think_once(instruction, when, embed, action)
+        finally:
+            self.busy = False
+
+    def _think_once(self, instruction, when, embed, action=None) -> None:
+        """One thought: generate, sanitise, embed, score trust, publish (and answer Think)."""
+        self.last_thought = time.monotonic()
+        partial = []
+
+        def on_token(piece):
+            partial.append(piece)
+            if action is not None:
+                action['goal'].publish_feedback(Think.Feedback(
+                    partial_text=''.join(partial)[:self.p['max_chars']], tokens=len(partial)))
+        stop = (lambda: action['goal'].is_cancel_requested) if action else (lambda: False)
+        state = self.state.copy()                     # the executor keeps updating it
+        if action is not None and action.get('context'):
+            state['context'] = action['context']
+        messages = build_messages(instruction, state, self.p['max_chars'])
+        max_tokens = (action or {}).get('max_tokens') or self.p['max_tokens']
+        try:
+            thought = self.backend.generate(messages, max_tokens, on_token, stop)
+        except BackendError as exc:
+            self.failures += 1
+            self.diag.set('WARN', f'backend failed: {exc}', failures=self.failures)
+            if self.current is not None:          # the standing plan loses trust
+                self.current.trust = float(self.current.trust) * 0.5
+            if action is not None:
+                action['done'].set_result(('', 0.0, 0.0, False, str(exc)))
+            return
+        text = sanitize(thought.text, self.p['max_chars'])
+        vector = embed(text or ' ')
+        reward_avg = float(np.mean(self.rewards)) if self.rewards else None
+        scored = thought_trust(text, thought.latency_s, self.p['latency_budget_s'], vector,
+                               self.previous, list(self.peer_vectors.values()), reward_avg)
+        if not thought.cancelled:
+            self.previous = vector
+            if self.exchanges is not None:
+                self.exchanges.add({
+                    't': time.time(), 'name': self.p['name'], 'backend': self.p['backend'],
+                    'messages': messages, 'answer': text, 'trust': scored['trust'],
+                    'latency_s': thought.latency_s, 'tokens': int(thought.tokens),
+                    'reward_before': reward_avg})
+            self._publish(text, vector, scored['trust'], when,
+                          {**{k: v for k, v in scored.items() if k != 'trust'},
+                           'latency_s': thought.latency_s, 'tokens': float(thought.tokens)},
+                          why(scored, thought.latency_s, self.p['latency_budget_s']))
+        if action is not None:
+            action['done'].set_result((text, scored['trust'], thought.latency_s,
+                                       thought.cancelled, ''))
+
+    def _write_exchanges(self, force: bool = False) -> None:
+        """Append the thoughts whose reward window has passed (worker thread only)."""
+        if self.exchanges is None:
+            return
+        try:
+            self.exchanges.flush(force=force)
+        except OSError as exc:
+            self.exchange_errors = self.exchanges.errors
+            self.exchange_error = f'cannot record exchanges: {exc}'   # shown until one works
+            self.get_logger().error(f'cannot record exchanges in {self.exchanges.path}: '
+                                    f'{exc}')
+            self.diag.set('WARN', self.exchange_error,
+                          exchange_write_errors=self.exchange_errors)
+        else:
+            self.exchange_error = ''
+
+    def _publish(self, text, vector, trust, when, quality, reasons='') -> None:
+        self.current = make_feature(self, self.modality, vector, trust, quality,
+                                    header_stamp=when)
+        self.thoughts += 1
+        self.last_published = time.monotonic()
+        self.pub_text.publish(String(data=text))
+        self.pub_feature.publish(self.current)
+        problem = f'; {self.exchange_error}' if self.exchange_error else ''
+        self.diag.set('OK' if trust > 0.2 and not problem else 'WARN',
+                      f'thought (trust {trust:.2f}' + (f': {reasons})' if reasons else ')') +
+                      f': {text[:60]}{problem}', thoughts=self.thoughts, trust=trust,
+                      failures=self.failures, low_trust_because=reasons or 'n/a',
+                      exchange_write_errors=self.exchange_errors)
+
+    async def _think_action(self, goal):
+        """Think about the goal's instruction; stream tokens as feedback; cancellable."""
+        request = goal.request
+        instruction = sanitize(request.instruction or self.instruction, self.p['max_chars'])
+        done = Future()
+        job = ('think', instruction, stamp(self),
+               {'goal': goal, 'done': done, 'max_tokens': int(request.max_tokens),
+                'context': sanitize(request.context, self.p['max_chars'])})
+        if not instruction or not self._submit(job):
+            goal.abort()
+            return Think.Result(text='', trust=0.0, latency_s=0.0)
+        text, trust, latency, cancelled, error = await done
+        if cancelled:
+            goal.canceled()
+        elif error:
+            goal.abort()
+        else:
+            goal.succeed()
+        return Think.Result(text=text, trust=trust, latency_s=latency)
+
+    def _republish(self) -> None:
+        if self.current is not None:
+            self.pub_feature.publish(self.current)
+
+    def destroy_node(self):
+        """Stop the worker, write the exchanges still in their reward window, destroy."""
+        try:
+            self._jobs.put_nowait((None, None, None, None))
+        except queue.Full:
+            pass
+        self._write_exchanges(force=True)
+        return super().destroy_node()
+
+
+def main(args=None):
+    """Run the cognition node."""
+    from sage_ros.common import run_node
+    raise SystemExit(run_node(CognitionNode, args))

@@ -1,0 +1,1 @@
+"""SAGE coherence: the HRM coherence model, its runtimes and the coherence node."""

@@ -1,0 +1,115 @@
+"""The coherence model and its runtimes: shapes, ACT budget, ONNX parity, refusals."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sage_common.checkpoints import CheckpointStore
+from sage_coherence.model import CoherenceConfig, CoherenceModel
+from sage_coherence.runtime import RuntimeRefused, TorchRuntime, load_runtime
+
+CFG = CoherenceConfig(modalities={'vision': 8, 'imu': 4, 'cognition_main': 6},
+                      actions=('stop', 'go'), action_values=((0.0, 0.0), (0.5, 0.0)),
+                      max_segments=4)
+
+
+def inputs(rng, n=1):
+    return {m: rng.normal(size=d).astype(np.float32) for m, d in CFG.modalities.items()}
+
+
+def committed(tmp_path, seed=0, cfg=CFG):
+    torch.manual_seed(seed)
+    model = CoherenceModel(cfg)
+    store = CheckpointStore(str(tmp_path), 'coherence')
+    store.commit(model.state_dict(), {'config': cfg.to_dict()})
+    return model, str(tmp_path)
+
+
+def test_low_trust_modality_is_ignored():
+    torch.manual_seed(0)
+    model = CoherenceModel(CFG).eval()
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(np.concatenate(list(inputs(rng).values())))[None]
+    trust = torch.tensor([[0.001, 1.0, 1.0]])
+    age = torch.zeros(1, 3)
+    _, used = model.tokens(x, trust, age)
+    assert used[0, 0] < 0.01 and used[0, 1] > 0.99
+    x2 = x.clone()
+    x2[0, :8] = torch.from_numpy(rng.normal(size=8).astype(np.float32)) * 10
+    t1, _ = model.tokens(x, trust, age)
+    t2, _ = model.tokens(x2, trust, age)
+    assert torch.allclose(t1[:, 1], t2[:, 1], atol=0.05)   # untrusted content barely counts
+
+
+def test_gradients_reach_only_the_last_calls_and_the_heads():
+    model = CoherenceModel(CFG)
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(np.concatenate(list(inputs(rng).values())))[None].repeat(2, 1)
+    carry, out = model(model.initial_carry(2), x, torch.ones(2, 3), torch.zeros(2, 3))
+    assert not carry.z_H.requires_grad and not carry.z_L.requires_grad
+    out['action_logits'].sum().backward()
+    assert model.proj[0][1].weight.grad is not None
+    assert model.core.L_level.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0
+
+
+def test_runtime_respects_budget_and_counts_segments():
+    torch.manual_seed(0)
+    runtime = TorchRuntime(CoherenceModel(CFG), 'test')
+    rng = np.random.default_rng(2)
+    d = runtime.step(inputs(rng), np.ones(3), np.zeros(3), budget_ms=math.inf)
+    assert 1 <= d.act_steps <= CFG.max_segments
+    d = runtime.step(inputs(rng), np.ones(3), np.zeros(3), budget_ms=0.0)
+    assert d.act_steps == 1 and (d.budget_exhausted or d.act_steps == CFG.max_segments)
+    assert d.continuous in CFG.action_values and 0 <= d.confidence <= 1
+
+
+def test_carry_persists_across_cycles_until_reset():
+    torch.manual_seed(0)
+    runtime = TorchRuntime(CoherenceModel(CFG), 'test')
+    rng = np.random.default_rng(3)
+    x = inputs(rng)
+    runtime.step(x, np.ones(3), np.zeros(3))
+    z1 = runtime.carry.z_H.clone()
+    runtime.step(x, np.ones(3), np.zeros(3))
+    assert not torch.equal(z1, runtime.carry.z_H)
+    runtime.reset()
+    fresh = runtime.model.initial_carry(1)
+    assert torch.equal(runtime.carry.z_H, fresh.z_H)
+
+
+def test_onnx_runtime_matches_torch(tmp_path):
+    model, root = committed(tmp_path)
+    torch_rt = load_runtime(root, backend='torch')
+    onnx_rt = load_runtime(root, backend='onnxruntime')
+    assert onnx_rt.backend == 'onnxruntime'
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        x, trust, age = inputs(rng), rng.uniform(0.2, 1, 3), rng.uniform(0, 1, 3)
+        a = torch_rt.step(x, trust, age)
+        b = onnx_rt.step(x, trust, age)
+        assert a.action_id == b.action_id and a.act_steps == b.act_steps
+        assert abs(a.score - b.score) < 1e-4 and np.allclose(a.trust_used, b.trust_used,
+                                                             atol=1e-4)
+
+
+def test_tensorrt_falls_back_with_a_reason(tmp_path, caplog):
+    _, root = committed(tmp_path)
+    runtime = load_runtime(root, backend='tensorrt')
+    assert runtime.backend in ('onnxruntime', 'torch')
+    assert 'tensorrt unavailable' in caplog.text
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    with pytest.raises(RuntimeRefused, match='no committed'):
+        load_runtime(str(tmp_path))
+    model, root = committed(tmp_path)
+    with pytest.raises(RuntimeRefused, match='modalities'):
+        load_runtime(root, modalities=['vision', 'audio'])
+    state = model.state_dict()
+    state['action_head.bias'] = torch.full_like(state['action_head.bias'], float('nan'))
+    CheckpointStore(root, 'coherence').commit(state, {'config': CFG.to_dict()})
+    with pytest.raises(RuntimeRefused, match='non-finite'):
+        load_runtime(root)
+    with pytest.raises(RuntimeRefused, match='sha256'):
+        load_runtime(root, expect_sha256='0' * 64)

@@ -1,0 +1,1 @@
+"""SAGE common: ROS-free basics every layer shares (checkpoints, paths, features)."""

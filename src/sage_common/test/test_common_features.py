@@ -1,0 +1,48 @@
+"""Feature buffering (staleness, rejection) and the command limiter/watchdog."""
+
+import math
+
+import numpy as np
+import pytest
+from sage_common.features import FeatureBuffer, FeatureRejected
+from sage_safety.limits import CommandLimiter, Limits
+
+
+def test_buffer_rejects_bad_features_and_counts_them():
+    buf = FeatureBuffer({'vision': 4, 'imu': 2})
+    for bad in ([1, 2, 3], [1, 2, 3, math.nan], [1, 2, 3, math.inf]):
+        with pytest.raises(FeatureRejected):
+            buf.put('vision', bad, 1.0, 0.0)
+    with pytest.raises(FeatureRejected, match='unknown modality'):
+        buf.put('lidar', [1, 2], 1.0, 0.0)
+    assert buf.rejected == 4 and not buf.latest
+
+
+def test_stale_features_lose_trust_then_vanish():
+    buf = FeatureBuffer({'vision': 2, 'imu': 1}, stale_after_s=0.5, drop_after_s=1.5)
+    buf.put('vision', [1, 2], 0.8, 10.0)
+    assert buf.effective_trust('vision', 10.4) == pytest.approx(0.8)
+    assert buf.effective_trust('vision', 11.0) == pytest.approx(0.4)
+    vectors, trust, age = buf.snapshot(12.0)
+    assert trust[0] == 0 and np.all(vectors['vision'] == 0) and age[0] == 1.5
+    assert trust[1] == 0  # imu never seen
+
+
+def test_older_stamp_does_not_replace_newer():
+    buf = FeatureBuffer({'imu': 1})
+    buf.put('imu', [2.0], 1.0, 5.0)
+    buf.put('imu', [1.0], 1.0, 4.0)
+    assert buf.latest['imu'].vector[0] == 2.0
+
+
+def test_limiter_clamps_slews_and_zeroes():
+    lim = CommandLimiter(Limits(max_linear=0.5, max_angular=1.0, max_linear_accel=1.0,
+                                max_angular_accel=10.0))
+    assert lim.update(3.0, -5.0, 0.0, True) == (0.5, -1.0)
+    assert lim.update(-0.5, 0.0, 0.1, True)[0] == pytest.approx(0.4)  # slew 1 m/s^2
+    assert lim.update(0.3, 0.2, 0.2, False) == (0.0, 0.0)
+    assert lim.zeroed_reason == 'stale inputs'
+    lim.estop = True
+    assert lim.update(0.3, 0.2, 0.3, True) == (0.0, 0.0) and lim.zeroed_reason == 'e-stop'
+    lim.estop = False
+    assert lim.update(math.nan, 0.0, 0.4, True) == (0.0, 0.0)

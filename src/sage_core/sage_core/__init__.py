@@ -1,1 +1,0 @@
-"""SAGE core: HRM model, coherence, cognition and shared node helpers."""

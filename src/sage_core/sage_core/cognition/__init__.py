@@ -1,1 +1,0 @@
-"""Cognition: language models as trust-weighted sensors (ROS-free parts)."""

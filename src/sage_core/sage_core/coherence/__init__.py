@@ -1,1 +1,0 @@
-"""The coherence model and what the coherence node needs around it (ROS-free)."""

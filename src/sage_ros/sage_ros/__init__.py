@@ -1,0 +1,1 @@
+"""SAGE ROS helpers, imported by nodes only."""

@@ -1,0 +1,1 @@
+"""Test support (not installed): real rclpy graphs and real data fetched at test time."""
