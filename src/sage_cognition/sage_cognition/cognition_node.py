@@ -50,6 +50,7 @@ from std_msgs.msg import Float32, String
 from sage_common.checkpoints import sha256_file
 from sage_cognition.backends import BackendError, make_backend
 from sage_cognition.exchanges import ExchangeLog
+from sage_cognition.instruction import InstructionSensing
 from sage_cognition.text import sanitize
 from sage_cognition.thought import build_messages, coherence_summary, thought_trust, why
 from sage_common.paths import resolve_path
@@ -111,6 +112,7 @@ class CognitionNode(Node):
         self.create_subscription(String, 'sage/instruction', self._on_instruction,
                                  qos_from_name('LATCHED'))
         self.state: dict = {}
+        self.instruction_sensing = InstructionSensing(self.p['max_chars'])
         self.instruction = ''
         if self.backend is not None:
             self.create_subscription(Salience, 'sage/salience', self._on_salience, 10)
@@ -149,7 +151,7 @@ class CognitionNode(Node):
 
     # ----------------------------------------------------------------- events
     def _on_instruction(self, msg: String) -> None:
-        text = sanitize(msg.data, self.p['max_chars'])
+        text = self.instruction_sensing.clean(msg.data)
         if not text:
             self.diag.set('WARN', 'ignored an empty or unprintable instruction')
             return
@@ -249,8 +251,9 @@ class CognitionNode(Node):
             if kind is None:
                 self._write_exchanges(force=True)
                 return
-            if self.backend is None:
-                self._publish(text, embed(text), 1.0, when, {'chars': float(len(text))})
+            if self.backend is None:        # the instruction itself, as training sees it
+                sensed = self.instruction_sensing.step(text, 0.0)
+                self._publish(text, sensed.vector, sensed.trust, when, sensed.quality)
                 continue
             self._think(text, when, embed, action)
 

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 
 from sage_common.checkpoints import Checkpoint, CheckpointError, CheckpointStore
+from sage_hrm.act import SegmentClock, think
+from sage_hrm.export import export_graph
+
 from sage_coherence.model import CoherenceConfig, CoherenceModel
 
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
@@ -67,7 +70,7 @@ class TorchRuntime:
         self.device = device
         self.modalities = list(self.cfg.modalities)
         self.dims = dict(self.cfg.modalities)
-        self._segment_ms = 1.0   # running estimate, to stop before the budget is blown
+        self.clock = SegmentClock()   # segment time estimate: stop before the budget is blown
         self.reset()
 
     def reset(self) -> None:
@@ -86,19 +89,13 @@ class TorchRuntime:
         start = time.perf_counter()
         x, t, a = self._inputs(vectors, trust, age)
         tokens, trust_used = self.model.tokens(x, t, a, uniform_trust)
-        steps, exhausted = 0, False
-        while True:
-            seg_start = time.perf_counter()
-            self.carry, out = self.model.segment(self.carry, tokens)
-            steps += 1
-            seg_ms = (time.perf_counter() - seg_start) * 1e3
-            self._segment_ms = 0.9 * self._segment_ms + 0.1 * seg_ms
-            elapsed = (time.perf_counter() - start) * 1e3
-            if torch.sigmoid(out['halt_logit'])[0] > 0.5 or steps >= self.cfg.max_segments:
-                break
-            if elapsed + self._segment_ms > budget_ms:
-                exhausted = True
-                break
+        out = {}
+
+        def segment() -> bool:
+            self.carry, seg = self.model.segment(self.carry, tokens)
+            out.update(seg)
+            return bool(torch.sigmoid(seg['halt_logit'])[0] > 0.5)
+        steps, exhausted = think(segment, self.cfg.max_segments, budget_ms / 1e3, self.clock)
         probs = torch.softmax(out['action_logits'][0], -1)
         action = int(probs.argmax())
         return Decision(action, self.cfg.actions[action],
@@ -114,13 +111,15 @@ class OnnxRuntime(TorchRuntime):
     backend = 'onnxruntime'
 
     def __init__(self, model: CoherenceModel, version: str, onnx_path: str,
-                 device: str = 'cpu'):
-        import onnxruntime as ort
-        providers = (['CUDAExecutionProvider'] if device == 'cuda' else []) + \
-            ['CPUExecutionProvider']
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(onnx_path, opts, providers=providers)
+                 device: str = 'cpu', session=None):
+        if session is None:
+            import onnxruntime as ort
+            providers = (['CUDAExecutionProvider'] if device == 'cuda' else []) + \
+                ['CPUExecutionProvider']
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            session = ort.InferenceSession(onnx_path, opts, providers=providers)
+        self.session = session
         super().__init__(model, version, 'cpu')
 
     def reset(self) -> None:
@@ -135,20 +134,15 @@ class OnnxRuntime(TorchRuntime):
             raise ValueError('uniform_trust is a torch-backend diagnostic')
         start = time.perf_counter()
         x, t, a = (v.numpy() for v in self._inputs(vectors, trust, age))
-        steps, exhausted = 0, False
-        while True:
-            seg_start = time.perf_counter()
-            logits, cont, coh, halt, trust_used, z_h, z_l = self.session.run(None, {
-                'features': x, 'trust': t, 'age': a, 'z_H': self.z[0], 'z_L': self.z[1]})
-            self.z = (z_h, z_l)
-            steps += 1
-            seg_ms = (time.perf_counter() - seg_start) * 1e3
-            self._segment_ms = 0.9 * self._segment_ms + 0.1 * seg_ms
-            if 1 / (1 + math.exp(-float(halt[0]))) > 0.5 or steps >= self.cfg.max_segments:
-                break
-            if (time.perf_counter() - start) * 1e3 + self._segment_ms > budget_ms:
-                exhausted = True
-                break
+        out = []
+
+        def segment() -> bool:
+            out[:] = self.session.run(None, {'features': x, 'trust': t, 'age': a,
+                                             'z_H': self.z[0], 'z_L': self.z[1]})
+            self.z = (out[5], out[6])
+            return 1 / (1 + math.exp(-float(out[3][0]))) > 0.5
+        steps, exhausted = think(segment, self.cfg.max_segments, budget_ms / 1e3, self.clock)
+        logits, cont, coh, _, trust_used = out[:5]
         p = np.exp(logits[0] - logits[0].max())
         p /= p.sum()
         action = int(p.argmax())
@@ -156,6 +150,22 @@ class OnnxRuntime(TorchRuntime):
                         command(self.cfg, action, cont[0].tolist()), float(p[action]),
                         trust_used[0], float(coh[0]), steps, exhausted,
                         (time.perf_counter() - start) * 1e3)
+
+
+class TensorRTRuntime(OnnxRuntime):
+    """The same exported graph as a TensorRT engine (Jetson, NVIDIA GPUs).
+
+    The engine is built on first use for this GPU and TensorRT version and cached
+    beside the checkpoint (``engines/``), so later starts load it in a second.
+    """
+
+    backend = 'tensorrt'
+
+    def __init__(self, model: CoherenceModel, version: str, onnx_path: str):
+        from sage_hrm.export import TensorRTSession, build_engine
+        engine = build_engine(onnx_path, os.path.join(os.path.dirname(onnx_path), 'engines'),
+                              max_batch=1, fp16=False, log=log.info)
+        super().__init__(model, version, onnx_path, session=TensorRTSession(engine))
 
 
 class _Graph(torch.nn.Module):
@@ -182,12 +192,7 @@ def export_onnx(model: CoherenceModel, path: str) -> str:
     names = ['features', 'trust', 'age', 'z_H', 'z_L']
     outputs = ['action_logits', 'continuous', 'coherence', 'halt', 'trust_used', 'z_H_out',
                'z_L_out']
-    tmp = path + '.tmp'
-    torch.onnx.export(_Graph(model), args, tmp, input_names=names, output_names=outputs,
-                      opset_version=18, dynamic_axes={n: {0: 'batch'} for n in names + outputs},
-                      dynamo=False)
-    os.replace(tmp, path)
-    return path
+    return export_graph(_Graph(model), args, names, outputs, path)
 
 
 def build_model(cfg: CoherenceConfig) -> CoherenceModel:
@@ -281,9 +286,7 @@ def _make(model, version, ckpt, backend, device):
                 export_onnx(model, onnx_path)
             if name == 'onnxruntime':
                 return OnnxRuntime(model, version, onnx_path, device)
-            import tensorrt  # noqa: F401  (engine building lives in sage_hrm.export)
-            raise ImportError('the TensorRT coherence backend needs an engine built on the '
-                              'target GPU; build it with `sage hrm export --tensorrt`')
-        except (ImportError, OSError) as exc:
+            return TensorRTRuntime(model, version, onnx_path)
+        except (ImportError, OSError, RuntimeError) as exc:   # TensorRTUnavailable among them
             log.warning('coherence backend %s unavailable (%s); falling back', name, exc)
     raise RuntimeRefused('no backend could load the model')

@@ -98,6 +98,23 @@ def test_tensorrt_falls_back_with_a_reason(tmp_path, caplog):
     runtime = load_runtime(root, backend='tensorrt')
     assert runtime.backend in ('onnxruntime', 'torch')
     assert 'tensorrt unavailable' in caplog.text
+    assert 'TensorRT is not installed' in caplog.text or 'CUDA GPU' in caplog.text
+
+
+def test_tensorrt_runtime_matches_torch(tmp_path):
+    """Where TensorRT and a GPU exist (a Jetson, the H200), the engine decides as torch does."""
+    pytest.importorskip('tensorrt')
+    if not torch.cuda.is_available():
+        pytest.skip('TensorRT needs a CUDA GPU')
+    _, root = committed(tmp_path)
+    trt_rt, torch_rt = load_runtime(root, backend='tensorrt'), load_runtime(root)
+    assert trt_rt.backend == 'tensorrt'
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        x, trust, age = inputs(rng), rng.uniform(0.2, 1, 3), rng.uniform(0, 1, 3)
+        a, b = torch_rt.step(x, trust, age), trt_rt.step(x, trust, age)
+        assert a.action_id == b.action_id and a.act_steps == b.act_steps
+        assert abs(a.score - b.score) < 1e-3
 
 
 def test_bad_checkpoints_are_refused(tmp_path):

@@ -1,15 +1,56 @@
-"""The latest feature of each modality, with its age, as the coherence model sees it."""
+"""Features as every SAGE layer sees them: one sensed record, staleness, the latest per modality.
+
+ROS-free. ``Sensed`` is what a sensing step returns (sage_sensors.sensing, the cognition
+instruction step); ``staleness_factor`` is the one rule for how age lowers trust (a
+sensor's own staleness and the fusing node's); ``FeatureBuffer`` keeps the newest valid
+feature of each modality for memory and fusion.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+# Features are normalised quantities; anything larger is a broken or hostile producer.
+MAX_ABS_VALUE = 1e6
+
+
+@dataclass
+class Sensed:
+    """One feature: vector, trust in [0, 1], the quality figures behind it, its stamp."""
+
+    vector: np.ndarray
+    trust: float
+    quality: dict = field(default_factory=dict)
+    stamp_s: float = 0.0
+
+
+def staleness_factor(age_s: float, stale_after_s: float, drop_after_s: float) -> float:
+    """1 up to ``stale_after_s`` of age, falling linearly to 0 at ``drop_after_s``.
+
+    ``stale_after_s <= 0`` turns staleness off.
+    """
+    if stale_after_s <= 0 or age_s <= stale_after_s:
+        return 1.0
+    return float(max(0.0, (drop_after_s - age_s) / (drop_after_s - stale_after_s)))
+
 
 class FeatureRejected(ValueError):
-    """A feature that must not reach the model (wrong length, NaN/Inf, bad trust)."""
+    """A feature that must not reach memory or a model (wrong length, non-finite, huge)."""
+
+
+def check_feature(modality: str, vector, trust: float, dim: int | None) -> np.ndarray:
+    """Return ``vector`` as float32 or raise FeatureRejected saying what is wrong."""
+    v = np.asarray(vector, dtype=np.float64)
+    if v.ndim != 1 or (dim is not None and v.shape[0] != dim):
+        raise FeatureRejected(f'{modality}: length {v.size}, expected {dim}')
+    if not np.all(np.isfinite(v)) or not math.isfinite(trust):
+        raise FeatureRejected(f'{modality}: NaN or Inf in feature or trust')
+    if v.size and np.abs(v).max() > MAX_ABS_VALUE:
+        raise FeatureRejected(f'{modality}: value {np.abs(v).max():.3g} beyond ±{MAX_ABS_VALUE:g}')
+    return v.astype(np.float32)
 
 
 @dataclass
@@ -51,12 +92,9 @@ class FeatureBuffer:
             if modality not in self.dims:
                 raise FeatureRejected(f'unknown modality {modality!r} '
                                       f'(configured: {", ".join(self.dims)})')
-            v = np.asarray(vector, dtype=np.float32)
-            if v.shape != (self.dims[modality],):
-                raise FeatureRejected(f'{modality}: length {v.size}, expected '
-                                      f'{self.dims[modality]}')
-            if not np.all(np.isfinite(v)) or not math.isfinite(trust):
-                raise FeatureRejected(f'{modality}: NaN or Inf in feature or trust')
+            if not math.isfinite(stamp_s):
+                raise FeatureRejected(f'{modality}: non-finite stamp')
+            v = check_feature(modality, vector, trust, self.dims[modality])
         except FeatureRejected:
             self.rejected += 1
             raise
@@ -74,11 +112,9 @@ class FeatureBuffer:
         item = self.latest.get(modality)
         if item is None:
             return 0.0
-        age, stale, drop = (self.age_s(modality, now_s), self.stale_after[modality],
-                            self.drop_after[modality])
-        if age <= stale:
-            return item.trust
-        return item.trust * max(0.0, (drop - age) / (drop - stale))
+        return item.trust * staleness_factor(self.age_s(modality, now_s),
+                                              self.stale_after[modality],
+                                              self.drop_after[modality])
 
     def snapshot(self, now_s: float):
         """Return (vectors, trust, age) arrays in ``dims`` order; missing ones are zero."""

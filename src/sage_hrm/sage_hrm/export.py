@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,6 +54,21 @@ def initial_state(model: HRM, batch: int, device=None) -> tuple:
     return c.z_H, c.z_L
 
 
+def export_graph(module: nn.Module, args: tuple, inputs: list[str], outputs: list[str],
+                 path: str) -> str:
+    """The one ONNX export: opset 18, every input and output batch-dynamic, written
+    atomically (a reader never sees half a file). Used for the HRM segment here and the
+    coherence model's (sage_coherence.runtime)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp'
+    with torch.no_grad():
+        torch.onnx.export(module.eval(), tuple(args), tmp, input_names=inputs,
+                          output_names=outputs, opset_version=18, dynamo=False,
+                          dynamic_axes={n: {0: 'batch'} for n in inputs + outputs})
+    os.replace(tmp, path)
+    return path
+
+
 def export_onnx(model: HRM, path: str, batch: int = 2) -> str:
     """Write one segment of ``model`` (token input, float32) to ``path``; return it."""
     if model.config.vocab_size <= 0:
@@ -67,14 +83,7 @@ def export_onnx(model: HRM, path: str, batch: int = 2) -> str:
         args.append(torch.zeros(batch, dtype=torch.int64))
         names.append('puzzle_identifiers')
     outs = ['z_H_out', 'z_L_out', 'logits', 'q_halt', 'q_continue']
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with torch.no_grad():
-        torch.onnx.export(seg, tuple(args), tmp, input_names=names, output_names=outs,
-                          opset_version=18, dynamo=False,
-                          dynamic_axes={n: {0: 'batch'} for n in names + outs})
-    os.replace(tmp, path)
-    return path
+    return export_graph(seg, tuple(args), names, outs, path)
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -137,3 +146,51 @@ def build_engine(onnx_path: str, cache_dir: str, max_batch: int = 64, fp16: bool
     os.replace(tmp, path)
     log(f'TensorRT engine built: {path}')
     return path
+
+
+class TensorRTSession:
+    """Run a TensorRT engine like an ONNX Runtime session: ``run(None, feeds)`` -> outputs.
+
+    Feeds are numpy arrays (names as exported); outputs come back as numpy arrays in
+    the engine's output order (the ONNX graph's). Buffers live on the GPU as torch
+    tensors; one CUDA stream, synchronised per call (a control cycle needs the answer).
+    """
+
+    def __init__(self, engine_path: str):
+        import tensorrt as trt
+        if not torch.cuda.is_available():
+            raise TensorRTUnavailable('TensorRT needs a CUDA GPU; none is visible to torch')
+        with open(engine_path, 'rb') as f:
+            self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
+                f.read())
+        if self.engine is None:
+            raise RuntimeError(f'{engine_path}: TensorRT could not load the engine (built '
+                               'for another GPU or TensorRT version? delete it to rebuild)')
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names
+                       if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self._dtypes = {n: torch.from_numpy(np.zeros(0, trt.nptype(
+            self.engine.get_tensor_dtype(n)))).dtype for n in names}
+        self.stream = torch.cuda.Stream()
+
+    def run(self, output_names, feeds: dict) -> list:
+        """Execute once; ``output_names`` is ignored (all outputs, in order), as in ORT."""
+        with torch.cuda.stream(self.stream):
+            keep = []
+            for name in self.inputs:
+                t = torch.as_tensor(feeds[name]).to('cuda', self._dtypes[name]).contiguous()
+                keep.append(t)
+                self.context.set_input_shape(name, tuple(t.shape))
+                self.context.set_tensor_address(name, t.data_ptr())
+            outs = []
+            for name in self.outputs:
+                shape = tuple(self.context.get_tensor_shape(name))
+                t = torch.empty(shape, dtype=self._dtypes[name], device='cuda')
+                outs.append(t)
+                self.context.set_tensor_address(name, t.data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError('TensorRT execution failed')
+        self.stream.synchronize()
+        return [t.cpu().numpy() for t in outs]

@@ -41,6 +41,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from sage_hrm.act import think
 from sage_hrm.model import HRM, HRMInner, InnerCarry
 
 BACKENDS = ('auto', 'inductor', 'eager')
@@ -211,12 +212,12 @@ class GraphRunner:
             segments = self.segments
         else:
             run('start')
-            segments = 0
-            while segments < self.max_steps:
+
+            def chunk() -> bool:
                 run('chunk')
-                segments += self.chunk
-                if bool(self.all_halted):       # the one host read per chunk
-                    break
+                return bool(self.all_halted)     # the one host read per chunk
+            chunks, _ = think(chunk, -(-self.max_steps // self.chunk))
+            segments = chunks * self.chunk
         if sync and self.device.type == 'cuda':
             torch.cuda.current_stream(self.device).synchronize()
         return {**self.out, 'steps': self.steps, 'halted': self.halted, 'segments': segments}

@@ -18,10 +18,12 @@ Usage::
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 
+from sage_hrm.act import SegmentClock, think
 from sage_hrm.model import HRM, InnerCarry
 
 
@@ -39,7 +41,7 @@ class ACTRunner:
         self.steps: torch.Tensor | None = None     # segments since the last reset, per sample
         self.halted: torch.Tensor | None = None
         self.outputs: dict | None = None            # latest answer of every sample
-        self._segment_s = 0.0                      # running estimate of one segment's time
+        self.clock = SegmentClock()                # running estimate of one segment's time
 
     def reset(self) -> None:
         """Forget the carry: the next call starts every sample from the initial state."""
@@ -74,13 +76,10 @@ class ACTRunner:
         self.steps = torch.where(reset, 0, self.steps)
         active = torch.ones(b, dtype=torch.bool, device=x.device)
         outs = self.outputs
-        segments = 0
-        limit = max_segments or self.max_steps
-        while segments < limit:
-            if budget_s is not None and segments > 0:
-                if time.perf_counter() - t0 + self._segment_s > budget_s:
-                    break
-            ts = time.perf_counter()
+        state = {'active': active, 'outs': outs}
+
+        def segment() -> bool:
+            active, outs = state['active'], state['outs']
             idx = active.nonzero().squeeze(1) if self.compact else None
             if idx is not None and idx.numel() < b:
                 sub = InnerCarry(self.carry.z_H[idx], self.carry.z_L[idx])
@@ -96,17 +95,16 @@ class ACTRunner:
             seg = {'z_H': z_H, 'q_halt_logits': qh, 'q_continue_logits': qc}
             if model.config.vocab_size > 0:
                 seg['logits'] = inner.lm_head(z_H)[:, inner.puzzle_emb_len:]
-            outs = _merge(outs, seg, idx, active, b)
+            outs = state['outs'] = _merge(outs, seg, idx, active, b)
             self.steps = self.steps + active.int()
             halt = self.steps >= self.max_steps
             if self.use_q_halt:
                 halt = halt | (outs['q_halt_logits'] > outs['q_continue_logits'])
-            active = active & ~halt
-            segments += 1
-            dt = time.perf_counter() - ts
-            self._segment_s = dt if self._segment_s == 0 else 0.7 * self._segment_s + 0.3 * dt
-            if not bool(active.any()):
-                break
+            state['active'] = active & ~halt
+            return not bool(state['active'].any())
+        segments, _ = think(segment, max_segments or self.max_steps,
+                            math.inf if budget_s is None else budget_s, self.clock)
+        active, outs = state['active'], state['outs']
         self.halted = ~active
         self.outputs = outs
         return {**outs, 'halted': self.halted.clone(), 'steps': self.steps.clone(),

@@ -120,7 +120,7 @@ def test_act_respects_time_budget():
     runner = ACTRunner(model, use_q_halt=False)
     x = {'embeddings': torch.randn(8, 8, 32)}
     runner(x, max_segments=3)                    # warm up the segment-time estimate
-    seg = runner._segment_s
+    seg = runner.clock.estimate_s
     budget = 10 * seg
     out = runner(x, budget_s=budget)
     assert 1 <= out['segments'] < 10_000

@@ -91,15 +91,12 @@ class VisionFeatures:
 class AudioFeatures:
     """Log band energies (``BANDS`` log-spaced 100-6000 Hz), level and voicing.
 
-    Trust falls with clipping, dropouts (digital silence) and a low SNR against
-    a running noise floor.
+    Trust falls with clipping and dropouts (digital silence); the SNR room above
+    the noise floor is the microphone sensing step's (sage_sensors.sensing).
     """
 
     BANDS = 16
     DIM = BANDS + 2
-
-    def __init__(self):
-        self._noise_db = None
 
     def encode(self, samples: np.ndarray, rate: int, now_s: float = 0.0):
         """Return (feature, trust, quality) for one mono int16 chunk."""
@@ -119,15 +116,8 @@ class AudioFeatures:
         feature = np.concatenate([log_bands, [level_db / 100 + 1, peak_share]])
         dropout = 1.0 if not samples.any() else 0.0
         clipped = float((np.abs(samples.astype(np.int32)) >= 32767).mean())
-        if not dropout:
-            if self._noise_db is None or level_db < self._noise_db:
-                self._noise_db = level_db
-            else:
-                self._noise_db += 0.01 * (level_db - self._noise_db)
-        snr_db = level_db - (self._noise_db if self._noise_db is not None else level_db)
         trust = (1 - dropout) * (1 - min(1.0, 20 * clipped))
-        quality = {'dropout': dropout, 'clipped_fraction': clipped, 'snr_db': snr_db,
-                   'level_dbfs': level_db}
+        quality = {'dropout': dropout, 'clipped_fraction': clipped, 'level_dbfs': level_db}
         return feature.astype(np.float32), _clip01(trust), quality
 
 

@@ -36,15 +36,14 @@ from sage_msgs.msg import AudioChunk, Feature
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from std_msgs.msg import String
 
-from sage_sensors.audio import LogMel, NoiseFloor, snr_trust
-from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures
+from sage_sensors.sensing import (CameraConfig, CameraSensing, ImuConfig, ImuSensing,
+                                  MicrophoneConfig, MicrophoneSensing, decode_audio)
 
 
-def staleness_trust(age_s: float, stale_after_s: float) -> float:
-    """1 up to ``stale_after_s`` of age, falling linearly to 0 at twice that (0: off)."""
-    if stale_after_s <= 0 or age_s <= stale_after_s:
-        return 1.0
-    return float(max(0.0, 1.0 - (age_s - stale_after_s) / stale_after_s))
+def config_from(params: dict, config_type):
+    """The sensing step's config from the node's parameters of the same names."""
+    import dataclasses
+    return config_type(**{f.name: params[f.name] for f in dataclasses.fields(config_type)})
 
 
 class SensorNode(Node):
@@ -74,7 +73,7 @@ class SensorNode(Node):
             Param('stale_after_s', 0.5, 'age (node clock - stamp) where trust starts to '
                   'fall, reaching 0 at twice this; 0 disables', low=0.0, high=3600.0),
             *self.extra_params])
-        self.extractor = self.make_extractor()
+        self.sensing = self.make_sensing()
         self.diag = Diagnostics(self)
         self.pub = self.create_publisher(Feature, f'sage/features/{self.modality}', 10)
         qos = copy.copy(qos_from_name(self.p['qos']))     # SYSTEM_DEFAULT is shared
@@ -83,11 +82,8 @@ class SensorNode(Node):
         self.create_subscription(self.raw_type, self.raw_topic, self._on_topic, qos)
         self.received = self.dropped = self.ignored = self.published = 0
         self.last_trust = 0.0
-        self._feature_period = 1.0 / self.p['max_feature_hz'] \
-            if self.p.get('max_feature_hz') else 0.0
-        self._last_feature_t = -float('inf')
         self._warn = Throttle(5.0)
-        self._lock = threading.Lock()          # extractors keep state: one caller at a time
+        self._lock = threading.Lock()          # sensing keeps state: one caller at a time
         self._t0 = time.monotonic()
         self.device_ok, self.device_error, self.device_done = False, '', False
         self._stop = threading.Event()
@@ -106,12 +102,12 @@ class SensorNode(Node):
             self._thread.start()
 
     # -- to be provided by each sensor ----------------------------------------------------
-    def make_extractor(self):
-        """Return the feature extractor."""
+    def make_sensing(self):
+        """Return the sensor's sensing step (sage_sensors.sensing) built from parameters."""
         raise NotImplementedError
 
-    def extract(self, msg, now_s: float):
-        """Return (feature, trust, quality) for one raw message; raise ValueError if bad."""
+    def sense(self, msg, stamp_s: float, now_s: float):
+        """Call the sensing step on one raw message: a Sensed, None (held back) or ValueError."""
         raise NotImplementedError
 
     def open_device(self):
@@ -151,25 +147,19 @@ class SensorNode(Node):
         t_obs = stamp.sec + stamp.nanosec * 1e-9 if (stamp.sec or stamp.nanosec) else now
         try:
             with self._lock:
-                feature, trust, quality = self.extract(msg, t_obs)
-            if not np.all(np.isfinite(feature)):
-                raise ValueError('non-finite feature')
+                sensed = self.sense(msg, t_obs, now)
         except (ValueError, ImageError, TypeError) as exc:
             self.dropped += 1
             if self._warn():
                 self.get_logger().warning(f'dropped {self.raw_topic} message: {exc} '
                                           f'({self.dropped} dropped so far)')
             return
-        if 0 <= t_obs - self._last_feature_t < self._feature_period:
-            return      # the sample entered the window; features go out at the capped rate
-        self._last_feature_t = t_obs
-        age = max(0.0, now - t_obs)
-        trust *= staleness_trust(age, self.p['stale_after_s'])
-        quality = {**quality, 'staleness_s': age}
-        self.last_trust = trust
+        if sensed is None:
+            return
+        self.last_trust = sensed.trust
         self.published += 1
-        self.pub.publish(make_feature(self, self.modality, feature, trust, quality,
-                                      self.p['frame_id'] or msg.header.frame_id,
+        self.pub.publish(make_feature(self, self.modality, sensed.vector, sensed.trust,
+                                      sensed.quality, self.p['frame_id'] or msg.header.frame_id,
                                       header_stamp=stamp if stamp.sec or stamp.nanosec
                                       else None))
 
@@ -262,7 +252,6 @@ class CameraNode(SensorNode):
     ]
 
     def __init__(self, **kwargs):
-        self.encoder_file = None
         super().__init__('camera', **kwargs)
         self.info = None
         self.info_pub = None
@@ -274,51 +263,28 @@ class CameraNode(SensorNode):
             path = self.p['camera_info_url'].removeprefix('file://')
             self.info = load_camera_info(resolve_path(path))   # bad file: fail at start
         if self.p['encoder']:
-            from sage_sensors.encoder import EncoderFile
-            with self._lock:
-                self.encoder_file = EncoderFile(resolve_path(self.p['encoder']))
             self.create_timer(self.p['encoder_reload_s'], self._poll_encoder)
         self.start()
 
-    def make_extractor(self):
-        """Vision profile extractor."""
-        return VisionFeatures()
+    def make_sensing(self):
+        """Camera sensing with the encoder file resolved under $SAGE_HOME."""
+        config = config_from(self.p, CameraConfig)
+        if config.encoder:
+            config.encoder = resolve_path(config.encoder)
+        return CameraSensing(config)
 
     def _poll_encoder(self) -> None:
         with self._lock:
-            if self.encoder_file.poll():
-                self.get_logger().info(f'loaded frame encoder {self.encoder_file.path}')
+            if self.sensing.poll_encoder():
+                self.get_logger().info(f'loaded frame encoder {self.sensing.encoder_file.path}')
 
-    def extract(self, msg, now_s):
-        """Convert to RGB, compute the image profile and (optionally) the latent."""
-        image = image_to_rgb(msg)
-        feature, trust, quality = self.extractor.encode(image, now_s)
-        if self.encoder_file is None:
-            return feature, trust, quality
-        enc = self.encoder_file.encoder
-        if enc is None or enc.latent != self.p['encoder_latent']:
-            # keep the feature's length fixed: no usable encoder -> zero latent
-            quality['encoder_loaded'] = 0.0
-            return np.concatenate([feature, np.zeros(self.p['encoder_latent'], np.float32)]), \
-                trust, quality
-        latent, err = enc.encode(image)
-        ratio = enc.error_ratio(err)
-        quality.update(encoder_loaded=1.0, recon_error=err, recon_error_ratio=ratio)
-        # typical error (up to 2x the held-out median) is trusted; 8x is not
-        trust *= float(np.clip(1.0 - (ratio - 2.0) / 6.0, 0.0, 1.0))
-        return np.concatenate([feature, latent]), trust, quality
+    def sense(self, msg, stamp_s, now_s):
+        """Convert to RGB and sense the frame."""
+        return self.sensing.step(image_to_rgb(msg), stamp_s, now_s)
 
     def extra_status(self):
         """Report an encoder that is configured but not usable."""
-        if self.encoder_file is None:
-            return None
-        enc = self.encoder_file.encoder
-        if enc is None:
-            return 'WARN', f'encoder not loaded ({self.encoder_file.error}); latent is zero'
-        if enc.latent != self.p['encoder_latent']:
-            return 'WARN', (f'encoder latent {enc.latent} != encoder_latent '
-                            f'{self.p["encoder_latent"]}; latent is zero')
-        return None
+        return self.sensing.status()
 
     def open_device(self):
         """Open the OpenCV source named by ``device``."""
@@ -373,51 +339,31 @@ class MicrophoneNode(SensorNode):
 
     def __init__(self, **kwargs):
         super().__init__('microphone', **kwargs)
-        from sage_sensors.audio import Recognizer, SileroVad
-        self.vad = SileroVad() if self.p['vad'] or self.p['asr'] else None
-        self._mel: dict = {}
-        self.noise = NoiseFloor()
         self.recognizer = self.asr_pub = None
         self.transcripts: list = []
         if self.p['asr']:
+            from sage_sensors.audio import Recognizer
             self.recognizer = Recognizer()
             self.asr_pub = self.create_publisher(String, self.p['asr_topic'], 10)
             self._asr_pool = ThreadPoolExecutor(1)   # decoding takes ~0.1 s per second
         self.start()
 
-    def make_extractor(self):
-        """Audio band-energy extractor."""
-        return AudioFeatures()
+    def make_sensing(self):
+        """Microphone sensing; ASR needs the voice activity detector."""
+        config = config_from(self.p, MicrophoneConfig)
+        config.vad = config.vad or self.p['asr']
+        return MicrophoneSensing(config)
 
-    def extract(self, msg, now_s):
-        """Decode S16LE, mix to mono, encode; add SNR trust, voice activity, ASR."""
-        if msg.encoding != 'S16LE' or msg.channels < 1 or msg.sample_rate < 1000:
-            raise ValueError(f'unsupported audio {msg.encoding} x{msg.channels} '
-                             f'@{msg.sample_rate} Hz (need S16LE)')
-        data = bytes(msg.data)
-        if len(data) % (2 * msg.channels):
-            raise ValueError(f'{len(data)} bytes is not a whole number of frames')
-        samples = np.frombuffer(data, '<i2').reshape(-1, msg.channels)
-        mono = samples.mean(axis=1).astype(np.int16) if msg.channels > 1 else samples[:, 0]
-        feature, trust, quality = self.extractor.encode(mono, msg.sample_rate, now_s)
-        x = mono.astype(np.float32) / 32768.0
-        noise = self.noise.update(x, msg.sample_rate)
-        trust *= snr_trust(noise, min_snr_db=self.p['min_snr_db'])
-        quality['noise_floor_dbfs'] = noise if noise is not None else -120.0
-        prob = 0.0
-        if self.vad is not None:
-            prob = self.vad(x, msg.sample_rate)
-            quality['voice_prob'] = prob
-        if self.p['extended_features']:
-            mel = self._mel.get(msg.sample_rate)
-            if mel is None:
-                mel = self._mel[msg.sample_rate] = LogMel(msg.sample_rate, self.p['mel_bands'])
-            feature = np.concatenate([feature, mel(x), [prob]]).astype(np.float32)
+    def sense(self, msg, stamp_s, now_s):
+        """Decode S16LE to mono, sense the chunk, feed speech to ASR."""
+        mono = decode_audio(msg.encoding, msg.channels, msg.sample_rate, bytes(msg.data))
+        sensed = self.sensing.step(mono, msg.sample_rate, stamp_s, now_s)
         if self.recognizer is not None:
-            utterance = self.recognizer.feed(mono, msg.sample_rate, prob > 0.5)
+            utterance = self.recognizer.feed(mono, msg.sample_rate,
+                                             self.sensing.voice_prob > 0.5)
             if utterance is not None:
                 self._asr_pool.submit(self._transcribe, utterance)
-        return feature, trust, quality
+        return sensed
 
     def _transcribe(self, utterance) -> None:
         text = self.recognizer.transcribe(utterance)
@@ -485,30 +431,18 @@ class ImuNode(SensorNode):
 
     def __init__(self, **kwargs):
         super().__init__('imu', **kwargs)
-        from sage_sensors.imu import BiasDrift, Orientation
-        self.bias = BiasDrift(max_drift=self.p['max_bias_drift'])
-        self.orientation = Orientation() if self.p['orientation'] else None
         self._cov = ([0.0] * 9, [0.0] * 9)    # REP-145: zeros = unknown until calibrated
         self._period, self._next = 1.0 / self.p['rate_hz'], time.monotonic()
         self.start()
 
-    def make_extractor(self):
-        """Windowed IMU statistics with the configured saturation limits."""
-        from sage_sensors.imu import G
-        return ImuFeatures(accel_range=self.p['accel_range_g'] * G,
-                           gyro_range=math.radians(self.p['gyro_range_dps']))
+    def make_sensing(self):
+        """IMU sensing with the configured ranges, drift limit and feature rate."""
+        return ImuSensing(config_from(self.p, ImuConfig))
 
-    def extract(self, msg, now_s):
-        """Encode one IMU sample; add bias-drift trust and (optionally) orientation."""
+    def sense(self, msg, stamp_s, now_s):
+        """Sense one sample (None while the feature rate cap holds it back)."""
         a, g = msg.linear_acceleration, msg.angular_velocity
-        accel, gyro = [a.x, a.y, a.z], [g.x, g.y, g.z]
-        feature, trust, quality = self.extractor.encode(accel, gyro, now_s)
-        trust *= self.bias.update(np.array(accel), np.array(gyro))
-        quality['bias_drift_rad_s'] = self.bias.drift
-        if self.orientation is not None:
-            q = self.orientation.update(accel, gyro, now_s)
-            feature = np.concatenate([feature, q]).astype(np.float32)
-        return feature, trust, quality
+        return self.sensing.step([a.x, a.y, a.z], [g.x, g.y, g.z], stamp_s, now_s)
 
     def open_device(self):
         """Open and configure the IMU; calibrate the gyro bias at rest."""

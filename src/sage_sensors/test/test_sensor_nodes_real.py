@@ -23,8 +23,11 @@ def params(**kw):
     return [Parameter(k, value=v) for k, v in kw.items()]
 
 
-def feed(g, pub, msgs, got, n_more, timeout=10.0):
-    """Publish ``msgs`` in a cycle until ``n_more`` new messages arrive in ``got``."""
+def feed(g, pub, msgs, got, n_more, timeout=60.0):
+    """Publish ``msgs`` in a cycle until ``n_more`` new messages arrive in ``got``.
+
+    The publisher polls at ~50 Hz, so 300 messages take 6 s idle and longer on a
+    loaded 2-core CI machine: the timeout only bounds a node that stopped."""
     start, i = len(got), [0]
 
     def step():

@@ -76,7 +76,7 @@ def test_live_channels_reach_a_websocket_client_and_mcap_is_written(tmp_path):
             t for v in layout['configById'].values() for t in v.get('topics', {})}
         assert used - {None} <= set(channels), 'the layout names a channel SAGE lacks'
         assert _panels(layout['layout']) == set(layout['configById'])
-        g.executor.remove_node(node)
+        g.remove(node)
         node.destroy_node()                                  # finishes the MCAP file
     blob = mcap.read_bytes()
     assert blob.startswith(b'\x89MCAP')
