@@ -79,9 +79,12 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
     NodeSpec('memory', 'sage_memory', 'memory_node', 'sage_memory.memory_node:MemoryNode',
              'features -> sage/salience (SNARC), sage/features/memory (sidecar), '
              'experience store', nice=BACKGROUND),
+    NodeSpec('safety', 'sage_safety', 'safety_node', 'sage_safety.safety_node:SafetyNode',
+             'sage/cmd_vel_raw, sage/estop -> cmd_vel (limits, slew, e-stop, watchdog)'),
     NodeSpec('coherence', 'sage_coherence', 'coherence_node',
              'sage_coherence.coherence_node:CoherenceNode',
-             'features -> sage/action, cmd_vel, sage/coherence (HRM fusion)'),
+             'lifecycle: features -> sage/action, sage/cmd_vel_raw, sage/coherence (HRM '
+             'fusion)', lifecycle=True),
     NodeSpec('markers', 'sage_viz', 'markers_node', 'sage_viz.markers_node:MarkersNode',
              'sage/coherence, sage/salience, the world -> sage/markers (RViz)', nice=BACKGROUND),
     NodeSpec('groot', 'sage_interop', 'groot_node', 'sage_interop.groot_node:GrootNode',

@@ -2,9 +2,14 @@
 
 A thin adapter: features go into a FeatureBuffer, a timer runs the coherence
 runtime (sage_coherence.runtime) once per cycle within a time budget, and
-the decision goes out as sage/action, cmd_vel (limited, watchdog-zeroed) and
-sage/coherence. New checkpoints announced on sage/checkpoint are loaded and
-checked off the executor thread, then swapped in between cycles.
+the decision goes out as sage/action, sage/cmd_vel_raw (the proposal the safety
+node limits into cmd_vel; zero while the inputs are stale) and sage/coherence.
+New checkpoints announced on sage/checkpoint are loaded and checked off the
+executor thread, then swapped in between cycles.
+
+A lifecycle node: configure loads and checks the model (a missing or broken one
+fails the transition with what to do), activate starts the subscriptions and
+cycles, deactivate proposes zero and stops them.
 """
 
 from __future__ import annotations
@@ -13,14 +18,12 @@ import threading
 import time
 
 from geometry_msgs.msg import TwistStamped
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sage_msgs.msg import Action, Checkpoint, Coherence, Feature
-from std_msgs.msg import Bool
 import torch
 
 from sage_common.features import FeatureBuffer, FeatureRejected
 from sage_coherence.runtime import BACKENDS, load_runtime, RuntimeRefused
-from sage_safety.limits import CommandLimiter, Limits
 from sage_common.paths import resolve_path
 from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
                              declare_parameters, qos_from_name, stamp)
@@ -42,28 +45,23 @@ PARAMS = [
           'modality prefixes whose features stay valid for sticky_drop_after_s (plans, goals)'),
     Param('sticky_drop_after_s', 120.0, 'lifetime of sticky modalities', low=1.0,
           high=86400.0),
-    Param('watchdog_s', 0.5, 'zero cmd_vel when no feature arrived for this long', low=0.05,
-          high=10.0),
+    Param('watchdog_s', 0.5, 'propose zero when the newest feature is older than this (by '
+          'its stamp)', low=0.05, high=10.0),
     Param('model_dir', 'models', 'checkpoint root holding coherence/latest (relative: under '
           '$SAGE_HOME)'),
-    Param('backend', 'torch', 'inference backend (falls back in this order when unavailable)',
+    Param('backend', 'onnxruntime', 'inference backend (falls back in this order when unavailable)',
           choices=BACKENDS),
     Param('device', 'cpu', 'torch device', choices=('cpu', 'cuda')),
     Param('threads', 1, 'CPU threads of the torch model: a batch-1 step gains nothing from '
           'more, and idle OpenMP threads spin on the cores the other nodes need', low=1,
           high=256),
-    Param('max_linear', 0.5, 'cmd_vel linear limit, m/s', low=0.0, high=10.0),
-    Param('max_angular', 1.5, 'cmd_vel angular limit, rad/s', low=0.0, high=20.0),
-    Param('max_linear_accel', 2.0, 'linear acceleration limit, m/s^2', low=0.01, high=100.0),
-    Param('max_angular_accel', 8.0, 'angular acceleration limit, rad/s^2', low=0.01,
-          high=100.0),
     Param('frame_id', 'base_link', 'frame of cmd_vel'),
     Param('qos_features', 'SENSOR_DATA', 'QoS of feature subscriptions', choices=QOS_CHOICES),
 ]
 
 
-class CoherenceNode(Node):
-    """Subscribe to features, run the coherence model per cycle, publish actions."""
+class CoherenceNode(LifecycleNode):
+    """Subscribe to features, run the coherence model per cycle, propose actions."""
 
     def __init__(self, **kwargs):
         super().__init__(kwargs.pop('node_name', 'coherence'), **kwargs)
@@ -72,43 +70,83 @@ class CoherenceNode(Node):
         if trigger and trigger not in self.p['modalities']:
             raise ParameterError(f'coherence: trigger_modality {trigger!r} is not one of the '
                                  f'modalities {self.p["modalities"]}; use one of them or ""')
-        self.diag = Diagnostics(self)
+        self.runtime = self.diag = None
+        self._io = []
+        self.stale_reason = ''
+
+    # ----------------------------------------------------------- lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
         self.model_dir = resolve_path(self.p['model_dir'])
         torch.set_num_threads(self.p['threads'])
         try:
             self.runtime = load_runtime(self.model_dir, self.p['modalities'],
                                         self.p['backend'], self.p['device'])
         except RuntimeRefused as exc:
-            raise ParameterError(f'coherence: cannot load a model from {self.model_dir}: {exc}. '
-                                 f'Install the shipped one with `sage init`, or train one with '
-                                 f'`sage train coherence`.') from exc
-        modalities = self.runtime.modalities
+            self.get_logger().error(
+                f'cannot load a model from {self.model_dir}: {exc}. Install the shipped one '
+                f'with `sage init`, or train one with `sage train coherence`.')
+            return TransitionCallbackReturn.FAILURE
         self.buffer = FeatureBuffer(self.runtime.dims, self.p['stale_after_s'],
                                     self.p['drop_after_s'])
-        for m in modalities:
+        for m in self.runtime.modalities:
             if any(m.startswith(s) for s in self.p['sticky_modalities']):
                 drop = self.p['sticky_drop_after_s']
                 self.buffer.set_lifetime(m, 0.25 * drop, drop)
-        self.limiter = CommandLimiter(Limits(self.p['max_linear'], self.p['max_angular'],
-                                             self.p['max_linear_accel'],
-                                             self.p['max_angular_accel']))
-        qos = qos_from_name(self.p['qos_features'])
-        for m in modalities:
-            self.create_subscription(Feature, f'sage/features/{m}', self._on_feature, qos)
-        self.create_subscription(Bool, 'sage/estop', self._on_estop, 10)
-        self.create_subscription(Checkpoint, 'sage/checkpoint', self._on_checkpoint,
-                                 qos_from_name('LATCHED'))
-        self.pub_action = self.create_publisher(Action, 'sage/action', 10)
-        self.pub_cmd = self.create_publisher(TwistStamped, 'cmd_vel', 10)
-        self.pub_coh = self.create_publisher(Coherence, 'sage/coherence', 10)
+        self.pub_action = self.create_lifecycle_publisher(Action, 'sage/action', 10)
+        self.pub_cmd = self.create_lifecycle_publisher(TwistStamped, 'sage/cmd_vel_raw', 10)
+        self.pub_coh = self.create_lifecycle_publisher(Coherence, 'sage/coherence', 10)
+        self.diag = Diagnostics(self)
         self._warn = Throttle(5.0)
         self._cycles, self._lat_ms, self._t0 = 0, [], time.monotonic()
         self._pending = None      # a runtime loaded off-thread, swapped in by the next cycle
         self._last_cycle = 0.0
-        self.create_timer(1.0 / self.p['rate_hz'], self._on_timer)
-        self.diag.set('OK', f'model {self.runtime.version}, backend {self.runtime.backend}',
-                      backend=self.runtime.backend, modalities=','.join(modalities))
+        self.diag.set('OK', f'configured: model {self.runtime.version}, backend '
+                      f'{self.runtime.backend}', backend=self.runtime.backend,
+                      modalities=','.join(self.runtime.modalities))
+        return TransitionCallbackReturn.SUCCESS
 
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        qos = qos_from_name(self.p['qos_features'])
+        self._io = [self.create_subscription(Feature, f'sage/features/{m}', self._on_feature,
+                                             qos) for m in self.runtime.modalities]
+        self._io.append(self.create_subscription(Checkpoint, 'sage/checkpoint',
+                                                 self._on_checkpoint,
+                                                 qos_from_name('LATCHED')))
+        self._io.append(self.create_timer(1.0 / self.p['rate_hz'], self._on_timer))
+        self._t0 = time.monotonic()
+        self.diag.set('OK', f'running model {self.runtime.version}')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_io()
+        cmd = TwistStamped()            # the safety node would zero it anyway; say so at once
+        cmd.header.stamp = stamp(self)
+        cmd.header.frame_id = self.p['frame_id']
+        self.pub_cmd.publish(cmd)
+        self.diag.set('WARN', 'inactive: proposing no motion')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._stop_io()
+        for pub in (self.pub_action, self.pub_cmd, self.pub_coh):
+            self.destroy_lifecycle_publisher(pub)
+        self.diag.destroy()
+        self.runtime = self.diag = self._pending = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop_io()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_io(self) -> None:
+        for entity in self._io:
+            if hasattr(entity, 'cancel'):
+                self.destroy_timer(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._io = []
+
+    # ----------------------------------------------------------- cycles
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
@@ -128,9 +166,6 @@ class CoherenceNode(Node):
                 time.monotonic() - self._last_cycle < 2.0 / self.p['rate_hz']:
             return                 # the trigger modality drives the cycles
         self._cycle()
-
-    def _on_estop(self, msg: Bool) -> None:
-        self.limiter.estop = bool(msg.data)
 
     def _on_checkpoint(self, msg: Checkpoint) -> None:
         if msg.model == 'coherence':
@@ -160,7 +195,8 @@ class CoherenceNode(Node):
         # freshness by the sensors' stamps, not arrival: a late burst of old data is still stale
         newest = self.buffer.newest_stamp()
         fresh = newest is not None and now - newest < self.p['watchdog_s']
-        v, w = self.limiter.update(decision.continuous[0], decision.continuous[1], now, fresh)
+        self.stale_reason = '' if fresh else 'stale inputs'
+        v, w = decision.continuous if fresh else (0.0, 0.0)
         header_stamp = stamp(self)
         self._publish(decision, v, w, header_stamp, trust, age)
         self._cycles += 1
@@ -191,8 +227,8 @@ class CoherenceNode(Node):
     def _report(self) -> None:
         lat = sorted(self._lat_ms)
         rate = self._cycles / max(1e-6, time.monotonic() - self._t0)
-        level = 'WARN' if self.limiter.zeroed_reason else 'OK'
-        message = (f'cmd_vel zeroed: {self.limiter.zeroed_reason}' if level == 'WARN'
+        level = 'WARN' if self.stale_reason else 'OK'
+        message = (f'proposing zero: {self.stale_reason}' if level == 'WARN'
                    else f'running model {self.runtime.version}')
         self.diag.set(level, message, rate_hz=rate, latency_p50_ms=lat[len(lat) // 2],
                       latency_max_ms=lat[-1], rejected_features=self.buffer.rejected)

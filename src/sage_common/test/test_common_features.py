@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 from sage_common.features import FeatureBuffer, FeatureRejected
-from sage_safety.limits import CommandLimiter, Limits
 
 
 def test_buffer_rejects_bad_features_and_counts_them():
@@ -33,16 +32,3 @@ def test_older_stamp_does_not_replace_newer():
     buf.put('imu', [2.0], 1.0, 5.0)
     buf.put('imu', [1.0], 1.0, 4.0)
     assert buf.latest['imu'].vector[0] == 2.0
-
-
-def test_limiter_clamps_slews_and_zeroes():
-    lim = CommandLimiter(Limits(max_linear=0.5, max_angular=1.0, max_linear_accel=1.0,
-                                max_angular_accel=10.0))
-    assert lim.update(3.0, -5.0, 0.0, True) == (0.5, -1.0)
-    assert lim.update(-0.5, 0.0, 0.1, True)[0] == pytest.approx(0.4)  # slew 1 m/s^2
-    assert lim.update(0.3, 0.2, 0.2, False) == (0.0, 0.0)
-    assert lim.zeroed_reason == 'stale inputs'
-    lim.estop = True
-    assert lim.update(0.3, 0.2, 0.3, True) == (0.0, 0.0) and lim.zeroed_reason == 'e-stop'
-    lim.estop = False
-    assert lim.update(math.nan, 0.0, 0.4, True) == (0.0, 0.0)

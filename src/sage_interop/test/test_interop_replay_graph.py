@@ -15,80 +15,17 @@ import os
 import subprocess
 import time
 
-import cv2
 import numpy as np
 import pytest
 import yaml
 from geometry_msgs.msg import TwistStamped
-from rclpy.serialization import serialize_message
-from sage_ros.image_conv import numpy_to_image
 from sage_testing.graph import Graph
-from sage_msgs.msg import Action, AudioChunk, Coherence, Feature, Salience
-from sage_testing import realdata
+from sage_msgs.msg import Action, Coherence, Feature, Salience
+from sage_testing.realbag import CAMERA_HZ, CHUNK, SECONDS, T0, build_bag, ns, real_data
 from sage_sensors.features import AudioFeatures, VisionFeatures
-from sage_interop.bag import Recorder
-from sensor_msgs.msg import Imu
-from std_msgs.msg import String
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
-T0, SECONDS, CAMERA_HZ, CHUNK = 1000.0, 4.0, 10.0, 1600      # bag time; 100 ms audio chunks
 MODALITIES = ['vision', 'audio', 'imu', 'cognition_main']
-
-
-def ns(t: float) -> int:
-    return int(round(t * 1e9))
-
-
-def stamped(msg, t: float, frame: str):
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns(t), 1_000_000_000)
-    msg.header.frame_id = frame
-    return msg
-
-
-def real_data():
-    """Return (frames, audio chunks, IMU recording) from the real recordings."""
-    cap = cv2.VideoCapture(realdata.video_path())
-    frames = []
-    while len(frames) < int(SECONDS * CAMERA_HZ):
-        ok, bgr = cap.read()
-        assert ok, 'vtest.avi ended early'
-        frames.append(cv2.cvtColor(cv2.resize(bgr, (160, 120), interpolation=cv2.INTER_AREA),
-                                   cv2.COLOR_BGR2RGB))
-    cap.release()
-    speech = np.fromfile(realdata.speech_raw_path(), '<i2')           # 16 kHz mono
-    speech = np.resize(speech, int(SECONDS * 16000))                   # loop it to fill
-    chunks = speech.reshape(-1, CHUNK)
-    imu = realdata.imu_recordings()['walking_xsens_lowerLeg']
-    return frames, chunks, imu
-
-
-def build_bag(path, frames, chunks, imu):
-    out = []                                   # (time, topic, msgtype, message)
-    out.append((T0, '/sage/instruction', 'std_msgs/msg/String',
-                String(data=realdata.SPEECH_TEXT)))
-    for i, frame in enumerate(frames):
-        t = T0 + i / CAMERA_HZ
-        out.append((t, '/camera/image_raw', 'sensor_msgs/msg/Image',
-                    stamped(numpy_to_image(frame, 'rgb8'), t, 'camera_optical_frame')))
-    for i, chunk in enumerate(chunks):
-        t = T0 + i * CHUNK / 16000
-        out.append((t, '/audio/chunk', 'sage_msgs/msg/AudioChunk', stamped(AudioChunk(
-            encoding='S16LE', sample_rate=16000, channels=1, data=chunk.tobytes()), t,
-            'microphone_link')))
-    for k in range(int(SECONDS * imu.rate_hz)):
-        t = T0 + k / imu.rate_hz
-        msg = stamped(Imu(), t, 'imu_link')
-        msg.orientation_covariance[0] = -1.0                     # REP-145: no orientation
-        a, g = imu.accel[k], imu.gyro[k]
-        msg.linear_acceleration.x, msg.linear_acceleration.y, msg.linear_acceleration.z = a
-        msg.angular_velocity.x, msg.angular_velocity.y, msg.angular_velocity.z = g
-        out.append((t, '/imu/data_raw', 'sensor_msgs/msg/Imu', msg))
-    rec = Recorder(str(path), 'mcap')
-    for t, topic, msgtype, msg in sorted(out, key=lambda m: m[0]):
-        rec.add_topic(topic, msgtype)
-        rec.write(topic, serialize_message(msg), ns(t))
-    rec.close()
-    return rec.counts
 
 
 def by_stamp(features):
@@ -179,7 +116,7 @@ def test_real_recordings_replayed_through_the_whole_graph(tmp_path):
     # stamps follow the bag's clock (use_sim_time), not the wall clock
     last = coherence[-1].header.stamp.sec
     assert T0 <= last <= T0 + SECONDS + 5
-    limits = params['coherence']['ros__parameters']
+    limits = params['safety']['ros__parameters']
     assert actions and all(a.source == 'coherence' and a.discrete_name for a in actions)
     assert cmd_vel and all(abs(c.twist.linear.x) <= limits['max_linear'] + 1e-6 and
                            abs(c.twist.angular.z) <= limits['max_angular'] + 1e-6
