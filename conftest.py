@@ -3,7 +3,10 @@ the workspace, and the two tiers (``make test-fast``: ROS-free, ``make test``: a
 
 import os
 import random
+import re
 import sys
+
+import pytest
 
 # Set before any test imports rclpy. Tests isolate themselves on a run-unique domain
 # (never the user's own, where a `make run` may be running): CI passes one in.
@@ -21,3 +24,21 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 # Test support (real rclpy graphs, real data fetchers) lives beside the tests, not in a
 # production package.
 sys.path.insert(0, os.path.join(_root, 'tests'))
+
+
+# Tier marks. ``ros``: the test module starts ROS (rclpy, a node, a graph, the `sage`
+# command in a process); ``make test-fast`` runs the others, minus those marked ``slow``.
+_ROS = re.compile(r'\brclpy\b|sage_testing\.graph|sage_testing\.parity|_nodes? import|'
+                  r"\[\s*'sage'|ament_index_python")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test of a module that touches ROS with ``ros``."""
+    seen: dict = {}
+    for item in items:
+        path = str(item.fspath)
+        if path not in seen:
+            with open(path, encoding='utf-8') as f:
+                seen[path] = bool(_ROS.search(f.read()))
+        if seen[path]:
+            item.add_marker(pytest.mark.ros)

@@ -1,12 +1,12 @@
 # Source this (after scripts/setup.sh) to use the SAGE workspace:  source scripts/env.sh
-# Keeps ROS on this machine: Fast DDS discovery on localhost only, a per-shell
-# domain id, logs inside the workspace.
+# Keeps ROS on this machine (Fast DDS discovery on localhost only) and logs inside the
+# workspace. ROS_DOMAIN_ID stays yours (ROS's default 0 when unset), so `sage status`,
+# ros2 and rviz2 in a second terminal see the graph; tests and benchmarks pick their own.
 _sage_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export SAGE_ROOT="$_sage_root"
 # shellcheck disable=SC1091
 source "$_sage_root/.venv/bin/activate"
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
-export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 1 ))}"
 export ROS_HOME="${ROS_HOME:-$_sage_root/.ros}"
 export ROS_LOG_DIR="${ROS_LOG_DIR:-$ROS_HOME/log}"
 export SAGE_DATA_DIR="${SAGE_DATA_DIR:-$_sage_root/.cache/data}"

@@ -21,7 +21,7 @@ class InstructionSensing:
         self._cache: dict = {}
 
     def clean(self, text: str) -> str:
-        """The text the robot acts on ('' when nothing printable is left)."""
+        """Return the text the robot acts on ('' when nothing printable is left)."""
         return sanitize(text, self.max_chars)
 
     def step(self, text: str, stamp_s: float) -> Sensed:

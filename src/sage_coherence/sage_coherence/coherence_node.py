@@ -49,7 +49,8 @@ PARAMS = [
           'its stamp)', low=0.05, high=10.0),
     Param('model_dir', 'models', 'checkpoint root holding coherence/latest (relative: under '
           '$SAGE_HOME)'),
-    Param('backend', 'onnxruntime', 'inference backend (falls back in this order when unavailable)',
+    Param('backend', 'onnxruntime', 'inference backend (tensorrt falls back to onnxruntime, '
+          'that to torch, when unavailable)',
           choices=BACKENDS),
     Param('device', 'cpu', 'torch device', choices=('cpu', 'cuda')),
     Param('threads', 1, 'CPU threads of the torch model: a batch-1 step gains nothing from '

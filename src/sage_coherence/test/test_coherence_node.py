@@ -72,8 +72,8 @@ def test_proposes_zero_on_stale_inputs_and_when_deactivated(tmp_path):
             time.sleep(0.02)
         moving = [c for c in cmds if c.twist.linear.x or c.twist.angular.z]
         assert moving, 'fresh features should propose motion'
-        assert {(c.twist.linear.x, c.twist.angular.z) for c in moving} <= {(2.0, 0.0),
-                                                                            (0.0, 3.0)}
+        proposed = {(c.twist.linear.x, c.twist.angular.z) for c in moving}
+        assert proposed <= {(2.0, 0.0), (0.0, 3.0)}     # unlimited: the safety node limits
         assert coh and list(coh[-1].modalities) == ['vision', 'imu']
         assert all(0 <= t <= 1 for t in coh[-1].trust_used) and coh[-1].act_steps >= 1
 

@@ -113,8 +113,8 @@ class FeatureBuffer:
         if item is None:
             return 0.0
         return item.trust * staleness_factor(self.age_s(modality, now_s),
-                                              self.stale_after[modality],
-                                              self.drop_after[modality])
+                                             self.stale_after[modality],
+                                             self.drop_after[modality])
 
     def snapshot(self, now_s: float):
         """Return (vectors, trust, age) arrays in ``dims`` order; missing ones are zero."""

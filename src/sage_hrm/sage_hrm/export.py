@@ -56,9 +56,12 @@ def initial_state(model: HRM, batch: int, device=None) -> tuple:
 
 def export_graph(module: nn.Module, args: tuple, inputs: list[str], outputs: list[str],
                  path: str) -> str:
-    """The one ONNX export: opset 18, every input and output batch-dynamic, written
-    atomically (a reader never sees half a file). Used for the HRM segment here and the
-    coherence model's (sage_coherence.runtime)."""
+    """Export ``module`` to ONNX: the one exporter of SAGE.
+
+    Opset 18, every input and output batch-dynamic, written atomically (a reader never
+    sees half a file). Used for the HRM segment here and the coherence model's
+    (sage_coherence.runtime).
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + '.tmp'
     with torch.no_grad():

@@ -3,9 +3,12 @@
 import json
 import os
 
+import pytest
+
 from sage_hrm import cli
 
 
+@pytest.mark.slow
 def test_learns_4x4_sudoku_to_95_percent(tmp_path):
     out = os.path.join(tmp_path, 'run')
     argv = ['--out', out, '--task', 'sudoku4', '--n-train', '1000', '--n-test', '200',

@@ -4,8 +4,9 @@ The coherence node proposes ``sage/cmd_vel_raw``; this node clamps it to the bas
 velocity limits, limits its acceleration, holds zero while ``sage/estop`` is true, and
 zeroes the command when proposals stop arriving for ``watchdog_s`` (the decision
 process hung, crashed or was killed). The watchdog is a node of its own on the steady
-clock, so neither a stuck model nor a paused simulation clock can silence it. A command goes out as soon as a proposal arrives (no added latency); the
-watchdog timer publishes zero at ``rate_hz`` while the input is stale.
+clock, so neither a stuck model nor a paused simulation clock can silence it. A command
+goes out as soon as a proposal arrives (no added latency); the watchdog timer publishes
+zero at ``rate_hz`` while the input is stale.
 """
 
 from __future__ import annotations

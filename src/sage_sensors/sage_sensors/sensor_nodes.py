@@ -20,7 +20,6 @@ orientation) appends to them, so trained models keep working.
 from __future__ import annotations
 
 import copy
-import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,7 @@ from sage_sensors.sensing import (CameraConfig, CameraSensing, ImuConfig, ImuSen
 
 
 def config_from(params: dict, config_type):
-    """The sensing step's config from the node's parameters of the same names."""
+    """Build the sensing step's config from the node's parameters of the same names."""
     import dataclasses
     return config_type(**{f.name: params[f.name] for f in dataclasses.fields(config_type)})
 

@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 from sage_common.checkpoints import CheckpointStore
 from sage_coherence.model import CoherenceModel
@@ -14,6 +15,7 @@ from sage_sleep.learn import default_config, record_day
 from sage_sleep.targets import encoder_base, EncoderTarget, regression_frames
 
 
+@pytest.mark.slow
 def test_encoder_sleeps_on_stored_frames_and_the_camera_reloads_it(tmp_path):
     cfg = default_config()
     store = ExperienceStore(str(tmp_path / 'exp.db'), cfg.modalities)

@@ -14,6 +14,8 @@ from sage_memory.store import ExperienceStore
 from sage_sleep.consolidate import run_target
 from sage_sleep.targets import build_targets, lora_base, LoraTarget
 
+pytestmark = pytest.mark.slow     # LoRA nights on SmolLM2: a minute
+
 COLOURS = ('red', 'blue', 'green', 'yellow', 'purple', 'orange', 'white', 'black', 'pink',
            'grey', 'brown', 'silver')
 
