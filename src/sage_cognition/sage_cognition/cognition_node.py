@@ -39,9 +39,8 @@ import threading
 import time
 
 import numpy as np
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action import CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.node import Node
 from rclpy.task import Future
 from sage_msgs.action import Think
 from sage_msgs.msg import Checkpoint, Coherence, Feature, Salience
@@ -54,6 +53,7 @@ from sage_cognition.instruction import InstructionSensing
 from sage_cognition.text import sanitize
 from sage_cognition.thought import build_messages, coherence_summary, thought_trust, why
 from sage_common.paths import resolve_path
+from sage_ros.guard import GuardedNode, guarded_action_server
 from sage_ros.common import (Diagnostics, Param, declare_parameters, make_feature, qos_from_name,
                              stamp)
 
@@ -93,7 +93,7 @@ PARAMS = [
 ]
 
 
-class CognitionNode(Node):
+class CognitionNode(GuardedNode):
     """See the module doc."""
 
     needs_threads = True     # Think goals stream feedback beside the other callbacks
@@ -125,10 +125,11 @@ class CognitionNode(Node):
             if hasattr(self.backend, 'load_adapter'):      # the embedded model takes LoRA
                 self.create_subscription(Checkpoint, 'sage/checkpoint', self._on_checkpoint,
                                          qos_from_name('LATCHED'))
-            ActionServer(self, Think, f'sage/cognition/{name}/think', self._think_action,
-                         goal_callback=lambda _: GoalResponse.ACCEPT,
-                         cancel_callback=lambda _: CancelResponse.ACCEPT,
-                         callback_group=ReentrantCallbackGroup())
+            guarded_action_server(self, Think, f'sage/cognition/{name}/think',
+                                  self._think_action,
+                                  goal_callback=lambda _: GoalResponse.ACCEPT,
+                                  cancel_callback=lambda _: CancelResponse.ACCEPT,
+                                  callback_group=ReentrantCallbackGroup())
         self.current: Feature | None = None
         self.previous: np.ndarray | None = None
         self.peer_vectors: dict[str, np.ndarray] = {}

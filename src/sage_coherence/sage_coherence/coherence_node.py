@@ -18,13 +18,14 @@ import threading
 import time
 
 from geometry_msgs.msg import TwistStamped
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.lifecycle import TransitionCallbackReturn
 from sage_msgs.msg import Action, Checkpoint, Coherence, Feature
 import torch
 
 from sage_common.features import FeatureBuffer, FeatureRejected
 from sage_coherence.runtime import BACKENDS, load_runtime, RuntimeRefused
 from sage_common.paths import resolve_path
+from sage_ros.guard import GuardedLifecycleNode
 from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
                              declare_parameters, qos_from_name, stamp)
 
@@ -61,7 +62,7 @@ PARAMS = [
 ]
 
 
-class CoherenceNode(LifecycleNode):
+class CoherenceNode(GuardedLifecycleNode):
     """Subscribe to features, run the coherence model per cycle, propose actions."""
 
     def __init__(self, **kwargs):

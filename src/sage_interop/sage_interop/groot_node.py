@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 from builtin_interfaces.msg import Duration
-from rclpy.node import Node
+from sage_ros.guard import GuardedNode
 from sage_ros.image_conv import image_to_rgb
 from sage_ros.common import (Diagnostics, Param, declare_parameters, make_feature,
                              qos_from_name, run_node, stamp)
@@ -52,7 +52,7 @@ PARAMS = [
 ]
 
 
-class GrootNode(Node):
+class GrootNode(GuardedNode):
     """See the module doc."""
 
     def __init__(self, **kwargs):

@@ -111,7 +111,9 @@ class Memory:
         self.snarc.learn(reward)
 
     def set_episode(self, episode: int) -> None:
-        """The world's episode number (steps are stored under it)."""
+        """The world's episode number (steps are stored under it); ValueError if out of range."""
+        if not 0 <= int(episode) < 2**31:
+            raise ValueError(f'episode {episode} is out of range (0 to 2^31 - 1)')
         self.episode = int(episode)
 
     def offer_frame(self, frame: Callable[[], np.ndarray]) -> None:

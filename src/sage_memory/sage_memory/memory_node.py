@@ -12,9 +12,9 @@ import json
 import os
 import time
 
-from rclpy.node import Node
 from sage_common.features import FeatureRejected
 from sage_common.paths import resolve_path
+from sage_ros.guard import GuardedNode
 from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
                              declare_parameters, make_feature, qos_from_name, run_node, stamp)
 from sage_ros.image_conv import image_to_rgb
@@ -58,7 +58,7 @@ PARAMS = [
 ]
 
 
-class MemoryNode(Node):
+class MemoryNode(GuardedNode):
     """See the module doc."""
 
     def __init__(self, **kwargs):

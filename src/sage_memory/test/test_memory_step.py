@@ -45,6 +45,10 @@ def test_bad_inputs_are_refused_with_reasons_and_the_state_is_kept(tmp_path):
         mem.put_feature('imu', [np.nan] * 4, 0.9, 0.0)
     with pytest.raises(ValueError, match='finite'):
         mem.add_reward(float('inf'))
+    with pytest.raises(FeatureRejected, match='beyond'):      # finite but absurd
+        mem.put_feature('imu', [1e30, 0, 0, 0], 0.9, 0.0)
+    with pytest.raises(ValueError, match='out of range'):
+        mem.set_episode(10**30)                            # fits JSON, not the store
     with pytest.raises(ValueError, match='finite vector'):
         mem.recall([np.nan])
     assert mem.step(0.0, 0.0).stored

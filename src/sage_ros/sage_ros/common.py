@@ -9,6 +9,7 @@ stamps from the node clock, and a standard ``main`` for nodes.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -162,6 +163,10 @@ LEVELS = {'OK': DiagnosticStatus.OK, 'WARN': DiagnosticStatus.WARN,
           'ERROR': DiagnosticStatus.ERROR, 'STALE': DiagnosticStatus.STALE}
 
 
+# A callback error keeps the node's diagnostics at WARN for this long.
+GUARD_WARN_S = 10.0
+
+
 class Diagnostics:
     """Publish one DiagnosticStatus for a node on ``diagnostics`` at a fixed period.
 
@@ -187,10 +192,17 @@ class Diagnostics:
         self.values.update(values)
 
     def publish(self) -> None:
-        """Publish the current status now."""
-        status = DiagnosticStatus(level=LEVELS[self.level], name=self.name,
-                                  message=self.message, hardware_id=self.hardware_id)
-        status.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in self.values.items()]
+        """Publish the current status now, with the node's callback errors (sage_ros.guard)."""
+        level, message, values = self.level, self.message, dict(self.values)
+        guard = vars(self._node).get('_sage_guard')
+        if guard is not None and guard.total:
+            values.update(callback_errors=guard.total, last_callback_error=guard.last_error)
+            recent = time.monotonic() - guard.last_error_at < GUARD_WARN_S
+            if recent and LEVELS[level] < LEVELS['WARN']:
+                level, message = 'WARN', f'{message}; callback error: {guard.last_error}'
+        status = DiagnosticStatus(level=LEVELS[level], name=self.name, message=message,
+                                  hardware_id=self.hardware_id)
+        status.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()]
         msg = DiagnosticArray()
         msg.header.stamp = stamp(self._node)
         msg.status = [status]

@@ -16,9 +16,9 @@ import time
 
 from geometry_msgs.msg import TwistStamped
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from std_msgs.msg import Bool
 
+from sage_ros.guard import GuardedNode
 from sage_ros.common import Diagnostics, Param, Throttle, declare_parameters, stamp
 from sage_safety.limits import CommandLimiter, Limits
 
@@ -36,7 +36,7 @@ PARAMS = [
 ]
 
 
-class SafetyNode(Node):
+class SafetyNode(GuardedNode):
     """sage/cmd_vel_raw + sage/estop -> cmd_vel (limited, slewed, watchdog-zeroed)."""
 
     def __init__(self, **kwargs):

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from rclpy.node import Node
+from sage_ros.guard import GuardedNode
 from sage_ros.image_conv import ImageError, image_to_rgb, numpy_to_image
 from sage_common.paths import resolve_path
 from sage_ros.common import (Diagnostics, Param, QOS_CHOICES, Throttle, declare_parameters,
@@ -45,7 +45,7 @@ def config_from(params: dict, config_type):
     return config_type(**{f.name: params[f.name] for f in dataclasses.fields(config_type)})
 
 
-class SensorNode(Node):
+class SensorNode(GuardedNode):
     """Common adapter: topic or device in, extract, publish a Feature, count, diagnose."""
 
     modality = ''

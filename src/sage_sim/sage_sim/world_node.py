@@ -16,8 +16,8 @@ import math
 
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
+from sage_ros.guard import GuardedNode
 from sage_ros.image_conv import numpy_to_image
 from sage_ros.common import Diagnostics, Param, declare_parameters, qos_from_name
 from sage_msgs.msg import Action, AudioChunk
@@ -74,7 +74,7 @@ PARAMS = [
 ]
 
 
-class WorldNode(Node):
+class WorldNode(GuardedNode):
     """Step the world on a steady timer and publish its sensors."""
 
     def __init__(self, **kwargs):

@@ -12,18 +12,18 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action import CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.lifecycle import TransitionCallbackReturn
 from sage_common.checkpoints import CheckpointError
+from sage_ros.guard import GuardedLifecycleNode, guarded_action_server
 from sage_ros.common import (Diagnostics, Param, declare_parameters, qos_from_name,
                              stamp)
 from sage_msgs.action import Sleep
 from sage_msgs.msg import Checkpoint, Salience, SleepStatus
 from sage_sleep.consolidate import Cancelled, run_target
+from sage_sleep.targets import TARGETS
 from sage_sleep.triggers import IdleDetector, NightWindow, parse_hhmm
-
-TARGETS = ('coherence', 'vision_encoder', 'lora')
 
 
 def _hhmm(value: str):
@@ -63,7 +63,7 @@ PARAMS = [
 ]
 
 
-class SleepNode(LifecycleNode):
+class SleepNode(GuardedLifecycleNode):
     """Lifecycle node running consolidation cycles on triggers and on Sleep goals."""
 
     needs_threads = True     # a Sleep goal runs for minutes beside triggers and cancels
@@ -105,10 +105,10 @@ class SleepNode(LifecycleNode):
         self._subs.append(self.create_subscription(
             Salience, 'sage/salience', self._on_salience, qos_from_name('SENSOR_DATA')))
         self._timer = self.create_timer(1.0, self._check_triggers)
-        self._action = ActionServer(self, Sleep, 'sage/sleep', self._execute,
-                                    goal_callback=self._on_goal,
-                                    cancel_callback=lambda _: CancelResponse.ACCEPT,
-                                    callback_group=group)
+        self._action = guarded_action_server(self, Sleep, 'sage/sleep', self._execute,
+                                             goal_callback=self._on_goal,
+                                             cancel_callback=lambda _: CancelResponse.ACCEPT,
+                                             callback_group=group)
         self.diag.set('OK', 'awake, waiting for a trigger')
         return super().on_activate(state)
 

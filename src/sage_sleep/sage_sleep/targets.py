@@ -364,6 +364,10 @@ def lora_base(ckpts: CheckpointStore) -> None:
             'model that the first night\'s adapter must beat'})
 
 
+# Every model sleep can improve, by name (the sleep node's ``targets`` parameter).
+TARGETS = (CoherenceTarget.name, EncoderTarget.name, LoraTarget.name)
+
+
 def build_targets(params: dict):
     """Build the sleep node's targets and checkpoint stores from its parameters."""
     model_dir = resolve_path(params['model_dir'])
@@ -388,8 +392,7 @@ def build_targets(params: dict):
             stores[name] = ckpts
             continue
         if name != 'coherence':
-            raise ValueError(f'sleep target {name!r} is not available yet (coherence, '
-                             f'vision_encoder, lora)')
+            raise ValueError(f'unknown sleep target {name!r}; choose from {TARGETS}')
         ckpts = CheckpointStore(model_dir, 'coherence', keep=params['keep_versions'])
         current = ckpts.open()     # no base model: CheckpointError tells how to train one
         config = CoherenceConfig.from_dict(current.meta['config'])

@@ -26,8 +26,8 @@ from foxglove.messages import (ArrowPrimitive, Color, CylinderPrimitive, LinePri
                                LinePrimitiveLineType, Point3, Pose, Quaternion, RawImage,
                                SceneEntity, SceneUpdate, TextPrimitive, Timestamp, Vector3)
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
 from sage_common.paths import resolve_path
+from sage_ros.guard import GuardedNode
 from sage_ros.common import (Diagnostics, Param, declare_parameters, qos_from_name, run_node)
 
 from sage_msgs.msg import Action, Coherence, Feature, Salience
@@ -83,7 +83,7 @@ def world_scene(layout: dict, robot, stamp: Timestamp) -> SceneUpdate:
         texts=texts, arrows=arrows)])
 
 
-class FoxgloveNode(Node):
+class FoxgloveNode(GuardedNode):
     """See the module doc."""
 
     def __init__(self, **kwargs):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 
 from geometry_msgs.msg import Point, PoseStamped
-from rclpy.node import Node
+from sage_ros.guard import GuardedNode
 from sage_ros.common import (Diagnostics, Param, declare_parameters, qos_from_name,
                              run_node, stamp)
 from sage_msgs.msg import Coherence, Salience
@@ -90,7 +90,7 @@ def world_markers(layout: dict, pose: PoseStamped | None, header) -> list[Marker
     return out
 
 
-class MarkersNode(Node):
+class MarkersNode(GuardedNode):
     """See the module doc."""
 
     def __init__(self, **kwargs):
