@@ -179,43 +179,82 @@ def executable_path(spec: graph.NodeSpec) -> str:
                             f'Run scripts/setup.sh and source scripts/env.sh')
 
 
+# Supervision of node processes: a node that dies after it was up is restarted after a
+# back-off that doubles up to MAX_BACKOFF_S; CRASH_LOOP restarts within CRASH_WINDOW_S
+# are reported as a crash loop. A node that fails before it was ever up UP_AFTER_S, or
+# exits 2 (refused its parameters), stops the graph: a restart would not help.
+UP_AFTER_S, MAX_BACKOFF_S, CRASH_LOOP, CRASH_WINDOW_S = 10.0, 30.0, 5, 120.0
+
+
 def run_processes(specs, params_file, namespace, sim_time, source, log_level,
                   duration: float | None, respawn_delay: float | None) -> int:
-    """Start one process per node; stop all when one fails (unless respawning)."""
+    """Start one process per node and supervise them (see UP_AFTER_S and the others).
+
+    ``respawn_delay``: the first back-off in seconds; None stops the graph when a node
+    dies. A respawned lifecycle node is configured and activated again.
+    """
     cmds = {s.name: s.prefix + [executable_path(s)]
             + ros_args(s, params_file, namespace, sim_time, source)
             + ['--log-level', log_level] for s in specs}
-    procs = {name: subprocess.Popen(cmd) for name, cmd in cmds.items()}
+    lifecycle = {s.name for s in specs if s.lifecycle}
+    procs = {name: subprocess.Popen(cmds[name]) for name in cmds}
+    started = {name: time.monotonic() for name in cmds}
+    ever_up: set = set()
+    restarts: dict = {name: [] for name in cmds}
+    due: dict = {}                          # name -> when to restart it
     print(f'sage: running {len(procs)} node process(es): {", ".join(procs) or "none"}',
           flush=True)
-    for spec in specs:
-        if spec.lifecycle:
-            _autostart_remote(spec.name, namespace)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     deadline = None if duration is None else time.monotonic() + duration
     code = 0
-    while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
-        for name, proc in list(procs.items()):
-            rc = proc.poll()
-            if rc is None:
-                continue
-            if respawn_delay is not None:
-                print(f'sage: node {name} exited with {rc}; respawning in {respawn_delay} s',
-                      file=sys.stderr, flush=True)
-                time.sleep(respawn_delay)
-                procs[name] = subprocess.Popen(cmds[name])
-                continue
-            print(f'sage: node {name} exited with code {rc}; stopping the graph',
-                  file=sys.stderr, flush=True)
+    for name in lifecycle:
+        try:
+            _autostart_remote(name, namespace)
+        except RuntimeError as exc:
+            print(f'sage: {exc}; stopping the graph', file=sys.stderr, flush=True)
             code = EXIT_NODE_FAILED
             stopping.set()
+    while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+        now = time.monotonic()
+        for name, proc in list(procs.items()):
+            if name in due:
+                if now >= due[name]:
+                    del due[name]
+                    procs[name], started[name] = subprocess.Popen(cmds[name]), now
+                    if name in lifecycle:        # however it died, bring it up again
+                        threading.Thread(target=_restart_lifecycle, daemon=True,
+                                         args=(name, namespace)).start()
+                continue
+            rc = proc.poll()
+            if rc is None:
+                if now - started[name] >= UP_AFTER_S:
+                    ever_up.add(name)
+                continue
+            if respawn_delay is None or rc == EXIT_CONFIG or name not in ever_up:
+                why = ('refused its parameters' if rc == EXIT_CONFIG else
+                       'failed before it was up' if name not in ever_up else 'died')
+                print(f'sage: node {name} exited with code {rc} ({why}); stopping the graph',
+                      file=sys.stderr, flush=True)
+                code = EXIT_NODE_FAILED
+                stopping.set()
+                break
+            recent = [t for t in restarts[name] if now - t < CRASH_WINDOW_S] + [now]
+            restarts[name] = recent
+            delay = min(MAX_BACKOFF_S, respawn_delay * 2 ** (len(recent) - 1))
+            loop = (f'; crash loop: {len(recent)} restarts in {CRASH_WINDOW_S:.0f} s, see '
+                    f'its log' if len(recent) >= CRASH_LOOP else '')
+            print(f'sage: node {name} exited with code {rc}; respawning in {delay:.1f} s'
+                  f'{loop}', file=sys.stderr, flush=True)
+            due[name] = now + delay
         stopping.wait(0.2)
-    for proc in procs.values():
-        if proc.poll() is None:
+    for name, proc in procs.items():
+        if name not in due and proc.poll() is None:
             proc.send_signal(signal.SIGINT)
     for name, proc in procs.items():
+        if name in due:
+            continue
         try:
             rc = proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -230,26 +269,67 @@ def run_processes(specs, params_file, namespace, sim_time, source, log_level,
     return code
 
 
-def _autostart_remote(name: str, namespace: str, timeout: float = 20.0) -> None:
-    """Configure and activate a lifecycle node in another process via its services."""
-    import rclpy
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
-
-    rclpy.init()
-    node = rclpy.create_node('sage_lifecycle_starter')
+def _restart_lifecycle(name: str, namespace: str) -> None:
     try:
-        client = node.create_client(ChangeState, f'{namespace}/{name}/change_state')
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f'lifecycle node {name}: change_state service did not appear')
-        for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
-            future = client.call_async(ChangeState.Request(transition=Transition(id=tid)))
-            rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
-            if not future.done() or not future.result().success:
-                raise RuntimeError(f'lifecycle node {name}: transition {tid} failed')
+        _autostart_remote(name, namespace)
+        print(f'sage: lifecycle node {name} configured and activated again', flush=True)
+    except RuntimeError as exc:
+        print(f'sage: {exc}', file=sys.stderr, flush=True)
+
+
+def _autostart_remote(name: str, namespace: str, timeout: float = 60.0) -> None:
+    """Bring a lifecycle node in another process to active via its services.
+
+    Asks its state and steps it up (configure, activate) until active or ``timeout``:
+    after a respawn the dead process's services may still be discovered for a while,
+    so a call that gets no answer is retried, never waited on forever.
+    """
+    import rclpy
+    import rclpy.executors
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    context = rclpy.Context()       # its own: it may run beside another starter
+    rclpy.init(context=context, signal_handler_options=_no_signals())
+    node = rclpy.create_node('sage_lifecycle_starter', context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    base = f'{namespace}/{name}'
+    try:
+        get = node.create_client(GetState, f'{base}/get_state')
+        change = node.create_client(ChangeState, f'{base}/change_state')
+        steps = {State.PRIMARY_STATE_UNCONFIGURED: Transition.TRANSITION_CONFIGURE,
+                 State.PRIMARY_STATE_INACTIVE: Transition.TRANSITION_ACTIVATE}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not get.wait_for_service(timeout_sec=1.0):
+                continue
+            future = get.call_async(GetState.Request())
+            executor.spin_until_future_complete(future, timeout_sec=5.0)
+            if not future.done():
+                continue                      # a dead process's service: ask again
+            state = future.result().current_state.id
+            if state == State.PRIMARY_STATE_ACTIVE:
+                return
+            if state not in steps:
+                raise RuntimeError(f'lifecycle node {name}: cannot configure it from state '
+                                   f'{future.result().current_state.label!r}')
+            future = change.call_async(ChangeState.Request(
+                transition=Transition(id=steps[state])))
+            executor.spin_until_future_complete(future, timeout_sec=30.0)
+            if future.done() and not future.result().success:
+                what = 'configure' if state == State.PRIMARY_STATE_UNCONFIGURED else 'activate'
+                raise RuntimeError(f'lifecycle node {name}: {what} failed (see its log)')
+        raise RuntimeError(f'lifecycle node {name}: not active after {timeout:.0f} s')
     finally:
+        executor.shutdown()
         node.destroy_node()
-        rclpy.shutdown()
+        rclpy.try_shutdown(context=context)
+
+
+def _no_signals():
+    from rclpy.signals import SignalHandlerOptions
+    return SignalHandlerOptions.NO
 
 
 # ------------------------------------------------------------------- commands
@@ -264,7 +344,8 @@ def cmd_run(args) -> int:
             return 0
         if args.processes:
             return run_processes(specs, params_file, namespace, sim_time, args.source,
-                                 args.log_level, args.duration, args.respawn_delay)
+                                 args.log_level, args.duration,
+                                 None if args.no_respawn else args.respawn_delay)
         return run_in_process(specs, params_file, namespace, sim_time, args.source,
                               args.log_level, args.duration)
     except graph.ConfigError as exc:
@@ -563,8 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_args(run)
     run.add_argument('--processes', action='store_true',
                      help='one process per node (default: all nodes in one process)')
-    run.add_argument('--respawn-delay', type=float, default=None, metavar='S',
-                     help='with --processes: restart a node that exits after S seconds')
+    run.add_argument('--respawn-delay', type=float, default=1.0, metavar='S',
+                     help='with --processes: first back-off before restarting a node that '
+                          'died (doubles per restart up to 30 s; default 1)')
+    run.add_argument('--no-respawn', action='store_true',
+                     help='with --processes: stop the graph when a node dies instead')
     run.add_argument('--only', nargs='+', metavar='NODE', help='start only these nodes')
     run.add_argument('--duration', type=float, default=None, metavar='S',
                      help='stop after S seconds (for demos and tests)')

@@ -103,8 +103,8 @@ def _children(pid):
     return psutil.Process(pid).children()
 
 
-def test_dying_node_process_fails_the_graph(tmp_path):
-    proc = subprocess.Popen(['sage', 'run', '--processes', '--params-file',
+def test_dying_node_process_fails_the_graph_without_respawn(tmp_path):
+    proc = subprocess.Popen(['sage', 'run', '--processes', '--no-respawn', '--params-file',
                              write(tmp_path, WORLD_FAST)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(3.0)
@@ -116,10 +116,11 @@ def test_dying_node_process_fails_the_graph(tmp_path):
 
 
 def test_respawn_restarts_a_dying_node(tmp_path):
+    from sage_bringup.cli import UP_AFTER_S
     proc = subprocess.Popen(['sage', 'run', '--processes', '--respawn-delay', '0.5',
                              '--params-file', write(tmp_path, WORLD_FAST)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
+    time.sleep(UP_AFTER_S + 1.0)          # up: a death now is respawned, not a failed start
     first = _children(proc.pid)
     for child in first:
         child.kill()
@@ -129,6 +130,25 @@ def test_respawn_restarts_a_dying_node(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0 and 'respawning' in stderr
+
+
+def test_a_respawned_lifecycle_node_is_active_again(tmp_path):
+    from sage_bringup.cli import UP_AFTER_S
+    env = dict(os.environ, SAGE_HOME=str(tmp_path / 'home'))
+    assert subprocess.run(['sage', 'init'], env=env, capture_output=True).returncode == 0
+    params = write(tmp_path, 'coherence:\n  ros__parameters:\n    backend: torch\n')
+    proc = subprocess.Popen(['sage', 'run', '--processes', '--respawn-delay', '0.5',
+                             '--params-file', params], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(UP_AFTER_S + 1.0)
+    for child in _children(proc.pid):
+        child.kill()                                      # however it died
+    time.sleep(20.0)                                      # respawn, model load, autostart
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert 'respawning' in stderr, stderr
+    assert 'lifecycle node coherence configured and activated again' in stdout, stderr
+    assert proc.returncode == 0, stderr
 
 
 def test_namespace_keeps_the_params_file_in_force(tmp_path):

@@ -258,31 +258,57 @@ def make_executor(nodes: Sequence[Node], context=None):
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Run a SAGE node: init, spin (see make_executor), shut down cleanly.
+    """Run a SAGE node in its own process: init, spin (see make_executor), shut down.
 
-    Returns a process exit code: 0 on Ctrl-C / external shutdown, 1 when the
-    node failed to start (bad parameters, missing model) or crashed.
+    SIGINT and SIGTERM (a terminal's Ctrl-C, `sage run`, `ros2 launch`) end it cleanly
+    with exit 0: the handlers only set a flag, so no KeyboardInterrupt can cut a
+    node's cleanup short. Returns 2 when the node refused its parameters (a respawn
+    would not help), 1 when it failed to start or its executor failed.
     """
+    import signal
     import sys
+    import threading
     import traceback
 
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args if args is not None else sys.argv,
+               signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    node = executor = None
+    failed: list = []
     code = 0
     try:
         node = factory()
-        make_executor([node]).spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        executor = make_executor([node])
+
+        def spin():
+            try:
+                executor.spin()
+            except ExternalShutdownException:
+                pass
+            except Exception:  # the executor itself failed: report, exit non-zero
+                failed.append(traceback.format_exc())
+            stop.set()
+        thread = threading.Thread(target=spin, daemon=True)
+        thread.start()
+        while not stop.wait(0.25) and rclpy.ok():
+            pass
+        executor.shutdown(timeout_sec=2.0)
+        thread.join(timeout=5.0)
+        if failed:
+            print(failed[0], file=sys.stderr)
+            code = 1
     except ParameterError as exc:
         print(f'[ERROR] {exc}', file=sys.stderr)
-        code = 1
-    except Exception:  # a node must report why it died, then exit non-zero
+        code = 2
+    except Exception:  # a node must report why it could not start, then exit non-zero
         traceback.print_exc()
         code = 1
     finally:
         if node is not None:
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
+        rclpy.try_shutdown()
     return code
