@@ -11,10 +11,12 @@ import pytest
 # Set before any test imports rclpy. Tests isolate themselves on a run-unique domain
 # (never the user's own, where a `make run` may be running): CI passes one in.
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+_root = os.path.dirname(os.path.abspath(__file__))
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
+                      os.path.join(_root, 'config', 'fastdds.xml'))  # dead nodes leave in 3 s
 _user_domain = os.environ.get('ROS_DOMAIN_ID', '0')
 os.environ['ROS_DOMAIN_ID'] = os.environ.get('SAGE_TEST_DOMAIN_ID') or str(random.choice(
     [d for d in range(1, 101) if str(d) != _user_domain]))
-_root = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault('ROS_HOME', os.path.join(_root, '.ros'))
 os.environ.setdefault('ROS_LOG_DIR', os.path.join(os.environ['ROS_HOME'], 'log'))
 os.environ.setdefault('SAGE_DATA_DIR', os.path.join(_root, '.cache', 'data'))

@@ -15,6 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, 'bench', 'results')
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
+                      os.path.join(ROOT, 'config', 'fastdds.xml'))   # dead nodes leave in 3 s
 os.environ['ROS_DOMAIN_ID'] = os.environ.get('SAGE_BENCH_DOMAIN_ID') or str(random.choice(
     [d for d in range(1, 101) if str(d) != os.environ.get('ROS_DOMAIN_ID', '0')]))
 

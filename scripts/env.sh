@@ -7,6 +7,8 @@ export SAGE_ROOT="$_sage_root"
 # shellcheck disable=SC1091
 source "$_sage_root/.venv/bin/activate"
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
+# a node killed with -9 leaves the graph in 3 s (config/fastdds.xml), not 20
+export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_sage_root/config/fastdds.xml}"
 export ROS_HOME="${ROS_HOME:-$_sage_root/.ros}"
 export ROS_LOG_DIR="${ROS_LOG_DIR:-$ROS_HOME/log}"
 export SAGE_DATA_DIR="${SAGE_DATA_DIR:-$_sage_root/.cache/data}"

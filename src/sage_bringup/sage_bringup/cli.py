@@ -404,20 +404,24 @@ def cmd_sleep(args) -> int:
         goal = Sleep.Goal(max_duration_s=args.max_duration, targets=args.targets or [],
                           max_experiences=args.max_experiences)
         send = client.send_goal_async(goal, feedback_callback=lambda m: _bar(m.feedback))
-        rclpy.spin_until_future_complete(node, send)
-        handle = send.result()
-        if not handle.accepted:
-            print('sage: the sleep node rejected the goal (already sleeping, or unknown '
-                  'targets: see its log)', file=sys.stderr)
-            return EXIT_NODE_FAILED
-        result_future = handle.get_result_async()
         try:
-            rclpy.spin_until_future_complete(node, result_future)
+            _wait_served(node, send, client.server_is_ready, name)
+            handle = send.result()
+            if not handle.accepted:
+                print('sage: the sleep node rejected the goal (already sleeping, or unknown '
+                      'targets: see its log)', file=sys.stderr)
+                return EXIT_NODE_FAILED
+            result_future = handle.get_result_async()
+            _wait_served(node, result_future, client.server_is_ready, name)
         except KeyboardInterrupt:
-            cancel = handle.cancel_goal_async()
-            rclpy.spin_until_future_complete(node, cancel, timeout_sec=5.0)
+            if send.done() and send.result().accepted:
+                cancel = send.result().cancel_goal_async()
+                rclpy.spin_until_future_complete(node, cancel, timeout_sec=5.0)
             print('\nsage: sleep cancelled', file=sys.stderr)
             return 130
+        except ServerLost as exc:
+            print(f'\nsage: {exc}', file=sys.stderr)
+            return EXIT_NODE_FAILED
         result = result_future.result().result
         print()
         print(result.message)
@@ -429,6 +433,26 @@ def cmd_sleep(args) -> int:
         client.destroy()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+class ServerLost(RuntimeError):
+    """The server a client waits on has gone (its process died or restarted)."""
+
+
+def _wait_served(node, future, server_alive, name: str, lost_after_s: float = 2.0) -> None:
+    """Spin until ``future`` is done; ServerLost when the server is gone ``lost_after_s``.
+
+    A goal whose server dies never ends by itself: the client must notice.
+    """
+    import rclpy
+    last_seen = time.monotonic()
+    while not future.done():
+        rclpy.spin_once(node, timeout_sec=0.2)
+        if server_alive():
+            last_seen = time.monotonic()
+        elif time.monotonic() - last_seen > lost_after_s:
+            raise ServerLost(f'{name} went away (its node died or restarted) before '
+                             f'answering; check `sage status` and the node\'s log')
 
 
 def _bar(feedback) -> None:

@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -149,6 +150,25 @@ def test_a_respawned_lifecycle_node_is_active_again(tmp_path):
     assert 'respawning' in stderr, stderr
     assert 'lifecycle node coherence configured and activated again' in stdout, stderr
     assert proc.returncode == 0, stderr
+
+
+def test_sage_sleep_ends_when_its_server_dies_mid_goal():
+    server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__),
+                                                            'endless_sleep_server.py')],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == 'ready'
+        client = subprocess.Popen(['sage', 'sleep', '--wait', '30'], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        time.sleep(5.0)                          # the goal is running: feedback at 9.9 %
+        server.kill()
+        killed = time.monotonic()
+        _, stderr = client.communicate(timeout=30)
+        assert time.monotonic() - killed < 10.0, 'the client noticed too late'
+        assert client.returncode == 1 and 'went away' in stderr, stderr
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_namespace_keeps_the_params_file_in_force(tmp_path):
