@@ -96,11 +96,11 @@ class Memory:
         self.buffer.put(modality, vector, trust, stamp_s)
 
     def set_action(self, action_id: int, wall_s: float) -> None:
-        """The action the robot took (a discrete id)."""
+        """Note the action the robot took (a discrete id)."""
         self.action, self.action_at = int(action_id), wall_s
 
     def set_teacher(self, action_id: int, wall_s: float) -> None:
-        """The teacher's action for the current state (a label for sleep)."""
+        """Note the teacher's action for the current state (a label for sleep)."""
         self.teacher, self.teacher_at = int(action_id), wall_s
 
     def add_reward(self, reward: float) -> None:
@@ -111,7 +111,7 @@ class Memory:
         self.snarc.learn(reward)
 
     def set_episode(self, episode: int) -> None:
-        """The world's episode number (steps are stored under it); ValueError if out of range."""
+        """Set the world's episode number (steps are stored under it); ValueError if absurd."""
         if not 0 <= int(episode) < 2**31:
             raise ValueError(f'episode {episode} is out of range (0 to 2^31 - 1)')
         self.episode = int(episode)

@@ -89,26 +89,26 @@ class _Guarded:
 
     @property
     def guard(self) -> CallbackGuard:
-        """This node's guard (made on first use: rclpy creates timers in __init__)."""
+        """Return this node's CallbackGuard (made on first use: rclpy creates timers early)."""
         guard = self.__dict__.get('_sage_guard')
         if guard is None:
             guard = self.__dict__['_sage_guard'] = CallbackGuard(self)
         return guard
 
     def create_subscription(self, msg_type, topic, callback, qos_profile, **kwargs):
-        """rclpy's create_subscription with the callback guarded."""
+        """Create a subscription whose callback is guarded."""
         return super().create_subscription(
             msg_type, topic, self.guard.wrap(f'subscription {topic}', callback),
             qos_profile, **kwargs)
 
     def create_timer(self, timer_period_sec, callback, *args, **kwargs):
-        """rclpy's create_timer with the callback guarded."""
+        """Create a timer whose callback is guarded."""
         name = getattr(callback, '__name__', 'timer')
         return super().create_timer(timer_period_sec,
                                     self.guard.wrap(f'timer {name}', callback), *args, **kwargs)
 
     def create_service(self, srv_type, srv_name, callback, **kwargs):
-        """rclpy's create_service; a raising callback answers its default response."""
+        """Create a service whose callback is guarded (on an error it answers the default)."""
         return super().create_service(
             srv_type, srv_name,
             self.guard.wrap(f'service {srv_name}', callback, _response_fallback), **kwargs)
@@ -123,7 +123,7 @@ class GuardedLifecycleNode(_Guarded, LifecycleNode):
 
 
 def guarded_action_server(node, action_type, name: str, execute_callback, **kwargs):
-    """An rclpy ActionServer whose callbacks go through ``node.guard``.
+    """Create an rclpy ActionServer whose callbacks go through ``node.guard``.
 
     An execute callback that raises aborts its goal and returns an empty result.
     """
