@@ -52,7 +52,7 @@ from sage_cognition.exchanges import ExchangeLog
 from sage_cognition.instruction import InstructionSensing
 from sage_cognition.text import sanitize
 from sage_cognition.thought import build_messages, coherence_summary, thought_trust, why
-from sage_common.paths import resolve_path
+from sage_common.paths import inside, resolve_path
 from sage_ros.guard import GuardedNode, guarded_action_server
 from sage_ros.common import (Diagnostics, Param, declare_parameters, make_feature, qos_from_name,
                              stamp)
@@ -87,6 +87,8 @@ PARAMS = [
           low=0.1, high=50.0),
     Param('max_chars', 240, 'longest instruction or thought kept, characters', low=8,
           high=10000),
+    Param('model_dir', 'models', 'checkpoint root: LoRA adapters announced on sage/checkpoint '
+          'are loaded only from under it (relative: under $SAGE_HOME)'),
     Param('exchanges_path', 'memory/exchanges.jsonl', 'JSON lines of finished thoughts '
           '(messages, answer, trust, reward after) that sleep trains LoRA on; relative to '
           '$SAGE_HOME; empty = off (never written with backend none)'),
@@ -191,6 +193,9 @@ class CognitionNode(GuardedNode):
         with self._swap_lock:
             unpacked = ''
             try:
+                root = resolve_path(self.p['model_dir'])
+                if not inside(msg.path, root):      # an announcement is not a command
+                    raise BackendError(f'it is not under model_dir {root}')
                 if os.path.isfile(os.path.join(msg.path, 'weights.pt')):   # a sleep checkpoint
                     from sage_cognition.lora import unpack_checkpoint
                     unpacked = unpack_checkpoint(msg.path, msg.sha256,

@@ -316,8 +316,11 @@ def test_node_hot_swaps_an_announced_adapter_and_refuses_a_bad_one(adapter, tmp_
     from sage_msgs.msg import Checkpoint
     path = adapter[0]
     with Graph() as g:
-        n = node(g, name='local', backend='local', think_period_s=0.0)
+        root = os.path.commonpath([path, str(tmp_path)])       # the adapters' model_dir
+        n = node(g, name='local', backend='local', think_period_s=0.0, model_dir=root)
         announce = g.publisher(Checkpoint, 'sage/checkpoint', qos_from_name('LATCHED'))
+        announce.publish(Checkpoint(model='lora', path=os.path.dirname(root), version=9))
+        assert g.wait_for(lambda: 'not under model_dir' in n.diag.message, 30)
         announce.publish(Checkpoint(model='lora', path=path, version=2,
                                     sha256=sha256_file(f'{path}/adapter_model.safetensors')))
         assert g.wait_for(lambda: n.backend.adapter == path, 120), 'adapter not swapped in'

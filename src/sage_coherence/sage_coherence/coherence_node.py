@@ -24,7 +24,7 @@ import torch
 
 from sage_common.features import FeatureBuffer, FeatureRejected
 from sage_coherence.runtime import BACKENDS, load_runtime, RuntimeRefused
-from sage_common.paths import resolve_path
+from sage_common.paths import inside, resolve_path
 from sage_ros.guard import GuardedLifecycleNode
 from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
                              declare_parameters, qos_from_name, stamp)
@@ -175,6 +175,8 @@ class CoherenceNode(GuardedLifecycleNode):
 
     def _reload(self, msg: Checkpoint) -> None:
         try:
+            if not inside(msg.path, self.model_dir):    # an announcement is not a command
+                raise RuntimeRefused(f'it is not under model_dir {self.model_dir}')
             runtime = load_runtime(msg.path, self.p['modalities'], self.p['backend'],
                                    self.p['device'], expect_sha256=msg.sha256 or None,
                                    like=self.runtime)

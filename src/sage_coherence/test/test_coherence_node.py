@@ -1,5 +1,6 @@
 """The coherence node in a real rclpy graph: limits, watchdog, e-stop, hot reload, refusals."""
 
+import shutil
 import time
 
 import numpy as np
@@ -146,6 +147,13 @@ def test_hot_reload_under_load_and_refusal(tmp_path):
         assert g.wait_for(lambda: feed() or 'refused' in n.diag.values, 10), 'not refused'
         run(0.5)
         assert coh[-1].model_version == 'v0002' and n.runtime.version == 'v0002'
+        # a valid checkpoint from outside model_dir: an announcement is not a command
+        elsewhere = tmp_path.parent / f'{tmp_path.name}-elsewhere'
+        shutil.copytree(v2.path, elsewhere / 'v0003')
+        announce.publish(Checkpoint(model='coherence', path=str(elsewhere / 'v0003'),
+                                    version=3, sha256=v2.sha256))
+        assert g.wait_for(lambda: feed() or 'not under model_dir' in n.diag.message, 10)
+        assert n.runtime.version == 'v0002'
 
 
 def test_a_trigger_modality_drives_the_cycles(tmp_path):

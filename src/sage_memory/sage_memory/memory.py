@@ -152,7 +152,9 @@ class Memory:
         try:
             self.store.insert(step)
         except (StoreError, sqlite3.Error, OSError) as exc:    # e.g. disk full: keep running
-            self.store_errors, self.store_error = self.store_errors + 1, str(exc)
+            self.store_errors += 1
+            self.store_error = (f'{exc} (is the disk full, or {self.config.store_path} '
+                                f'read-only? storing resumes once it can write)')
             return False
         self.stored += 1
         self.store_error = ''

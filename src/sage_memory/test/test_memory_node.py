@@ -2,6 +2,7 @@
 
 import glob
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -168,14 +169,62 @@ def test_salience_gates_the_store_labels_expire_and_diagnostics_report(tmp_path)
         assert key.success and len(key.recalled) == sum(DIMS.values())   # a key of size d
 
 
-def _start(tmp_path, log, **extra):
+def _start(tmp_path, log, preexec_fn=None, **extra):
     exe = os.path.join(get_package_prefix('sage_memory'), 'lib', 'sage_memory', 'memory_node')
     args = [exe, '--ros-args']
     for k, v in params(tmp_path, **extra).items():
         v = '[' + ','.join(f"'{x}'" if isinstance(x, str) else str(x) for x in v) + ']' \
             if isinstance(v, list) else v
         args += ['-p', f'{k}:={v}']
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
+
+
+def _writable_files():
+    """In the child: writes past RLIMIT_FSIZE fail with EFBIG (a full disk) instead of
+    killing the process with SIGXFSZ."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_a_full_disk_is_an_error_on_diagnostics_and_nothing_is_lost(tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    log = open(tmp_path / 'node.log', 'w')
+    proc = _start(tmp_path, log, _writable_files, snapshot_period_s=1.0)
+    try:
+        with Graph() as g:
+            feed = feeder(g)
+            salience = g.collect(Salience, 'sage/salience')
+            diags = g.collect(DiagnosticArray, 'diagnostics')
+            assert g.wait_for(lambda: feed() or sum(m.stored for m in salience) > 20, 30), \
+                open(tmp_path / 'node.log').read()
+            files = [tmp_path / f for f in ('exp.db', 'exp.db-wal', 'side.npz')]
+            full = max(f.stat().st_size for f in files if f.exists())
+            unlimited = resource.RLIM_INFINITY      # the soft limit only: it comes back later
+            resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (full, unlimited))  # disk full
+            before = sum(m.stored for m in salience)
+
+            def error_reported():
+                feed()
+                st = [s for d in diags for s in d.status if 'memory' in s.name]
+                return st and st[-1].level == DiagnosticStatus.ERROR
+            assert g.wait_for(error_reported, 30), 'a full disk must be an ERROR'
+            n = len(salience)
+            assert g.wait_for(lambda: feed() or len(salience) > n + 20, 15)  # still scoring
+            assert proc.poll() is None
+            resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (unlimited, unlimited))
+            stored = sum(m.stored for m in salience)
+            assert g.wait_for(lambda: feed() or sum(m.stored for m in salience) > stored + 10,
+                              30), 'writing must resume once there is space'
+            announced = sum(m.stored for m in salience)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+        store = ExperienceStore(str(tmp_path / 'exp.db'))
+        assert store.db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+        assert store.count() >= announced > before > 0      # nothing stored before is lost
+        assert 'experience store write failed' in open(tmp_path / 'node.log').read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_kill_9_loses_nothing_and_a_corrupt_snapshot_is_moved_aside(tmp_path):
