@@ -8,12 +8,12 @@ timer calls its ``step`` (recall, score, write, store) and the result goes out a
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from sage_common.features import FeatureRejected
 from sage_common.paths import resolve_path
+from sage_common.validate import parse_json
 from sage_ros.guard import GuardedNode
 from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
                              declare_parameters, make_feature, qos_from_name, run_node, stamp)
@@ -141,8 +141,8 @@ class MemoryNode(GuardedNode):
 
     def _on_episode(self, msg: String) -> None:
         try:
-            self.memory.set_episode(int(json.loads(msg.data)['episode']) + 1)
-        except (ValueError, KeyError, TypeError):
+            self.memory.set_episode(int(parse_json(msg.data)['episode']) + 1)
+        except (ValueError, KeyError, TypeError, OverflowError):
             self._reject(f'malformed sage/episode: {msg.data[:80]!r}')
 
     # ----------------------------------------------------------------- cycle

@@ -15,7 +15,6 @@ that shows them at a glance.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
@@ -27,6 +26,7 @@ from foxglove.messages import (ArrowPrimitive, Color, CylinderPrimitive, LinePri
                                SceneEntity, SceneUpdate, TextPrimitive, Timestamp, Vector3)
 from geometry_msgs.msg import PoseStamped
 from sage_common.paths import resolve_path
+from sage_common.validate import world_layout
 from sage_ros.guard import GuardedNode
 from sage_ros.common import (Diagnostics, Param, declare_parameters, qos_from_name, run_node)
 
@@ -160,7 +160,7 @@ class FoxgloveNode(GuardedNode):
 
     def _on_layout(self, msg: String) -> None:
         try:
-            self.layout = json.loads(msg.data)
+            self.layout = world_layout(msg.data)
         except ValueError as exc:
             self.diag.set('WARN', f'ignored a bad sage/world/layout: {exc}')
 

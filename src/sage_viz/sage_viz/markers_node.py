@@ -17,9 +17,9 @@ Open config/sage.rviz to see them with the camera image.
 
 from __future__ import annotations
 
-import json
 
 from geometry_msgs.msg import Point, PoseStamped
+from sage_common.validate import world_layout
 from sage_ros.guard import GuardedNode
 from sage_ros.common import (Diagnostics, Param, declare_parameters, qos_from_name,
                              run_node, stamp)
@@ -113,10 +113,8 @@ class MarkersNode(GuardedNode):
 
     def _on_layout(self, msg: String) -> None:
         try:
-            layout = json.loads(msg.data)
-            for obj in layout.get('objects', []):
-                float(obj['x']), float(obj['y']), float(obj['radius']), list(obj['rgb'][:3])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            layout = world_layout(msg.data)
+        except ValueError as exc:
             self.diag.set('WARN', f'ignored a bad sage/world/layout: {exc}')
             return
         self.layout = layout
