@@ -19,7 +19,8 @@ DEFAULT_TOPICS = ('camera/image_raw', 'camera/camera_info', 'imu/data_raw', 'aud
                   'sage/instruction', 'sage/reward', 'sage/teacher_action', 'sage/episode',
                   'sage/features/vision', 'sage/features/audio', 'sage/features/imu',
                   'sage/features/cognition_main', 'sage/features/memory', 'sage/salience',
-                  'sage/action', 'sage/coherence', 'cmd_vel', 'sage/cognition/main/text',
+                  'sage/action', 'sage/coherence', 'sage/cmd_vel_raw', 'cmd_vel',
+                  'sage/cognition/main/text',
                   'sage/world/robot_pose', 'sage/world/layout', 'diagnostics')
 STORAGES = ('mcap', 'sqlite3')
 # Latched topics (transient local): recorded even when published before the recorder

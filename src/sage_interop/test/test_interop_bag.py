@@ -14,6 +14,8 @@ from sage_testing.graph import Graph
 from sage_msgs.msg import Feature
 from sensor_msgs.msg import Image
 
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
+
 
 def frames(n_sharp=12, n_blurred=12, size=(120, 160)):
     """Real photographs (skimage.data), resized, then the same ones defocused."""
@@ -151,3 +153,43 @@ def test_sage_record_writes_a_bag_of_the_running_graph(tmp_path, storage):
     again = subprocess.run(['sage', 'record', '-o', str(bag), '--duration', '1'],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and 'never overwritten' in again.stderr
+
+
+@pytest.mark.timeout(300)
+def test_an_independent_reader_decodes_every_topic_sage_records(tmp_path):
+    """mcap + mcap-ros2-support (not rosbags, not rclpy) read a `sage record` bag of the
+    running default graph: every channel's schema, SAGE's own messages included."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    env = dict(os.environ, SAGE_HOME=str(tmp_path / 'home'))
+    assert subprocess.run(['sage', 'init'], env=env, capture_output=True).returncode == 0
+    params = tmp_path / 'params.yaml'
+    params.write_text(open(os.path.join(ROOT, 'config', 'sage.yaml')).read().replace(
+        'time_limit_s: 40.0', 'time_limit_s: 6.0'))          # an episode ends while recording
+    graph = subprocess.Popen(['sage', 'run', '--params-file', str(params), '--duration', '60'],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with Graph() as g:
+            coherence = g.collect(Feature, 'sage/features/vision')
+            assert g.wait_for(lambda: coherence, 120), 'the graph did not start'
+        bag = tmp_path / 'day'
+        rec = subprocess.run(['sage', 'record', '-o', str(bag), '--duration', '12'], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert rec.returncode == 0, rec.stderr
+    finally:
+        graph.terminate()
+        graph.wait(60)
+    files = list(bag.glob('*.mcap'))
+    assert len(files) == 1
+    decoded: dict = {}
+    with open(files[0], 'rb') as f:
+        for schema, channel, _, msg in make_reader(
+                f, decoder_factories=[DecoderFactory()]).iter_decoded_messages():
+            decoded.setdefault(channel.topic, (schema.name, msg))
+    assert len(decoded) >= 18, sorted(decoded)
+    name, feature = decoded['/sage/features/vision']
+    assert name == 'sage_msgs/msg/Feature' and feature.modality == 'vision'
+    assert 0.0 <= feature.trust <= 1.0 and len(feature.data) == 68
+    assert decoded['/camera/image_raw'][1].encoding == 'rgb8'
+    assert decoded['/sage/coherence'][0] == 'sage_msgs/msg/Coherence'
+    assert decoded['/cmd_vel'][0] == 'geometry_msgs/msg/TwistStamped'
