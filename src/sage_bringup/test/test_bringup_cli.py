@@ -199,3 +199,33 @@ def test_two_cognition_nodes_side_by_side_from_config(tmp_path):
     out = sage('run', '--params-file', params, '--list')
     assert out.returncode == 0, out.stderr
     assert 'cognition ' in out.stdout and 'advisor ' in out.stdout
+
+
+def test_a_second_terminal_sees_the_graph_make_run_started(tmp_path):
+    """`make run` in one terminal, `source scripts/env.sh && sage status` in another: both
+    shells keep the user's ROS_DOMAIN_ID (ROS's default when unset), so they meet."""
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
+    user = {k: os.environ[k] for k in ('HOME', 'PATH', 'LANG') if k in os.environ}
+    user['ROS_DOMAIN_ID'] = os.environ['ROS_DOMAIN_ID']   # "the user's", run-unique here
+    shell = ['bash', '-c']
+    unset = subprocess.run(shell + ['source scripts/env.sh && echo "${ROS_DOMAIN_ID-unset}"'],
+                           cwd=root, env={k: v for k, v in user.items() if k != 'ROS_DOMAIN_ID'},
+                           capture_output=True, text=True)
+    assert unset.stdout.strip() == 'unset'                 # ROS's own default, not a new one
+    params = write(tmp_path, WORLD_FAST)
+    first = subprocess.Popen(shell + [f'source scripts/env.sh && exec sage run --params-file '
+                                      f'{params} --duration 40'], cwd=root, env=user,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ''
+        for _ in range(10):
+            second = subprocess.run(shell + ['source scripts/env.sh && sage status --wait 3'],
+                                    cwd=root, env=user, capture_output=True, text=True,
+                                    timeout=60)
+            seen = second.stdout
+            if 'world' in seen:
+                break
+        assert 'world' in seen, seen + second.stderr
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
