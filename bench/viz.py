@@ -85,7 +85,7 @@ def bench_foxglove(n=200):
         pub = g.publisher(Coherence, 'sage/coherence')
 
         async def run():
-            async with websockets.connect(f'ws://127.0.0.1:{node.server.port}',
+            async with websockets.connect(f'ws://127.0.0.1:{node.port}',
                                           subprotocols=['foxglove.sdk.v1']) as ws:
                 channels = {}
                 while '/sage/coherence' not in channels:

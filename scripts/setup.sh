@@ -84,4 +84,21 @@ if [ "$(cat "$stamp_dir/build" 2>/dev/null)" != "$src_hash" ] || [ ! -f install/
   log "built in $(( $(date +%s) - start )) s"
   echo "$src_hash" > "$stamp_dir/build"
 fi
+# 5. The Foxglove protocol's official client, for the tests (Node.js: Debian's when absent).
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  log "apt: installing nodejs npm"
+  { $sudo_cmd apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; } \
+    || log "warning: could not install Node.js; the official Foxglove client test will skip"
+fi
+client=tests/foxglove_client
+lock_hash=$(sha256sum "$client/package-lock.json" | cut -c1-16)
+if command -v npm >/dev/null 2>&1 && [ "$(cat "$stamp_dir/npm" 2>/dev/null)" != "$lock_hash" ]; then
+  log "npm ci ($client)"
+  if (cd "$client" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+    echo "$lock_hash" > "$stamp_dir/npm"
+  else
+    log "warning: npm ci failed; the official Foxglove client test will skip"
+  fi
+fi
 log "ready: source scripts/env.sh"

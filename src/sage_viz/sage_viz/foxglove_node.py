@@ -1,7 +1,9 @@
 """Foxglove: a live WebSocket view of SAGE, and MCAP recording, with foxglove-sdk.
 
-Serves on ``host``:``port`` (127.0.0.1 by default; clients cannot publish: the
-ClientPublish capability is never offered) the camera image (foxglove
+Serves on ``host``:``port`` (127.0.0.1 by default) to clients of either protocol name,
+``foxglove.websocket.v1`` (@foxglove/ws-protocol, Lichtblick) or ``foxglove.sdk.v1``
+(current Foxglove), through sage_viz.ws_relay; clients cannot publish: the
+ClientPublish capability is never offered. It shows the camera image (foxglove
 RawImage, at most ``image_hz``) and JSON channels: /sage/coherence (score,
 trust reported and used per modality, ACT steps, latency), /sage/trust (each
 sensor feature's trust), /sage/features (each feature's vector, trust and
@@ -27,6 +29,7 @@ from foxglove.messages import (ArrowPrimitive, Color, CylinderPrimitive, LinePri
 from geometry_msgs.msg import PoseStamped
 from sage_common.paths import resolve_path
 from sage_common.validate import world_layout
+from sage_viz.ws_relay import ProtocolRelay
 from sage_ros.guard import GuardedNode
 from sage_ros.common import (Diagnostics, Param, declare_parameters, qos_from_name, run_node)
 
@@ -95,8 +98,12 @@ class FoxgloveNode(GuardedNode):
         if self.p['mcap_path']:
             self.mcap = foxglove.open_mcap(resolve_path(self.p['mcap_path']),
                                            context=self.fox)
-        self.server = foxglove.start_server(name='SAGE', host=self.p['host'],
-                                            port=self.p['port'], context=self.fox)
+        # the SDK server on an internal port; the relay serves both protocol names
+        self.server = foxglove.start_server(name='SAGE', host='127.0.0.1', port=0,
+                                            context=self.fox)
+        self.relay = ProtocolRelay(self.p['host'], self.p['port'],
+                                   f'ws://127.0.0.1:{self.server.port}')
+        self.port = self.relay.port
         self.channels = {name: foxglove.Channel(name, message_encoding='json',
                                                 context=self.fox)
                          for name in ('/sage/coherence', '/sage/trust', '/sage/salience',
@@ -123,8 +130,8 @@ class FoxgloveNode(GuardedNode):
             self.create_subscription(String, f'sage/cognition/{name}/text',
                                      lambda msg, n=name: self._log('/sage/cognition', {
                                          'node': n, 'text': msg.data}), 10)
-        self.diag.set('OK', f'serving ws://{self.p["host"]}:{self.server.port}',
-                      port=self.server.port, mcap=self.p['mcap_path'])
+        self.diag.set('OK', f'serving ws://{self.p["host"]}:{self.port} (foxglove.websocket.v1 '
+                      f'and foxglove.sdk.v1)', port=self.port, mcap=self.p['mcap_path'])
 
     def _log(self, channel: str, data: dict) -> None:
         self.channels[channel].log(data)
@@ -191,7 +198,8 @@ class FoxgloveNode(GuardedNode):
                 int(status.level), 'message': status.message})
 
     def destroy_node(self):
-        """Stop the server and finish the MCAP file."""
+        """Stop the relay and the server and finish the MCAP file."""
+        self.relay.stop()
         self.server.stop()
         if self.mcap is not None:
             self.mcap.close()

@@ -60,7 +60,7 @@ def test_live_channels_reach_a_websocket_client_and_mcap_is_written(tmp_path):
             Parameter('port', value=0), Parameter('mcap_path', value=str(mcap))]))
         coherence = g.publisher(Coherence, 'sage/coherence')
         camera = g.publisher(Image, 'camera/image_raw', qos_from_name('SENSOR_DATA'))
-        channels, payload = asyncio.run(_watch(node.server.port, '/sage/coherence', lambda: (
+        channels, payload = asyncio.run(_watch(node.port, '/sage/coherence', lambda: (
             coherence.publish(Coherence(score=0.75, modalities=['vision', 'imu'],
                                         trust_in=[0.9, 0.5], trust_used=[0.8, 0.25])),
             camera.publish(numpy_to_image(np.zeros((12, 16, 3), np.uint8), 'rgb8')))))
@@ -93,7 +93,7 @@ def test_features_and_the_world_scene_reach_a_client():
         node = g.add(FoxgloveNode(context=g.context, parameter_overrides=[
             Parameter('port', value=0)]))
         vision = g.publisher(Feature, 'sage/features/vision')
-        _, payload = asyncio.run(_watch(node.server.port, '/sage/features', lambda: (
+        _, payload = asyncio.run(_watch(node.port, '/sage/features', lambda: (
             vision.publish(Feature(modality='vision', data=[0.5, 0.25], trust=0.75,
                                    quality_names=['blur'], quality_values=[0.125])))))
         assert payload is not None, 'no feature arrived'
@@ -102,7 +102,7 @@ def test_features_and_the_world_scene_reach_a_client():
         # poses may come before the latched layout (a scene of the robot alone): wait for
         # the full scene; protobuf keeps strings as UTF-8, so the label is in the bytes
         label = f'target: {world.world.target_name}'.encode()
-        _, payload = asyncio.run(_watch(node.server.port, '/sage/world', lambda: None,
+        _, payload = asyncio.run(_watch(node.port, '/sage/world', lambda: None,
                                         accept=lambda p: label in p))
         assert SCHEMAS['/sage/world'] == 'foxglove.SceneUpdate'
         assert payload is not None, 'no world scene with the target arrived'
