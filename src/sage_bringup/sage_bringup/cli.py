@@ -119,11 +119,17 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
                 return EXIT_NODE_FAILED
             nodes.append(node)
             if spec.lifecycle:
-                _autostart(node, spec.name)
+                try:
+                    _autostart(node, spec.name)
+                except RuntimeError as exc:
+                    print(f'sage: {exc}', file=sys.stderr)
+                    return EXIT_NODE_FAILED
         print(f'sage: running {len(nodes)} node(s) in one process: '
               f'{", ".join(s.name for s in specs) or "none"}', flush=True)
-        for group in ([n for n in nodes if not needs_threads(n)],
-                      [n for n in nodes if needs_threads(n)]):
+        own = [n for n in nodes if getattr(type(n), 'own_executor', False)]   # the safety node
+        shared = [n for n in nodes if n not in own]
+        for group in ([n for n in shared if not needs_threads(n)],
+                      [n for n in shared if needs_threads(n)], *[[n] for n in own]):
             if group:
                 executors.append(make_executor(group))
                 spinners.append(threading.Thread(target=spin, args=(executors[-1],),

@@ -83,7 +83,7 @@ class CoherenceNode(GuardedLifecycleNode):
         try:
             self.runtime = load_runtime(self.model_dir, self.p['modalities'],
                                         self.p['backend'], self.p['device'])
-        except RuntimeRefused as exc:
+        except Exception as exc:  # rclpy would swallow it: say why configure failed
             self.get_logger().error(
                 f'cannot load a model from {self.model_dir}: {exc}. Install the shipped one '
                 f'with `sage init`, or train one with `sage train coherence`.')
@@ -101,6 +101,7 @@ class CoherenceNode(GuardedLifecycleNode):
         self._warn = Throttle(5.0)
         self._cycles, self._lat_ms, self._t0 = 0, [], time.monotonic()
         self._pending = None      # a runtime loaded off-thread, swapped in by the next cycle
+        self._reload_lock = threading.Lock()
         self._last_cycle = 0.0
         self.diag.set('OK', f'configured: model {self.runtime.version}, backend '
                       f'{self.runtime.backend}', backend=self.runtime.backend,
@@ -155,7 +156,7 @@ class CoherenceNode(GuardedLifecycleNode):
     def _on_feature(self, msg: Feature) -> None:
         t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         try:
-            self.buffer.put(msg.modality, msg.data, msg.trust, t)
+            self.buffer.put(msg.modality, msg.data, msg.trust, t, self._now_s())
         except FeatureRejected as exc:
             if self._warn():
                 self.get_logger().warning(f'dropped feature: {exc}')
@@ -174,18 +175,23 @@ class CoherenceNode(GuardedLifecycleNode):
             threading.Thread(target=self._reload, args=(msg,), daemon=True).start()
 
     def _reload(self, msg: Checkpoint) -> None:
-        try:
-            if not inside(msg.path, self.model_dir):    # an announcement is not a command
-                raise RuntimeRefused(f'it is not under model_dir {self.model_dir}')
-            runtime = load_runtime(msg.path, self.p['modalities'], self.p['backend'],
+        with self._reload_lock:         # one at a time, in the order they were announced
+            runtime = self.runtime
+            if runtime is None:
+                return                  # cleaned up meanwhile
+            try:
+                if not inside(msg.path, self.model_dir):    # an announcement is not a command
+                    raise RuntimeRefused(f'it is not under model_dir {self.model_dir}')
+                new = load_runtime(msg.path, self.p['modalities'], self.p['backend'],
                                    self.p['device'], expect_sha256=msg.sha256 or None,
-                                   like=self.runtime)
-        except RuntimeRefused as exc:
-            self.get_logger().error(f'refused checkpoint {msg.path}: {exc}; '
-                                    f'keeping {self.runtime.version}')
-            self.diag.set('WARN', f'refused checkpoint: {exc}', refused=msg.path)
-            return
-        self._pending = runtime
+                                   like=runtime)
+            except Exception as exc:  # RuntimeRefused, or anything a broken file raises
+                self.get_logger().error(f'refused checkpoint {msg.path}: {exc}; '
+                                        f'keeping {runtime.version}')
+                if self.diag is not None:
+                    self.diag.set('WARN', f'refused checkpoint: {exc}', refused=msg.path)
+                return
+            self._pending = new
 
     def _cycle(self) -> None:
         self._last_cycle = time.monotonic()
@@ -198,7 +204,7 @@ class CoherenceNode(GuardedLifecycleNode):
         decision = self.runtime.step(vectors, trust, age, budget_ms=self.p['budget_ms'])
         # freshness by the sensors' stamps, not arrival: a late burst of old data is still stale
         newest = self.buffer.newest_stamp()
-        fresh = newest is not None and now - newest < self.p['watchdog_s']
+        fresh = newest is not None and 0 <= now - newest < self.p['watchdog_s']
         self.stale_reason = '' if fresh else 'stale inputs'
         v, w = decision.continuous if fresh else (0.0, 0.0)
         header_stamp = stamp(self)

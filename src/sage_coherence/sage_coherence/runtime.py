@@ -140,7 +140,7 @@ class OnnxRuntime(TorchRuntime):
             out[:] = self.session.run(None, {'features': x, 'trust': t, 'age': a,
                                              'z_H': self.z[0], 'z_L': self.z[1]})
             self.z = (out[5], out[6])
-            return 1 / (1 + math.exp(-float(out[3][0]))) > 0.5
+            return float(out[3][0]) > 0.0          # sigmoid > 0.5, without overflow
         steps, exhausted = think(segment, self.cfg.max_segments, budget_ms / 1e3, self.clock)
         logits, cont, coh, _, trust_used = out[:5]
         p = np.exp(logits[0] - logits[0].max())
@@ -242,9 +242,7 @@ def load_runtime(path: str, modalities: list[str] | None = None, backend: str = 
     if like is not None and list(cfg.actions) != list(like.cfg.actions):
         raise RuntimeRefused(f'{ckpt.path} has a different action set')
     version = f'v{ckpt.version:04d}'
-    runtime = _make(model, version, ckpt, backend, device)
-    sanity_check(runtime)
-    return runtime
+    return _make(model, version, ckpt, backend, device)
 
 
 BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'base')
@@ -276,17 +274,28 @@ def _open(path: str) -> Checkpoint:
 
 
 def _make(model, version, ckpt, backend, device):
+    """The first backend, in fallback order, that loads the model and passes the check."""
     order = BACKENDS[BACKENDS.index(backend)::-1]   # e.g. tensorrt -> onnxruntime -> torch
     for name in order:
         try:
+            runtime = _backend(name, model, version, ckpt, device)
+            sanity_check(runtime)       # an engine that loads can still compute garbage
+            return runtime
+        except RuntimeRefused:
             if name == 'torch':
-                return TorchRuntime(model, version, device)
-            onnx_path = os.path.join(ckpt.path, 'coherence.onnx')
-            if not os.path.exists(onnx_path):
-                export_onnx(model, onnx_path)
-            if name == 'onnxruntime':
-                return OnnxRuntime(model, version, onnx_path, device)
-            return TensorRTRuntime(model, version, onnx_path)
-        except (ImportError, OSError, RuntimeError) as exc:   # TensorRTUnavailable among them
+                raise                   # the model itself is bad, not a backend
+            log.warning('coherence backend %s gives bad outputs; falling back', name)
+        except Exception as exc:  # each backend fails its own way (ORT's are plain Exceptions)
             log.warning('coherence backend %s unavailable (%s); falling back', name, exc)
     raise RuntimeRefused('no backend could load the model')
+
+
+def _backend(name, model, version, ckpt, device):
+    if name == 'torch':
+        return TorchRuntime(model, version, device)
+    onnx_path = os.path.join(ckpt.path, 'coherence.onnx')
+    if not os.path.exists(onnx_path):
+        export_onnx(model, onnx_path)
+    if name == 'onnxruntime':
+        return OnnxRuntime(model, version, onnx_path, device)
+    return TensorRTRuntime(model, version, onnx_path)

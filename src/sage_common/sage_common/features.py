@@ -15,6 +15,8 @@ import numpy as np
 
 # Features are normalised quantities; anything larger is a broken or hostile producer.
 MAX_ABS_VALUE = 1e6
+# A stamp this far ahead of the receiver's clock is a clock problem, not a measurement.
+MAX_FUTURE_S = 0.5
 
 
 @dataclass
@@ -86,14 +88,24 @@ class FeatureBuffer:
             raise ValueError('need 0 < stale_after_s < drop_after_s')
         self.stale_after[modality], self.drop_after[modality] = stale_after_s, drop_after_s
 
-    def put(self, modality: str, vector, trust: float, stamp_s: float) -> None:
-        """Store a feature or raise FeatureRejected saying why."""
+    def put(self, modality: str, vector, trust: float, stamp_s: float,
+            now_s: float | None = None) -> None:
+        """Store a feature or raise FeatureRejected saying why.
+
+        With ``now_s`` (the receiver's clock), a stamp more than MAX_FUTURE_S ahead is
+        refused: it would never age, and every later, correctly stamped feature would
+        look older than it (clocks apart, or sim time on one side only).
+        """
         try:
             if modality not in self.dims:
                 raise FeatureRejected(f'unknown modality {modality!r} '
                                       f'(configured: {", ".join(self.dims)})')
             if not math.isfinite(stamp_s):
                 raise FeatureRejected(f'{modality}: non-finite stamp')
+            if now_s is not None and stamp_s > now_s + MAX_FUTURE_S:
+                raise FeatureRejected(
+                    f'{modality}: stamped {stamp_s - now_s:.3g} s in the future (clocks '
+                    f'apart? use_sim_time set on some nodes only?)')
             v = check_feature(modality, vector, trust, self.dims[modality])
         except FeatureRejected:
             self.rejected += 1

@@ -32,3 +32,12 @@ def test_older_stamp_does_not_replace_newer():
     buf.put('imu', [2.0], 1.0, 5.0)
     buf.put('imu', [1.0], 1.0, 4.0)
     assert buf.latest['imu'].vector[0] == 2.0
+
+
+def test_a_feature_stamped_in_the_future_is_refused_and_cannot_freeze_the_buffer():
+    buf = FeatureBuffer({'imu': 1})
+    with pytest.raises(FeatureRejected, match='in the future'):
+        buf.put('imu', [1.0], 1.0, stamp_s=1e9, now_s=10.0)       # a clock 30 years ahead
+    buf.put('imu', [2.0], 1.0, stamp_s=10.0, now_s=10.0)
+    buf.put('imu', [3.0], 1.0, stamp_s=10.1, now_s=10.1)          # later samples still land
+    assert buf.latest['imu'].vector[0] == 3.0

@@ -91,9 +91,10 @@ class Memory:
         self.frame_errors, self.frame_error = 0, ''
 
     # ----------------------------------------------------------------- inputs
-    def put_feature(self, modality: str, vector, trust: float, stamp_s: float) -> None:
+    def put_feature(self, modality: str, vector, trust: float, stamp_s: float,
+                    now_s: float | None = None) -> None:
         """Keep the newest feature of ``modality``; FeatureRejected says why it cannot."""
-        self.buffer.put(modality, vector, trust, stamp_s)
+        self.buffer.put(modality, vector, trust, stamp_s, now_s)
 
     def set_action(self, action_id: int, wall_s: float) -> None:
         """Note the action the robot took (a discrete id)."""
@@ -190,7 +191,7 @@ class Memory:
     # ----------------------------------------------------------------- persistence
     def _load_sidecar(self, input_dim: int) -> Sidecar:
         c, path = self.config, self.config.sidecar_path
-        for stale in glob.glob(glob.escape(path) + '.tmp-*'):
+        for stale in glob.glob(glob.escape(path) + '.tmp-*') if path else []:
             os.remove(stale)                             # a save cut short by a kill
         if path and os.path.exists(path):
             try:

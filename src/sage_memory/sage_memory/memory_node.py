@@ -120,7 +120,8 @@ class MemoryNode(GuardedNode):
     def _on_feature(self, msg: Feature) -> None:
         try:
             self.memory.put_feature(msg.modality, msg.data, msg.trust,
-                                    msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+                                    msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
+                                    self.get_clock().now().nanoseconds * 1e-9)
         except FeatureRejected as exc:
             self._reject(f'feature: {exc}')
 

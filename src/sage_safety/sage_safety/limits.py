@@ -44,8 +44,8 @@ class CommandLimiter:
         lim = self.limits
         v = min(lim.max_linear, max(-lim.max_linear, v))
         w = min(lim.max_angular, max(-lim.max_angular, w))
-        self.v = _slew(self.v, v, lim.max_linear_accel * dt) if dt > 0 else v
-        self.w = _slew(self.w, w, lim.max_angular_accel * dt) if dt > 0 else w
+        self.v = _slew(self.v, v, lim.max_linear_accel * dt)     # the first call: from rest
+        self.w = _slew(self.w, w, lim.max_angular_accel * dt)
         return self.v, self.w
 
 

@@ -11,6 +11,7 @@ zero at ``rate_hz`` while the input is stale.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -19,9 +20,12 @@ from rclpy.clock import Clock, ClockType
 from std_msgs.msg import Bool
 
 from sage_ros.guard import GuardedNode
-from sage_ros.common import Diagnostics, Param, Throttle, declare_parameters, stamp
+from sage_ros.common import (Diagnostics, Param, Throttle, declare_parameters, qos_from_name,
+                             stamp)
 from sage_safety.limits import CommandLimiter, Limits
 
+# Read-only: the limiter is built from them once; a `ros2 param set` must not report a
+# change that the running limiter would not apply.
 PARAMS = [
     Param('watchdog_s', 0.5, 'zero cmd_vel when no proposal arrived for this long (steady '
           'clock)', low=0.05, high=10.0),
@@ -34,10 +38,13 @@ PARAMS = [
           high=100.0),
     Param('frame_id', 'base_link', 'frame of cmd_vel'),
 ]
+PARAMS = [dataclasses.replace(p, read_only=True) for p in PARAMS]
 
 
 class SafetyNode(GuardedNode):
     """sage/cmd_vel_raw + sage/estop -> cmd_vel (limited, slewed, watchdog-zeroed)."""
+
+    own_executor = True      # in one process too: no other node's callback can delay it
 
     def __init__(self, **kwargs):
         super().__init__(kwargs.pop('node_name', 'safety'), **kwargs)
@@ -48,7 +55,8 @@ class SafetyNode(GuardedNode):
         self.diag = Diagnostics(self)
         self.pub = self.create_publisher(TwistStamped, 'cmd_vel', 10)
         self.create_subscription(TwistStamped, 'sage/cmd_vel_raw', self._on_raw, 10)
-        self.create_subscription(Bool, 'sage/estop', self._on_estop, 10)
+        # latched: an e-stop pressed before a (re)start of this node still holds
+        self.create_subscription(Bool, 'sage/estop', self._on_estop, qos_from_name('LATCHED'))
         self._raw = (0.0, 0.0)
         self._last_raw = -math.inf        # steady-clock time of the last proposal
         self.proposals = self.rejected = self.zeroed = 0

@@ -19,6 +19,7 @@ from sage_common.checkpoints import CheckpointStore
 from sage_coherence.model import CoherenceConfig, CoherenceModel
 from sage_msgs.msg import Feature
 from sage_safety.limits import CommandLimiter, Limits
+from sage_ros.common import qos_from_name
 from sage_safety.safety_node import SafetyNode
 from sage_testing.graph import Graph
 from std_msgs.msg import Bool
@@ -30,14 +31,15 @@ LIMITS = {'max_linear': 0.2, 'max_angular': 0.5, 'max_linear_accel': 100.0,
 def test_limiter_clamps_slews_and_zeroes():
     lim = CommandLimiter(Limits(max_linear=0.5, max_angular=1.0, max_linear_accel=1.0,
                                 max_angular_accel=10.0))
-    assert lim.update(3.0, -5.0, 0.0, True) == (0.5, -1.0)
-    assert lim.update(-0.5, 0.0, 0.1, True)[0] == pytest.approx(0.4)  # slew 1 m/s^2
-    assert lim.update(0.3, 0.2, 0.2, False) == (0.0, 0.0)
+    assert lim.update(3.0, -5.0, 0.0, True) == (0.0, 0.0)            # from rest, not a jump
+    assert lim.update(3.0, -5.0, 1.0, True) == (0.5, -1.0)            # clamped
+    assert lim.update(-0.5, 0.0, 1.1, True)[0] == pytest.approx(0.4)  # slew 1 m/s^2
+    assert lim.update(0.3, 0.2, 1.2, False) == (0.0, 0.0)
     assert lim.zeroed_reason == 'stale inputs'
     lim.estop = True
-    assert lim.update(0.3, 0.2, 0.3, True) == (0.0, 0.0) and lim.zeroed_reason == 'e-stop'
+    assert lim.update(0.3, 0.2, 1.3, True) == (0.0, 0.0) and lim.zeroed_reason == 'e-stop'
     lim.estop = False
-    assert lim.update(math.nan, 0.0, 0.4, True) == (0.0, 0.0)
+    assert lim.update(math.nan, 0.0, 1.4, True) == (0.0, 0.0)
 
 
 def safety(g, **extra):
@@ -78,7 +80,7 @@ def test_limits_estop_watchdog_and_bad_proposals():
         assert g.wait_for(lambda: len(cmds) > n + 5) and all(is_zero(c) for c in cmds[n:])
         assert node.zeroed_reason == 'no command proposed'
         # the e-stop holds zero against fresh proposals, and releases
-        estop = g.publisher(Bool, 'sage/estop')
+        estop = g.publisher(Bool, 'sage/estop', qos_from_name('LATCHED'))
         assert g.wait_for(lambda: estop.publish(Bool(data=True)) or node.limiter.estop, 10)
         n = len(cmds)
         end = time.monotonic() + 0.5
@@ -88,6 +90,8 @@ def test_limits_estop_watchdog_and_bad_proposals():
         assert all(is_zero(c) for c in cmds[n:]) and node.zeroed_reason == 'e-stop'
         assert g.wait_for(lambda: estop.publish(Bool(data=False)) or not node.limiter.estop)
         assert g.wait_for(propose, 5)
+        # the limits cannot be changed under the running limiter
+        assert not node.set_parameters([Parameter('max_linear', value=5.0)])[0].successful
         # a non-finite proposal is refused: zero at once, the node keeps serving
         raw.publish(twist(math.nan, 0.0))
         assert g.wait_for(lambda: node.rejected == 1 and is_zero(cmds[-1]), 5)

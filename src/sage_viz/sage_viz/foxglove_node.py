@@ -198,11 +198,13 @@ class FoxgloveNode(GuardedNode):
                 int(status.level), 'message': status.message})
 
     def destroy_node(self):
-        """Stop the relay and the server and finish the MCAP file."""
-        self.relay.stop()
-        self.server.stop()
-        if self.mcap is not None:
-            self.mcap.close()
+        """Stop the relay and the server and finish the MCAP file (whatever fails first)."""
+        try:
+            self.relay.stop()
+            self.server.stop()
+        finally:
+            if self.mcap is not None:
+                self.mcap.close()
         return super().destroy_node()
 
 

@@ -36,12 +36,13 @@ class ProtocolRelay:
     def _run(self, host: str, port: int) -> None:
         from websockets.asyncio.server import serve
         asyncio.set_event_loop(self._loop)
-        async def start():
+
+        async def start():    # a client's frames: at most 16 MiB (it may only subscribe)
             return await serve(self._handle, host, port, subprotocols=list(SUBPROTOCOLS),
-                               max_size=None, compression=None)
+                               max_size=2**24, compression=None)
         try:
             self._server = self._loop.run_until_complete(start())
-        except OSError as exc:               # the port is taken, the address not ours
+        except Exception as exc:  # the port is taken, the address not ours, ...
             self._error = exc
             self._ready.set()
             return
