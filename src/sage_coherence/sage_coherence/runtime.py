@@ -274,7 +274,7 @@ def _open(path: str) -> Checkpoint:
 
 
 def _make(model, version, ckpt, backend, device):
-    """The first backend, in fallback order, that loads the model and passes the check."""
+    """Return the first backend, in fallback order, that loads the model and passes."""
     order = BACKENDS[BACKENDS.index(backend)::-1]   # e.g. tensorrt -> onnxruntime -> torch
     for name in order:
         try:
