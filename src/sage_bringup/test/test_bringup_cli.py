@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -141,14 +142,25 @@ def test_a_respawned_lifecycle_node_is_active_again(tmp_path):
     proc = subprocess.Popen(['sage', 'run', '--processes', '--respawn-delay', '0.5',
                              '--params-file', params], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, errors = [], []                                # read both pipes: none may fill
+    readers = [threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True),
+               threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)]
+    for reader in readers:
+        reader.start()
     time.sleep(UP_AFTER_S + 1.0)
     for child in _children(proc.pid):
         child.kill()                                      # however it died
-    time.sleep(20.0)                                      # respawn, model load, autostart
+    again = 'lifecycle node coherence configured and activated again'
+    deadline = time.monotonic() + 90                      # respawn, model load, autostart
+    while time.monotonic() < deadline and not any(again in line for line in lines):
+        time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    proc.wait(60)
+    for reader in readers:
+        reader.join(10)
+    stderr = ''.join(errors)
     assert 'respawning' in stderr, stderr
-    assert 'lifecycle node coherence configured and activated again' in stdout, stderr
+    assert any(again in line for line in lines), ''.join(lines) + stderr
     assert proc.returncode == 0, stderr
 
 
