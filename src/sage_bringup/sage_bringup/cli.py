@@ -217,7 +217,7 @@ def run_processes(specs, params_file, namespace, sim_time, source, log_level,
     code = 0
     for name in lifecycle:
         try:
-            _autostart_remote(name, namespace)
+            _autostart_remote(name, namespace, should_stop=stopping.is_set)
         except RuntimeError as exc:
             print(f'sage: {exc}; stopping the graph', file=sys.stderr, flush=True)
             code = EXIT_NODE_FAILED
@@ -283,7 +283,8 @@ def _restart_lifecycle(name: str, namespace: str) -> None:
         print(f'sage: {exc}', file=sys.stderr, flush=True)
 
 
-def _autostart_remote(name: str, namespace: str, timeout: float = 60.0) -> None:
+def _autostart_remote(name: str, namespace: str, timeout: float = 60.0,
+                      should_stop=lambda: False) -> None:
     """Bring a lifecycle node in another process to active via its services.
 
     Asks its state and steps it up (configure, activate) until active or ``timeout``:
@@ -307,7 +308,7 @@ def _autostart_remote(name: str, namespace: str, timeout: float = 60.0) -> None:
         steps = {State.PRIMARY_STATE_UNCONFIGURED: Transition.TRANSITION_CONFIGURE,
                  State.PRIMARY_STATE_INACTIVE: Transition.TRANSITION_ACTIVATE}
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not should_stop():
             if not get.wait_for_service(timeout_sec=1.0):
                 continue
             future = get.call_async(GetState.Request())
@@ -326,6 +327,8 @@ def _autostart_remote(name: str, namespace: str, timeout: float = 60.0) -> None:
             if future.done() and not future.result().success:
                 what = 'configure' if state == State.PRIMARY_STATE_UNCONFIGURED else 'activate'
                 raise RuntimeError(f'lifecycle node {name}: {what} failed (see its log)')
+        if should_stop():
+            return
         raise RuntimeError(f'lifecycle node {name}: not active after {timeout:.0f} s')
     finally:
         executor.shutdown()
@@ -418,7 +421,10 @@ def cmd_sleep(args) -> int:
                       'targets: see its log)', file=sys.stderr)
                 return EXIT_NODE_FAILED
             result_future = handle.get_result_async()
-            _wait_served(node, result_future, client.server_is_ready, name)
+            # the server that took the goal: a respawned one (new endpoints) does not know it
+            server = _endpoints(node, name)
+            _wait_served(node, result_future, lambda: bool(server & _endpoints(node, name)),
+                         name)
         except KeyboardInterrupt:
             if send.done() and send.result().accepted:
                 cancel = send.result().cancel_goal_async()
@@ -459,6 +465,12 @@ def _wait_served(node, future, server_alive, name: str, lost_after_s: float = 2.
         elif time.monotonic() - last_seen > lost_after_s:
             raise ServerLost(f'{name} went away (its node died or restarted) before '
                              f'answering; check `sage status` and the node\'s log')
+
+
+def _endpoints(node, action: str) -> set:
+    """Endpoint ids of the processes serving ``action`` now (its status publishers)."""
+    return {bytes(i.endpoint_gid) for i in
+            node.get_publishers_info_by_topic(f'{action}/_action/status')}
 
 
 def _bar(feedback) -> None:

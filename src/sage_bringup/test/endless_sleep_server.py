@@ -1,9 +1,12 @@
-"""A real Sleep action server that accepts goals and never finishes them.
+"""A real Sleep action server that accepts goals and works on them for ``argv[1]`` seconds
+(forever when absent).
 
 Run as a process by test_bringup_cli: killing it with -9 mid-goal is a sleep node dying
 mid-consolidation, as far as `sage sleep` can tell.
 """
+import sys
 import time
+
 import rclpy
 from rclpy.action import ActionServer, GoalResponse
 from rclpy.executors import MultiThreadedExecutor
@@ -11,18 +14,22 @@ from sage_msgs.action import Sleep
 
 rclpy.init()
 node = rclpy.create_node('slow_sleep')
+seconds = float(sys.argv[1]) if len(sys.argv) > 1 else float('inf')
 
 
 def execute(handle):
-    while rclpy.ok():
-        fb = Sleep.Feedback(progress=0.099, phase='train', message='forever')
-        handle.publish_feedback(fb)
+    end = time.monotonic() + seconds
+    while rclpy.ok() and time.monotonic() < end:
+        handle.publish_feedback(Sleep.Feedback(progress=0.099, phase='train',
+                                               message='working'))
         time.sleep(0.2)
-    return Sleep.Result()
+    handle.succeed()
+    return Sleep.Result(message='slept well', metric_names=['loss'], metrics_before=[1.0],
+                        metrics_after=[0.5])
 
 
 ActionServer(node, Sleep, 'sage/sleep', execute, goal_callback=lambda g: GoalResponse.ACCEPT)
 print('ready', flush=True)
-ex = MultiThreadedExecutor()
-ex.add_node(node)
-ex.spin()
+executor = MultiThreadedExecutor()
+executor.add_node(node)
+executor.spin()

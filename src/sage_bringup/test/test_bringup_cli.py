@@ -164,6 +164,21 @@ def test_a_respawned_lifecycle_node_is_active_again(tmp_path):
     assert proc.returncode == 0, stderr
 
 
+def test_sage_sleep_reports_the_result_of_a_finished_goal():
+    server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__),
+                                                            'endless_sleep_server.py'), '3'],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == 'ready'
+        out = subprocess.run(['sage', 'sleep', '--wait', '30'], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert 'slept well' in out.stdout and 'loss' in out.stdout
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_sage_sleep_ends_when_its_server_dies_mid_goal():
     server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__),
                                                             'endless_sleep_server.py')],
