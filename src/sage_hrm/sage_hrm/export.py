@@ -62,14 +62,26 @@ def export_graph(module: nn.Module, args: tuple, inputs: list[str], outputs: lis
     sees half a file). Used for the HRM segment here and the coherence model's
     (sage_coherence.runtime).
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with torch.no_grad():
-        torch.onnx.export(module.eval(), tuple(args), tmp, input_names=inputs,
-                          output_names=outputs, opset_version=18, dynamo=False,
-                          dynamic_axes={n: {0: 'batch'} for n in inputs + outputs})
-    os.replace(tmp, path)
+    tmp = _temp_beside(path)            # its own name: two exporters never share a file
+    try:
+        with torch.no_grad():
+            torch.onnx.export(module.eval(), tuple(args), tmp, input_names=inputs,
+                              output_names=outputs, opset_version=18, dynamo=False,
+                              dynamic_axes={n: {0: 'batch'} for n in inputs + outputs})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
+
+
+def _temp_beside(path: str) -> str:
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    os.close(fd)
+    return tmp
 
 
 def export_onnx(model: HRM, path: str, batch: int = 2) -> str:
@@ -142,8 +154,7 @@ def build_engine(onnx_path: str, cache_dir: str, max_batch: int = 64, fp16: bool
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise RuntimeError('TensorRT engine build failed (see the TensorRT log above)')
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = path + '.tmp'
+    tmp = _temp_beside(path)
     with open(tmp, 'wb') as f:
         f.write(engine)
     os.replace(tmp, path)

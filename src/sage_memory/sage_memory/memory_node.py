@@ -12,7 +12,7 @@ import os
 import time
 
 from sage_common.features import FeatureRejected
-from sage_common.paths import resolve_path
+from sage_common.paths import inside, resolve_path, sage_home
 from sage_common.validate import parse_json
 from sage_ros.guard import GuardedNode
 from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
@@ -204,6 +204,10 @@ class MemoryNode(GuardedNode):
 
     def _snapshot(self, request: Snapshot.Request, response: Snapshot.Response):
         path = request.path and os.path.join(resolve_path(request.path), 'sidecar.npz')
+        if path and not inside(path, sage_home()):     # a request is not a command
+            response.success = False
+            response.message = f'refused: {request.path} is not under $SAGE_HOME {sage_home()}'
+            return response
         try:
             response.path = self.save(path or None)
             response.success, response.message = True, 'saved'

@@ -238,6 +238,8 @@ def test_kill_9_loses_nothing_and_a_corrupt_snapshot_is_moved_aside(tmp_path):
             assert started, open(tmp_path / 'node.log').read()
             snap = call(g, Snapshot, 'sage/memory/snapshot', Snapshot.Request(path=''))
             assert snap.success
+            away = call(g, Snapshot, 'sage/memory/snapshot', Snapshot.Request(path='/'))
+            assert not away.success and 'not under $SAGE_HOME' in away.message
             first = Sidecar.load(snap.path).writes
             n = len(salience)
             assert g.wait_for(lambda: feed() or len(salience) > n + 40, 15)
