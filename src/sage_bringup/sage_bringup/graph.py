@@ -162,17 +162,22 @@ def params_file_for(params_file: str, namespace: str) -> str:
     """Return a params file whose blocks apply under ``namespace``.
 
     rcl applies a ``world:`` block only to the node /world, so under a
-    namespace the blocks are rewritten to their full names in a temporary file.
+    namespace the blocks are rewritten to their full names, into one file per
+    namespace under $ROS_HOME/sage (rewritten on each start: nothing piles up in
+    the temporary directory).
     """
     if not namespace:
         return params_file
-    import tempfile
     blocks = {key if key == '/**' else f'{namespace}/{key}': {'ros__parameters': block}
               for key, block in load_params(params_file).items()}
-    with tempfile.NamedTemporaryFile('w', prefix='sage_params_', suffix='.yaml',
-                                     delete=False) as f:
+    folder = os.path.join(os.environ.get('ROS_HOME') or os.path.expanduser('~/.ros'), 'sage')
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f'params{namespace.replace("/", "_")}.yaml')
+    tmp = f'{path}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as f:
         yaml.safe_dump(blocks, f)
-    return f.name
+    os.replace(tmp, path)       # atomic: a launch and a `sage run` may start side by side
+    return path
 
 
 def check_namespace(namespace: str) -> str:
