@@ -49,6 +49,7 @@ def _nodes(context):
     for spec in specs:
         kwargs = dict(
             package=spec.package, executable=spec.executable, name=spec.name,
+            exec_name=spec.name,        # the label in launch's output, niced or not
             namespace=namespace, output='screen',
             parameters=[params_file, {'use_sim_time': sim_time}, spec.params_for(arg['source'])],
             arguments=['--ros-args', '--log-level', arg['log_level']],

@@ -290,7 +290,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
             except ExternalShutdownException:
                 pass
             except Exception:  # the executor itself failed: report, exit non-zero
-                failed.append(traceback.format_exc())
+                if not stop.is_set():   # not rclpy's own shutdown race (a destroyed handle)
+                    failed.append(traceback.format_exc())
             stop.set()
         thread = threading.Thread(target=spin, daemon=True)
         thread.start()
