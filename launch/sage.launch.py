@@ -9,15 +9,11 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction,
+from launch.actions import (DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction,
                             RegisterEventHandler)
 from launch.event_handlers import OnProcessStart
-from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
-from launch_ros.event_handlers import OnStateTransition
-from launch_ros.events.lifecycle import ChangeState
-from lifecycle_msgs.msg import Transition
 from sage_bringup import graph
 from sage_bringup.cli import executable_path
 
@@ -61,22 +57,21 @@ def _nodes(context):
         node = LifecycleNode(**kwargs)
         actions.append(node)
         if arg['autostart'].lower() == 'true':
-            actions += _autostart(node)
+            actions += _autostart(node, spec.name, namespace)
     return actions
 
 
-def _autostart(node):
-    def change(transition_id):
-        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                           transition_id=transition_id))
-    return [
-        RegisterEventHandler(OnStateTransition(
-            target_lifecycle_node=node, goal_state='inactive',
-            entities=[change(Transition.TRANSITION_ACTIVATE)])),
-        # on every process start, so that a respawned node is activated again
-        RegisterEventHandler(OnProcessStart(
-            target_action=node, on_start=[change(Transition.TRANSITION_CONFIGURE)])),
-    ]
+def _autostart(node, name: str, namespace: str):
+    """On every start of the process, respawns included: `sage activate` brings the node
+    to active by asking its state (launch_ros's ChangeState would wait forever on the
+    dead process's service after a respawn)."""
+    from ament_index_python.packages import get_package_prefix
+    sage = os.path.join(get_package_prefix('sage_bringup'), 'lib', 'sage_bringup', 'sage')
+
+    def activate(event, context):       # a new action each start: one runs only once
+        return [ExecuteProcess(cmd=[sage, 'activate', name, '--namespace', namespace or '/'],
+                               output='screen', name=f'activate_{name}')]
+    return [RegisterEventHandler(OnProcessStart(target_action=node, on_start=activate))]
 
 
 def generate_launch_description():

@@ -362,6 +362,17 @@ def cmd_run(args) -> int:
         return EXIT_CONFIG
 
 
+def cmd_activate(args) -> int:
+    """Bring a lifecycle node to active (see _autostart_remote)."""
+    try:
+        _autostart_remote(args.node, graph.check_namespace(args.namespace), args.timeout)
+    except RuntimeError as exc:
+        print(f'sage: {exc}', file=sys.stderr)
+        return EXIT_NODE_FAILED
+    print(f'sage: lifecycle node {args.node} is active', flush=True)
+    return 0
+
+
 def cmd_status(args) -> int:
     """Print the nodes, topics and latest diagnostics of a running graph."""
     import rclpy
@@ -777,6 +788,15 @@ def build_parser() -> argparse.ArgumentParser:
     sleep.add_argument('--wait', type=float, default=10.0,
                        help='seconds to wait for the sleep node')
     sleep.set_defaults(func=cmd_sleep)
+    activate = sub.add_parser('activate', help='bring a lifecycle node to active',
+                              description='Configure and activate a lifecycle node (coherence, '
+                              'sleep) from whatever state it is in; the launch file runs this on '
+                              'every (re)start of one. Asks its state and retries, so a '
+                              'respawned node is not missed for the dead one.')
+    activate.add_argument('node', help='node name, e.g. coherence')
+    activate.add_argument('--namespace', default='')
+    activate.add_argument('--timeout', type=float, default=120.0, metavar='S')
+    activate.set_defaults(func=cmd_activate)
     return parser
 
 
