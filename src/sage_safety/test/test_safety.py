@@ -12,8 +12,6 @@ import pytest
 import torch
 from ament_index_python.packages import get_package_prefix
 from geometry_msgs.msg import TwistStamped
-from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
 from rclpy.parameter import Parameter
 from sage_common.checkpoints import CheckpointStore
 from sage_coherence.model import CoherenceConfig, CoherenceModel
@@ -118,11 +116,9 @@ def test_kill_9_of_the_decision_process_stops_the_robot_within_the_watchdog(tmp_
         with Graph() as g:
             node = safety(g)
             cmds = g.collect(TwistStamped, 'cmd_vel')
-            client = g.probe.create_client(ChangeState, 'coherence/change_state')
-            assert client.wait_for_service(timeout_sec=30), 'coherence did not come up'
-            for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
-                future = client.call_async(ChangeState.Request(transition=Transition(id=tid)))
-                assert g.wait_for(future.done, 30) and future.result().success
+            up = subprocess.run(['sage', 'activate', 'coherence', '--timeout', '60'],
+                                capture_output=True, text=True, timeout=90)
+            assert up.returncode == 0 and 'is active' in up.stdout, up.stderr
             pubs = {m: g.publisher(Feature, f'sage/features/{m}') for m in ('vision', 'imu')}
             rng = np.random.default_rng(0)
 
