@@ -103,8 +103,9 @@ def declare_parameters(node: Node, params: Iterable[Param]) -> dict[str, Any]:
     """Declare and validate ``params``; return their values by name.
 
     Invalid start-up values raise ParameterError with every problem listed.
-    Later changes are validated by an on-set callback that rejects with the
-    reason, so ``ros2 param set`` gets a clear answer.
+    SAGE nodes build their objects from these values once, so a later change
+    (``ros2 param set``) is refused with that reason instead of being accepted and
+    silently not applied.
     """
     params = list(params)
     by_name = {p.name: p for p in params}
@@ -127,9 +128,10 @@ def declare_parameters(node: Node, params: Iterable[Param]) -> dict[str, Any]:
             spec = by_name.get(change.name)
             if spec is None:
                 continue
-            problem = spec.error(change.value)
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
+            problem = spec.error(change.value) or (
+                f'{change.name} is read when the node starts: restart the node with the new '
+                f'value (params file or -p {change.name}:=...)')
+            return SetParametersResult(successful=False, reason=problem)
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(on_set)

@@ -11,7 +11,6 @@ zero at ``rate_hz`` while the input is stale.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 
@@ -24,8 +23,6 @@ from sage_ros.common import (Diagnostics, Param, Throttle, declare_parameters, q
                              stamp)
 from sage_safety.limits import CommandLimiter, Limits
 
-# Read-only: the limiter is built from them once; a `ros2 param set` must not report a
-# change that the running limiter would not apply.
 PARAMS = [
     Param('watchdog_s', 0.5, 'zero cmd_vel when no proposal arrived for this long (steady '
           'clock)', low=0.05, high=10.0),
@@ -38,7 +35,6 @@ PARAMS = [
           high=100.0),
     Param('frame_id', 'base_link', 'frame of cmd_vel'),
 ]
-PARAMS = [dataclasses.replace(p, read_only=True) for p in PARAMS]
 
 
 class SafetyNode(GuardedNode):
