@@ -1,8 +1,7 @@
-"""A real Sleep action server that accepts goals and works on them for ``argv[1]`` seconds
-(forever when absent).
+"""A real Sleep action server that works on each goal for ``argv[1]`` seconds.
 
-Run as a process by test_bringup_cli: killing it with -9 mid-goal is a sleep node dying
-mid-consolidation, as far as `sage sleep` can tell.
+Forever when the argument is absent. Run as a process by test_bringup_cli: killing it
+with -9 mid-goal is a sleep node dying mid-consolidation, as far as `sage sleep` can tell.
 """
 import sys
 import time
