@@ -32,6 +32,7 @@ adapter directory (adapter_model.safetensors checked).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -374,10 +375,14 @@ class CognitionNode(GuardedNode):
 
     def destroy_node(self):
         """Stop the worker, write the exchanges still in their reward window, destroy."""
-        try:
-            self._jobs.put_nowait((None, None, None, None))
-        except queue.Full:
-            pass
+        while True:              # the stop job goes in even when the queue is full
+            try:
+                self._jobs.put_nowait((None, None, None, None))
+                break
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._jobs.get_nowait()
+        self._worker.join(timeout=5.0)   # let a thought or an encode finish
         self._write_exchanges(force=True)
         return super().destroy_node()
 

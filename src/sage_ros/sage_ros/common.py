@@ -267,6 +267,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     node's cleanup short. Returns 2 when the node refused its parameters (a respawn
     would not help), 1 when it failed to start or its executor failed.
     """
+    import os
     import signal
     import sys
     import threading
@@ -314,4 +315,11 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    if any(t.is_alive() for t in threading.enumerate() if t.daemon):
+        # A daemon thread still inside native code (a torch encode, a model load) can
+        # make the interpreter's teardown abort the process (SIGABRT, "terminate
+        # called without an active exception"). The node has cleaned up: skip it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
