@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(_root, 'tests'))
 
 # Tier marks. ``ros``: the test module starts ROS (rclpy, a node, a graph, the `sage`
 # command in a process); ``make test-fast`` runs the others, minus those marked ``slow``.
-_ROS = re.compile(r'\brclpy\b|sage_testing\.graph|sage_testing\.parity|_nodes? import|'
+_ROS = re.compile(r'\brclpy\b|sage_testing\.(graph|parity|fuzz)|_nodes? import|'
                   r"\[\s*'sage'|ament_index_python")
 
 

@@ -26,6 +26,7 @@ def test_demonstrations_are_labelled_and_aligned(demos):
     assert all(ep.trust[1:, cognition].min() > 0.9 for ep in train_eps)  # plan is sticky
 
 
+@pytest.mark.slow     # two minutes of real training on 2 cores: `make test` runs it
 def test_training_beats_the_untrained_model_on_held_out_episodes(demos):
     train_eps, test_eps = demos
     torch.manual_seed(0)
