@@ -411,6 +411,7 @@ def cmd_sleep(args) -> int:
     import rclpy
     from rclpy.action import ActionClient
     from sage_msgs.action import Sleep
+    from sage_ros.goals import GoalRejected, ServerLost, run_goal
 
     rclpy.init()
     node = rclpy.create_node('sage_sleep_client')
@@ -423,29 +424,18 @@ def cmd_sleep(args) -> int:
             return EXIT_NODE_FAILED
         goal = Sleep.Goal(max_duration_s=args.max_duration, targets=args.targets or [],
                           max_experiences=args.max_experiences)
-        send = client.send_goal_async(goal, feedback_callback=lambda m: _bar(m.feedback))
         try:
-            _wait_served(node, send, client.server_is_ready, name)
-            handle = send.result()
-            if not handle.accepted:
-                print('sage: the sleep node rejected the goal (already sleeping, or unknown '
-                      'targets: see its log)', file=sys.stderr)
-                return EXIT_NODE_FAILED
-            result_future = handle.get_result_async()
-            # the server that took the goal: a respawned one (new endpoints) does not know it
-            server = _endpoints(node, name)
-            _wait_served(node, result_future, lambda: bool(server & _endpoints(node, name)),
-                         name)
+            result = run_goal(node, client, goal, name, _bar)
         except KeyboardInterrupt:
-            if send.done() and send.result().accepted:
-                cancel = send.result().cancel_goal_async()
-                rclpy.spin_until_future_complete(node, cancel, timeout_sec=5.0)
             print('\nsage: sleep cancelled', file=sys.stderr)
             return 130
+        except GoalRejected:
+            print('sage: the sleep node rejected the goal (already sleeping, or unknown '
+                  'targets: see its log)', file=sys.stderr)
+            return EXIT_NODE_FAILED
         except ServerLost as exc:
             print(f'\nsage: {exc}', file=sys.stderr)
             return EXIT_NODE_FAILED
-        result = result_future.result().result
         print()
         print(result.message)
         for name_, before, after in zip(result.metric_names, result.metrics_before,
@@ -458,30 +448,56 @@ def cmd_sleep(args) -> int:
         rclpy.try_shutdown()
 
 
-class ServerLost(RuntimeError):
-    """The server a client waits on has gone (its process died or restarted)."""
-
-
-def _wait_served(node, future, server_alive, name: str, lost_after_s: float = 2.0) -> None:
-    """Spin until ``future`` is done; ServerLost when the server is gone ``lost_after_s``.
-
-    A goal whose server dies never ends by itself: the client must notice.
-    """
+def cmd_think(args) -> int:
+    """Ask a running cognition node to think about an instruction; stream its text."""
     import rclpy
-    last_seen = time.monotonic()
-    while not future.done():
-        rclpy.spin_once(node, timeout_sec=0.2)
-        if server_alive():
-            last_seen = time.monotonic()
-        elif time.monotonic() - last_seen > lost_after_s:
-            raise ServerLost(f'{name} went away (its node died or restarted) before '
-                             f'answering; check `sage status` and the node\'s log')
+    from rclpy.action import ActionClient, get_action_names_and_types
+    from sage_msgs.action import Think
+    from sage_ros.goals import GoalRejected, ServerLost, run_goal
 
+    rclpy.init()
+    node = rclpy.create_node('sage_think_client')
+    prefix = f'{graph.check_namespace(args.namespace)}/sage/cognition/'
+    client = None
+    try:
+        name = f'{prefix}{args.name}/think' if args.name else None
+        deadline = time.monotonic() + args.wait
+        while name is None and time.monotonic() < deadline:   # any node that thinks
+            found = sorted(a for a, _ in get_action_names_and_types(node)
+                           if a.startswith(prefix) and a.endswith('/think'))
+            name = found[0] if found else None
+            time.sleep(0.2)
+        if name is not None:
+            client = ActionClient(node, Think, name)
+        if client is None or not client.wait_for_server(
+                timeout_sec=max(0.0, deadline - time.monotonic())):
+            print(f'sage: no cognition node answers on {name or prefix + "*/think"}; only a '
+                  f'node with a language model (backend: local or openai) thinks: see '
+                  f'config/sage.yaml', file=sys.stderr)
+            return EXIT_NODE_FAILED
+        shown = {'n': 0}
 
-def _endpoints(node, action: str) -> set:
-    """Endpoint ids of the processes serving ``action`` now (its status publishers)."""
-    return {bytes(i.endpoint_gid) for i in
-            node.get_publishers_info_by_topic(f'{action}/_action/status')}
+        def stream(feedback):
+            print(feedback.partial_text[shown['n']:], end='', flush=True)
+            shown['n'] = len(feedback.partial_text)
+
+        goal = Think.Goal(instruction=args.instruction, context=args.context or '',
+                          max_tokens=args.max_tokens)
+        try:
+            result = run_goal(node, client, goal, name, stream)
+        except KeyboardInterrupt:
+            print('\nsage: thought cancelled', file=sys.stderr)
+            return 130
+        except (GoalRejected, ServerLost) as exc:
+            print(f'\nsage: {exc}', file=sys.stderr)
+            return EXIT_NODE_FAILED
+        print(f'\n[{name}: trust {result.trust:.2f}, {result.latency_s:.1f} s] {result.text}')
+        return 0
+    finally:
+        if client is not None:
+            client.destroy()
+        node.destroy_node()
+        rclpy.try_shutdown()
 
 
 def _bar(feedback) -> None:
@@ -554,9 +570,10 @@ def cmd_replay(args) -> int:
     from rosgraph_msgs.msg import Clock
     from sage_ros.common import qos_from_name
     from sage_interop.bag import BagError, message_class, play, qos_name, read, topics
+    from sage_ros.goals import ServerLost
 
-    if args.rate <= 0 or args.wait < 0:
-        print('sage: --rate must be > 0 and --wait >= 0', file=sys.stderr)
+    if args.rate <= 0 or args.wait < 0 or args.lost_after <= 0:
+        print('sage: --rate and --lost-after must be > 0, --wait >= 0', file=sys.stderr)
         return EXIT_CONFIG
     try:
         next(read(args.bag, args.topics))            # readable, and holds the topics
@@ -588,14 +605,21 @@ def cmd_replay(args) -> int:
         time.sleep(0.05)
     print(f'sage: replaying {args.bag} at {args.rate}x' + (' (loop)' if args.loop else '') +
           f'; {max(matched, 0)}/{len(pubs)} topics have subscribers', flush=True)
-    progress = {'sent': 0, 'shown': 0.0}
+    progress = {'sent': 0, 'shown': 0.0, 'heard': time.monotonic()}
 
     def publish(topic, msgtype, data):
         pubs[topic].publish(data)
         progress['sent'] += 1
-        if time.monotonic() - progress['shown'] > 1.0:
-            progress['shown'] = time.monotonic()
+        now = time.monotonic()
+        if now - progress['shown'] > 1.0:
+            progress['shown'] = now
             print(f'\r  {progress["sent"]} messages', end='', flush=True)
+            # a graph that listened and is gone (crashed, stopped) hears nothing more
+            if matched <= 0 or any(p.get_subscription_count() for p in pubs.values()):
+                progress['heard'] = now
+            elif now - progress['heard'] > args.lost_after:
+                raise ServerLost(f'every subscriber left {args.lost_after:g} s ago (the '
+                                 f'graph stopped or crashed); check `sage status`')
 
     def clock(stamp_ns):
         msg = Clock()
@@ -607,7 +631,7 @@ def cmd_replay(args) -> int:
                     args.topics)
     except KeyboardInterrupt:
         sent = None
-    except BagError as exc:
+    except (BagError, ServerLost) as exc:
         print(f'\nsage: {exc}', file=sys.stderr)
         return EXIT_NODE_FAILED
     finally:
@@ -737,6 +761,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='do not publish /clock')
     replay.add_argument('--wait', type=float, default=3.0, metavar='S',
                         help='wait up to S seconds for subscribers before playing (default 3)')
+    replay.add_argument('--lost-after', type=float, default=3.0, metavar='S',
+                        help='stop with an error when every subscriber has been gone S '
+                        'seconds (the graph died; default 3)')
     replay.set_defaults(func=cmd_replay)
 
     init = sub.add_parser('init', help='install the shipped base models into $SAGE_HOME',
@@ -788,6 +815,18 @@ def build_parser() -> argparse.ArgumentParser:
     sleep.add_argument('--wait', type=float, default=10.0,
                        help='seconds to wait for the sleep node')
     sleep.set_defaults(func=cmd_sleep)
+    think = sub.add_parser('think', help='ask a cognition node to think about an instruction',
+                           description='Send a Think goal to a running cognition node with a '
+                           'language model and stream its text; prints the final thought with '
+                           'its trust. Ctrl-C cancels. Exits non-zero if the node dies first.')
+    think.add_argument('instruction')
+    think.add_argument('--name', help='cognition node name (default: the first that thinks)')
+    think.add_argument('--context', help='extra context, treated as data')
+    think.add_argument('--max-tokens', type=int, default=0, help='0 = the node\'s default')
+    think.add_argument('--namespace', default='')
+    think.add_argument('--wait', type=float, default=10.0,
+                       help='seconds to wait for a cognition node')
+    think.set_defaults(func=cmd_think)
     activate = sub.add_parser('activate', help='bring a lifecycle node to active',
                               description='Configure and activate a lifecycle node (coherence, '
                               'sleep) from whatever state it is in; the launch file runs this on '

@@ -164,35 +164,44 @@ def test_a_respawned_lifecycle_node_is_active_again(tmp_path):
     assert proc.returncode == 0, stderr
 
 
-def test_sage_sleep_reports_the_result_of_a_finished_goal():
+def slow_servers(*args):
     server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__),
-                                                            'endless_sleep_server.py'), '3'],
+                                                            'slow_action_servers.py'), *args],
                               stdout=subprocess.PIPE, text=True)
+    assert server.stdout.readline().strip() == 'ready'
+    return server
+
+
+CLIENTS = {'sleep': (['sage', 'sleep', '--wait', '30'], ['slept well', 'loss']),
+           'think': (['sage', 'think', 'where is red?', '--wait', '30'],
+                     ['go to the red beacon', 'trust 0.90'])}
+
+
+@pytest.mark.parametrize('client', CLIENTS)
+def test_clients_report_the_result_of_a_finished_goal(client):
+    command, expected = CLIENTS[client]
+    server = slow_servers('3')
     try:
-        assert server.stdout.readline().strip() == 'ready'
-        out = subprocess.run(['sage', 'sleep', '--wait', '30'], capture_output=True,
-                             text=True, timeout=60)
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
-        assert 'slept well' in out.stdout and 'loss' in out.stdout
+        assert all(e in out.stdout for e in expected), out.stdout
     finally:
         server.kill()
         server.wait()
 
 
-def test_sage_sleep_ends_when_its_server_dies_mid_goal():
-    server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__),
-                                                            'endless_sleep_server.py')],
-                              stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize('client', CLIENTS)
+def test_clients_end_when_their_server_dies_mid_goal(client):
+    server = slow_servers()
     try:
-        assert server.stdout.readline().strip() == 'ready'
-        client = subprocess.Popen(['sage', 'sleep', '--wait', '30'], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
-        time.sleep(5.0)                          # the goal is running: feedback at 9.9 %
+        proc = subprocess.Popen(CLIENTS[client][0], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(5.0)                          # the goal is running: feedback streams
         server.kill()
         killed = time.monotonic()
-        _, stderr = client.communicate(timeout=30)
+        _, stderr = proc.communicate(timeout=30)
         assert time.monotonic() - killed < 10.0, 'the client noticed too late'
-        assert client.returncode == 1 and 'went away' in stderr, stderr
+        assert proc.returncode == 1 and 'went away' in stderr, stderr
     finally:
         server.kill()
         server.wait()

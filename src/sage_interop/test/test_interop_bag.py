@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -114,6 +115,38 @@ def test_replay_through_the_camera_node_and_trust_falls_on_blur(tmp_path):
     bad = subprocess.run(['sage', 'replay', str(tmp_path / 'missing')], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and 'no rosbag2 directory' in bad.stderr
+
+
+LISTENER = """
+import rclpy
+from sensor_msgs.msg import Image
+from sage_ros.common import qos_from_name
+rclpy.init()
+node = rclpy.create_node('listener')
+node.create_subscription(Image, '/camera/image_raw', lambda m: None,
+                         qos_from_name('SENSOR_DATA'))
+rclpy.spin(node)
+"""
+
+
+def test_replay_ends_with_an_error_when_the_graph_it_feeds_dies(tmp_path):
+    write_bag(tmp_path / 'bag')
+    listener = subprocess.Popen([sys.executable, '-c', LISTENER])
+    try:
+        replay = subprocess.Popen(['sage', 'replay', str(tmp_path / 'bag'), '--loop',
+                                   '--wait', '30'], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        line = replay.stdout.readline()
+        assert '1/1 topics have subscribers' in line, line
+        time.sleep(2.0)
+        listener.kill()
+        killed = time.monotonic()
+        _, stderr = replay.communicate(timeout=60)
+        assert time.monotonic() - killed < 15.0, 'replay noticed too late'
+        assert replay.returncode == 1 and 'every subscriber left' in stderr, stderr
+    finally:
+        listener.kill()
+        listener.wait()
 
 
 @pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
