@@ -47,7 +47,7 @@ from sage_msgs.action import Think
 from sage_msgs.msg import Checkpoint, Coherence, Feature, Salience
 from std_msgs.msg import Float32, String
 
-from sage_common.checkpoints import sha256_file
+from sage_common.checkpoints import sha256_file, superseded
 from sage_cognition.backends import BackendError, make_backend
 from sage_cognition.exchanges import ExchangeLog
 from sage_cognition.instruction import InstructionSensing
@@ -192,6 +192,10 @@ class CognitionNode(GuardedNode):
     def _swap_adapter(self, msg: Checkpoint) -> None:
         """Load a new LoRA adapter off the executor; the backend swaps between thoughts."""
         with self._swap_lock:
+            if superseded(msg.path):    # e.g. a latched re-delivery after a respawn
+                self.get_logger().info(f'ignored announced LoRA {msg.path}: the store\'s '
+                                       f'latest has moved on')
+                return
             unpacked = ''
             try:
                 root = resolve_path(self.p['model_dir'])

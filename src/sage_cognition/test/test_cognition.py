@@ -343,8 +343,9 @@ def test_node_hot_swaps_an_announced_adapter_and_refuses_a_bad_one(adapter, tmp_
         assert g.wait_for(lambda: 'refused LoRA adapter' in n.diag.message
                           and 'weights.pt does not match' in n.diag.message, 30)
         assert n.backend.adapter == unpacked and n.adapter_checkpoint == v2.path
+        ckpts.point_latest(base.version)                            # rolled back to the base
         announce.publish(Checkpoint(model='lora', path=base.path, version=1,
-                                    sha256=base.sha256))           # rolled back to the base
+                                    sha256=base.sha256))
         assert g.wait_for(lambda: n.adapter_checkpoint == base.path, 60)
         assert n.backend.adapter is None and not os.path.exists(unpacked)
         assert 'purple' not in n.backend.generate(QUESTION, 10).text

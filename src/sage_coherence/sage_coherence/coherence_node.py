@@ -24,6 +24,7 @@ import torch
 
 from sage_common.features import FeatureBuffer, FeatureRejected
 from sage_coherence.runtime import BACKENDS, load_runtime, RuntimeRefused
+from sage_common.checkpoints import superseded
 from sage_common.paths import inside, resolve_path
 from sage_ros.guard import GuardedLifecycleNode
 from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
@@ -179,6 +180,10 @@ class CoherenceNode(GuardedLifecycleNode):
             runtime = self.runtime
             if runtime is None:
                 return                  # cleaned up meanwhile
+            if superseded(msg.path):    # e.g. a latched re-delivery after a respawn
+                self.get_logger().info(f'ignored announced {msg.path}: the store\'s latest '
+                                       f'has moved on (running {runtime.version})')
+                return
             try:
                 if not inside(msg.path, self.model_dir):    # an announcement is not a command
                     raise RuntimeRefused(f'it is not under model_dir {self.model_dir}')

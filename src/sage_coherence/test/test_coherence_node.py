@@ -109,7 +109,7 @@ def test_missing_modality_gets_zero_trust(tmp_path):
 
 
 def test_hot_reload_under_load_and_refusal(tmp_path):
-    commit(tmp_path, 0)
+    v1 = commit(tmp_path, 0)
     with Graph() as g:
         n = node(g, tmp_path)
         coh = g.collect(Coherence, 'sage/coherence')
@@ -141,6 +141,11 @@ def test_hot_reload_under_load_and_refusal(tmp_path):
         # shared machine may pause them a moment, so wait a little for the count)
         assert g.wait_for(cycles_after_announce, 5), 'cycles stopped after the reload'
         assert coh[-1].model_version == 'v0002'
+        # a superseded announcement (a latched one re-delivered after a respawn) is ignored
+        announce.publish(Checkpoint(model='coherence', path=v1.path, version=v1.version,
+                                    sha256=v1.sha256))
+        run(1.0)
+        assert coh[-1].model_version == 'v0002' and n._pending is None
         announce.publish(Checkpoint(model='coherence', path=v2.path, version=2,
                                     sha256='0' * 64))
         # the refusal comes from the reload thread: wait for it, cycles going on meanwhile

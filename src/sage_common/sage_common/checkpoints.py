@@ -57,6 +57,18 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def superseded(path: str) -> bool:
+    """Tell whether ``path`` is a version of a store whose ``latest`` now points elsewhere.
+
+    Nodes follow the store's ``latest``, not the version number of an announcement: a
+    latched announcement re-delivered after a respawn (or a late one) is superseded,
+    while a rollback (``latest`` pointed back, then announced) is not. A directory that
+    is not a store version (a bare adapter folder) is never superseded.
+    """
+    link = os.path.join(os.path.dirname(os.path.normpath(path)), LATEST)
+    return os.path.lexists(link) and os.path.realpath(link) != os.path.realpath(path)
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from sage_common.checkpoints import CheckpointError, CheckpointStore
+from sage_common.checkpoints import CheckpointError, CheckpointStore, superseded
 
 
 def test_commit_open_and_latest(tmp_path):
@@ -21,8 +21,11 @@ def test_commit_open_and_latest(tmp_path):
     assert (a.version, b.version) == (1, 2)
     assert store.latest_version() == 2 and b.meta['parent'] == 1
     assert torch.equal(store.load_state(store.open())['w'], torch.full((3,), 2.0))
+    assert superseded(a.path) and not superseded(b.path)
     store.point_latest(1)  # rollback
     assert torch.equal(store.load_state(store.open())['w'], torch.ones(3))
+    assert not superseded(a.path) and superseded(b.path)
+    assert not superseded(str(tmp_path))     # not a store version: nothing supersedes it
 
 
 def test_corrupted_weights_are_refused(tmp_path):

@@ -301,7 +301,9 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         while not stop.wait(0.25) and rclpy.ok():
             pass
         executor.shutdown(timeout_sec=2.0)
-        thread.join(timeout=5.0)
+        # a long callback finishes before the node is destroyed under it; `sage run` and
+        # launch escalate to SIGKILL after 10 s, so give up waiting well before that
+        thread.join(timeout=6.0)
         if failed:
             print(failed[0], file=sys.stderr)
             code = 1
