@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-DEFAULT_TOPICS = ('camera/image_raw', 'camera/camera_info', 'imu/data_raw', 'audio/chunk',
+DEFAULT_TOPICS = ('camera/image_raw', 'camera/camera_info', 'imu/data_raw', 'audio/chunk', 'odom',
                   'sage/instruction', 'sage/reward', 'sage/teacher_action', 'sage/episode',
                   'sage/features/vision', 'sage/features/audio', 'sage/features/imu',
                   'sage/features/cognition_main', 'sage/features/memory', 'sage/salience',
@@ -26,7 +26,7 @@ STORAGES = ('mcap', 'sqlite3')
 # Latched topics (transient local): recorded even when published before the recorder
 # started, and replayed latched, or a transient-local subscriber would not match.
 LATCHED_TOPICS = ('sage/instruction', 'sage/world/layout', 'sage/checkpoint')
-SENSOR_TOPICS = ('image_raw', 'camera_info', 'data_raw', 'audio/chunk')
+SENSOR_TOPICS = ('image_raw', 'camera_info', 'data_raw', 'audio/chunk', 'odom')
 
 
 def qos_name(topic: str) -> str:

@@ -15,8 +15,11 @@ API
 ``oracle_action() -> int`` (knows the state); ``ACTIONS`` maps action ids to
 names and ``(v, w)``. ``Observation`` holds what real drivers give: an
 H×W×3 uint8 image, IMU accel (m/s², gravity included) and gyro (rad/s), int16
-mono audio at ``config.audio_rate`` covering the step, the instruction text
-(first step only), the reward and the sim time.
+mono audio at ``config.audio_rate`` covering the step, wheel odometry (``Odometry``:
+the pose in the episode's ``odom`` frame, integrated from the wheel commands with
+seeded slip and heading noise, and its covariance), the instruction text (first step
+only), the reward and the sim time. The true pose (``x, y, yaw``) is for evaluation
+and viewers only.
 """
 
 from __future__ import annotations
@@ -90,7 +93,24 @@ class WorldConfig:
     imu_gyro_noise: float = 0.01        # rad/s
     imu_gyro_bias: float = 0.005        # rad/s, drawn per episode
     imu_saturation_gyro: float = 0.5    # rad/s range while saturated
+    odom_scale_bias: float = 0.02       # wheel-speed scale error, 1 sigma, drawn per episode
+    odom_slip: float = 0.03             # per-step relative error of each wheel speed, 1 sigma
+    odom_yaw_noise: float = 0.03        # rad/s heading noise while the wheels turn, 1 sigma
     faults: list = field(default_factory=list)   # list[Fault]
+
+
+@dataclass
+class Odometry:
+    """Wheel odometry: the pose in ``odom`` (REP-105; the episode's start pose is the
+    origin), the measured speeds in ``base_link`` and the pose covariance over (x, y, yaw)."""
+
+    x: float = 0.0
+    y: float = 0.0
+    yaw: float = 0.0
+    v: float = 0.0
+    w: float = 0.0
+    covariance: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
+    speed_variance: tuple = (0.0, 0.0)
 
 
 @dataclass
@@ -105,6 +125,7 @@ class Observation:
     reward: float
     time_s: float
     faults: tuple = ()
+    odom: Odometry = field(default_factory=Odometry)
 
 
 class World:
@@ -159,6 +180,7 @@ class World:
         self.done = self.success = False
         self.gyro_bias = rng.normal(0, c.imu_gyro_bias, 3)
         self.instruction = rng.choice(INSTRUCTIONS).format(self.target_name)
+        self._reset_odometry()
         self._last_image = None
         self._cost = self._distance_field()
         self._prev_dist = self.target_distance()
@@ -178,10 +200,46 @@ class World:
         self.target, self.target_name = list(beacons).index(target), target
         self.x, self.y, self.yaw = pose
         self.instruction = INSTRUCTIONS[0].format(target)
+        self._reset_odometry()
         self._cost = self._distance_field()
         self._prev_dist = self.target_distance()
         self.target_seen, self._searched = self.target_visible(), 0.0
         return self._observe(reward=0.0, accel=np.array([0.0, 0.0, GRAVITY]))
+
+    def _reset_odometry(self) -> None:
+        # its own random stream: odometry noise never changes what the sensors see
+        self._odom_rng = np.random.default_rng([self.episode_seed, 105])
+        self._odom_scale = 1.0 + self._odom_rng.normal(0, self.cfg.odom_scale_bias)
+        self.odom = Odometry()
+        self._odom_cov = np.zeros((3, 3))   # of the per-step noise; the scale error is added
+        self._odom_origin = (self.x, self.y, self.yaw)
+
+    def _integrate_odometry(self, v: float, w: float) -> None:
+        """Dead-reckon one step from the wheel commands (blocked wheels slip: they count)."""
+        c, r, o = self.cfg, self._odom_rng, self.odom
+        moving = float(v != 0.0 or w != 0.0)
+        vm = v * self._odom_scale * (1.0 + r.normal(0, c.odom_slip))
+        wm = w * (1.0 + r.normal(0, c.odom_slip)) + moving * r.normal(0, c.odom_yaw_noise)
+        yaw = (o.yaw + wm * c.dt + math.pi) % (2 * math.pi) - math.pi
+        cos, sin = math.cos(yaw), math.sin(yaw)
+        # EKF prediction of the unicycle (the world moves after turning, as here)
+        f = np.array([[1.0, 0.0, -vm * sin * c.dt], [0.0, 1.0, vm * cos * c.dt],
+                      [0.0, 0.0, 1.0]])
+        g = np.array([[cos * c.dt, -vm * sin * c.dt ** 2], [sin * c.dt, vm * cos * c.dt ** 2],
+                      [0.0, c.dt]])
+        var_v = (c.odom_slip * v) ** 2
+        var_w = (c.odom_slip * w) ** 2 + moving * c.odom_yaw_noise ** 2
+        self._odom_cov = f @ self._odom_cov @ f.T + g @ np.diag([var_v, var_w]) @ g.T
+        x, y = o.x + vm * cos * c.dt, o.y + vm * sin * c.dt
+        # the scale error is the same all episode: it stretches the whole path from the start
+        stretch = np.array([x, y, 0.0])
+        cov = self._odom_cov + c.odom_scale_bias ** 2 * np.outer(stretch, stretch)
+        self.odom = Odometry(x, y, yaw, vm, wm, cov,
+                             (var_v + (c.odom_scale_bias * v) ** 2, var_w))
+
+    def odom_to_world(self) -> tuple:
+        """The ``odom`` frame's origin in the world (the episode's start pose): x, y, yaw."""
+        return self._odom_origin
 
     def target_distance(self) -> float:
         """Centre distance from the robot to the target beacon, metres."""
@@ -195,6 +253,7 @@ class World:
         c = self.cfg
         v = float(np.clip(v, -0.5, 0.5)) if math.isfinite(v) else 0.0
         w = float(np.clip(w, -2.0, 2.0)) if math.isfinite(w) else 0.0
+        self._integrate_odometry(v, w)
         prev_v = self.v
         self.yaw = (self.yaw + w * c.dt + math.pi) % (2 * math.pi) - math.pi
         nx = self.x + v * math.cos(self.yaw) * c.dt
@@ -274,7 +333,7 @@ class World:
         return Observation(image=image, accel=acc, gyro=gyro, audio=audio,
                            instruction=self.instruction if self.steps == 0 else '',
                            reward=float(reward), time_s=self.t,
-                           faults=tuple(f.kind for f in faults))
+                           faults=tuple(f.kind for f in faults), odom=self.odom)
 
     def _audio(self, dropout: bool) -> np.ndarray:
         c = self.cfg

@@ -1,7 +1,8 @@
 """The world node: the built-in world as ROS topics, driving /clock.
 
 Publishes what real drivers would (camera/image_raw + camera_info, imu/data_raw,
-audio/chunk), the instruction (latched), reward, the oracle's teacher action,
+audio/chunk, and wheel odometry on odom: nav_msgs/Odometry, frames odom -> base_link,
+with its covariance), the instruction (latched), reward, the oracle's teacher action,
 episode metrics and /clock, and for viewers (RViz markers, Foxglove) the robot's
 ground-truth pose (sage/world/robot_pose) and the arena layout (sage/world/layout,
 JSON, latched, once per episode); takes cmd_vel (TwistStamped) or sage/action. The
@@ -15,6 +16,7 @@ import json
 import math
 
 from geometry_msgs.msg import PoseStamped, TwistStamped
+from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sage_ros.guard import GuardedNode
@@ -71,7 +73,15 @@ PARAMS = [
     Param('camera_frame', 'camera_optical_frame', 'frame of the camera (REP-103 optical)'),
     Param('imu_frame', 'imu_link', 'frame of the IMU'),
     Param('world_frame', 'map', 'frame of the ground-truth pose and layout (REP-105)'),
+    Param('odom_frame', 'odom', 'frame of the odometry pose (REP-105)'),
+    Param('base_frame', 'base_link', 'the robot\'s body frame (REP-105)'),
+    Param('odom_slip', 0.03, 'odometry: per-step relative wheel-speed error, 1 sigma',
+          low=0.0, high=1.0),
+    Param('odom_yaw_noise', 0.03, 'odometry: heading noise while moving, rad/s, 1 sigma',
+          low=0.0, high=1.0),
 ]
+
+UNUSED_VARIANCE = 1e6     # z, roll, pitch of a planar robot: unknown, as diff_drive does
 
 
 class WorldNode(GuardedNode):
@@ -82,6 +92,8 @@ class WorldNode(GuardedNode):
         self.p = declare_parameters(self, PARAMS)
         self.config = WorldConfig(width=self.p['width'], height=self.p['height'],
                                   time_limit_s=self.p['time_limit_s'],
+                                  odom_slip=self.p['odom_slip'],
+                                  odom_yaw_noise=self.p['odom_yaw_noise'],
                                   faults=parse_faults([s for s in self.p['faults'] if s]))
         self.world = World(self.config, seed=self.p['seed'])
         self.episode = 0
@@ -95,6 +107,7 @@ class WorldNode(GuardedNode):
         self.pub_info = self.create_publisher(CameraInfo, 'camera/camera_info', sensor)
         self.pub_imu = self.create_publisher(Imu, 'imu/data_raw', sensor)
         self.pub_audio = self.create_publisher(AudioChunk, 'audio/chunk', sensor)
+        self.pub_odom = self.create_publisher(Odometry, 'odom', sensor)
         self.pub_instruction = self.create_publisher(String, 'sage/instruction',
                                                      qos_from_name('LATCHED'))
         self.pub_reward = self.create_publisher(Float32, 'sage/reward', 10)
@@ -175,6 +188,7 @@ class WorldNode(GuardedNode):
                            data=obs.audio.astype('<i2').tobytes())
         audio.header.stamp, audio.header.frame_id = stamp, 'microphone_link'
         self.pub_audio.publish(audio)
+        self.pub_odom.publish(self._odometry(obs.odom, stamp))
         if obs.instruction:             # the first step of an episode
             self.pub_instruction.publish(String(data=obs.instruction))
             self.pub_layout.publish(String(data=json.dumps(self._layout())))
@@ -199,6 +213,27 @@ class WorldNode(GuardedNode):
                 'target': w.target_name, 'objects': [
                     {'name': o[4], 'x': float(o[0]), 'y': float(o[1]), 'radius': float(o[2]),
                      'rgb': [int(c) for c in o[3]]} for o in w.objects]}
+
+    def _odometry(self, odom, stamp) -> Odometry:
+        msg = Odometry(child_frame_id=self.p['base_frame'])
+        msg.header.stamp, msg.header.frame_id = stamp, self.p['odom_frame']
+        pose = msg.pose.pose
+        pose.position.x, pose.position.y = float(odom.x), float(odom.y)
+        pose.orientation.z, pose.orientation.w = math.sin(odom.yaw / 2), math.cos(odom.yaw / 2)
+        msg.twist.twist.linear.x, msg.twist.twist.angular.z = float(odom.v), float(odom.w)
+        cov = [0.0] * 36                  # row-major over x, y, z, roll, pitch, yaw
+        for i, a in enumerate((0, 1, 5)):
+            for j, b in enumerate((0, 1, 5)):
+                cov[6 * a + b] = float(odom.covariance[i, j])
+        for k in (2, 3, 4):
+            cov[7 * k] = UNUSED_VARIANCE
+        msg.pose.covariance = cov
+        twist = [0.0] * 36
+        twist[0], twist[35] = map(float, odom.speed_variance)
+        for k in (1, 2, 3, 4):            # a diff-drive base cannot move sideways or tilt
+            twist[7 * k] = UNUSED_VARIANCE if k > 2 else 1e-9
+        msg.twist.covariance = twist
+        return msg
 
     def _camera_info(self, header) -> CameraInfo:
         c = self.config

@@ -1,8 +1,10 @@
 """The world node in a real rclpy graph: all topics, sim time, commands move the robot."""
 
 import json
+import math
 
 from geometry_msgs.msg import TwistStamped
+from nav_msgs.msg import Odometry
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -57,6 +59,7 @@ def test_cmd_vel_moves_the_robot():
         node = g.add(WorldNode(context=g.context, parameter_overrides=[
             Parameter('real_time_factor', value=10.0)]))
         imu = g.collect(Imu, 'imu/data_raw')
+        odom = g.collect(Odometry, 'odom')
         pub = g.publisher(TwistStamped, 'cmd_vel')
         yaw0 = node.world.yaw
         cmd = TwistStamped()
@@ -67,6 +70,15 @@ def test_cmd_vel_moves_the_robot():
             return abs(node.world.yaw - yaw0) > 0.5
         assert g.wait_for(turned, timeout=10)
         assert any(m.angular_velocity.z > 0.5 for m in imu)
+        # wheel odometry (REP-105): the turn, measured in odom, with a growing covariance
+        assert g.wait_for(lambda: odom and odom[-1].twist.twist.angular.z > 0.5, timeout=5)
+        last = odom[-1]
+        assert (last.header.frame_id, last.child_frame_id) == ('odom', 'base_link')
+        yaw = 2 * math.atan2(last.pose.pose.orientation.z, last.pose.pose.orientation.w)
+        assert abs(yaw) > 0.3
+        cov = list(last.pose.covariance)
+        assert cov[35] > odom[0].pose.covariance[35] >= 0 and cov[14] == 1e6
+        assert all(math.isfinite(c) for c in cov)
 
 
 def test_the_operator_teacher_labels_a_search_where_the_oracle_would_not():

@@ -170,3 +170,62 @@ def test_every_action_is_valid(action):
     obs, *_ = w.step(ACTIONS[a][1], ACTIONS[a][2])
     assert obs.image.shape == (120, 160, 3) and obs.image.dtype == np.uint8
     assert obs.audio.dtype == np.int16 and len(obs.audio) == 1600
+
+
+def odom_in_world(world, odom):
+    x0, y0, yaw0 = world.odom_to_world()
+    return (x0 + math.cos(yaw0) * odom.x - math.sin(yaw0) * odom.y,
+            y0 + math.sin(yaw0) * odom.x + math.cos(yaw0) * odom.y)
+
+
+def test_odometry_is_exact_without_noise_and_never_changes_what_sensors_see():
+    exact = World(WorldConfig(odom_scale_bias=0, odom_slip=0, odom_yaw_noise=0), seed=3)
+    noisy = World(seed=3)
+    for w in (exact, noisy):
+        w.reset(7)
+    for a in [1, 2, 1, 4, 1] * 6:
+        oe, _, _, info = exact.step(ACTIONS[a][1], ACTIONS[a][2])
+        on, *_ = noisy.step(ACTIONS[a][1], ACTIONS[a][2])
+        assert np.array_equal(oe.image, on.image) and np.array_equal(oe.gyro, on.gyro)
+        if exact.collisions:
+            break                             # blocked wheels turn: odometry counts them
+        assert odom_in_world(exact, oe.odom) == pytest.approx((exact.x, exact.y), abs=1e-9)
+        yaw = exact.odom_to_world()[2] + oe.odom.yaw
+        assert math.cos(yaw - exact.yaw) == pytest.approx(1.0)
+    assert exact.steps > 10 and noisy.odom.x != exact.odom.x      # the noise is there
+
+
+def test_odometry_drifts_as_its_covariance_says_and_blocked_wheels_slip():
+    """Over many seeded drives, the position error matches the covariance (NEES ~ 2)."""
+    nees, far_err, near_err = [], [], []
+    for seed in range(40):
+        world = World(seed=0)
+        world.reset(seed)
+        travelled, last = 0.0, None
+        for step in range(120):
+            a = [1, 1, 2, 1, 3, 1, 4][step % 7] if step % 20 else 5
+            x, y = world.x, world.y
+            obs, _, done, info = world.step(ACTIONS[a][1], ACTIONS[a][2])
+            if info['collided'] or done:
+                break                             # (a collision's slip is not modelled)
+            travelled += math.hypot(world.x - x, world.y - y)
+            last = obs.odom, world.x, world.y
+        if last is None:
+            continue
+        odom, x, y = last
+        ex, ey = np.subtract(odom_in_world(world, odom), (x, y))
+        rot = world.odom_to_world()[2]    # the covariance is in odom: rotate the error there
+        e = np.array([math.cos(rot) * ex + math.sin(rot) * ey,
+                      -math.sin(rot) * ex + math.cos(rot) * ey])
+        if travelled > 0.5:
+            nees.append(float(e @ np.linalg.solve(odom.covariance[:2, :2], e)))
+            (far_err if travelled > 2.0 else near_err).append(float(np.hypot(*e)))
+    assert len(nees) > 20
+    print(f"odometry NEES {np.mean(nees):.2f} over {len(nees)} drives; error near {np.mean(near_err):.3f} m, far {np.mean(far_err):.3f} m")
+    assert 0.8 < np.mean(nees) < 4.0, np.mean(nees)            # 2 for an honest covariance
+    assert np.mean(far_err) > np.mean(near_err) > 0            # error grows with distance
+    # pushing into a wall: the robot stays, the wheels turn, the odometry counts them
+    world = World(seed=0)
+    world.set_scenario({'red': (2.0, 2.0)}, 'red', (2.7, 0.0, 0.0))
+    run(world, [1] * 10)
+    assert world.collisions >= 5 and world.odom.x > 0.3
