@@ -101,8 +101,11 @@ class WorldConfig:
 
 @dataclass
 class Odometry:
-    """Wheel odometry: the pose in ``odom`` (REP-105; the episode's start pose is the
-    origin), the measured speeds in ``base_link`` and the pose covariance over (x, y, yaw)."""
+    """Wheel odometry: where the robot believes it is.
+
+    The pose in ``odom`` (REP-105; the episode's start pose is the origin), the measured
+    speeds in ``base_link``, the pose covariance over (x, y, yaw) and the speed variances.
+    """
 
     x: float = 0.0
     y: float = 0.0

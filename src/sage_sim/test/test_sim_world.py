@@ -221,7 +221,8 @@ def test_odometry_drifts_as_its_covariance_says_and_blocked_wheels_slip():
             nees.append(float(e @ np.linalg.solve(odom.covariance[:2, :2], e)))
             (far_err if travelled > 2.0 else near_err).append(float(np.hypot(*e)))
     assert len(nees) > 20
-    print(f"odometry NEES {np.mean(nees):.2f} over {len(nees)} drives; error near {np.mean(near_err):.3f} m, far {np.mean(far_err):.3f} m")
+    print(f'odometry NEES {np.mean(nees):.2f} over {len(nees)} drives; error '
+          f'{np.mean(near_err):.3f} m after 0.5-2 m, {np.mean(far_err):.3f} m after more')
     assert 0.8 < np.mean(nees) < 4.0, np.mean(nees)            # 2 for an honest covariance
     assert np.mean(far_err) > np.mean(near_err) > 0            # error grows with distance
     # pushing into a wall: the robot stays, the wheels turn, the odometry counts them
