@@ -241,7 +241,7 @@ class World:
                              (var_v + (c.odom_scale_bias * v) ** 2, var_w))
 
     def odom_to_world(self) -> tuple:
-        """The ``odom`` frame's origin in the world (the episode's start pose): x, y, yaw."""
+        """Return the ``odom`` frame's origin in the world (the start pose): x, y, yaw."""
         return self._odom_origin
 
     def target_distance(self) -> float:
