@@ -31,7 +31,7 @@ from sage_common.paths import resolve_path
 from sage_ros.common import (Diagnostics, Param, QOS_CHOICES, Throttle, declare_parameters,
                              make_feature, qos_from_name)
 
-from sage_msgs.msg import AudioChunk, Feature
+from sage_msgs.msg import AudioChunk, Detection2D, Detection2DArray, Feature
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from std_msgs.msg import String
 
@@ -225,8 +225,18 @@ class SensorNode(GuardedNode):
         return super().destroy_node()
 
 
+def intrinsics(k, width: int, height: int) -> tuple:
+    """Return (fx, fy, cx, cy, width, height) from a CameraInfo K; ValueError if unusable."""
+    k = [float(v) for v in k]
+    if len(k) != 9 or not all(np.isfinite(k)) or k[0] <= 0 or k[4] <= 0 or \
+            not 0 < width <= 100000 or not 0 < height <= 100000:
+        raise ValueError(f'K must hold 9 finite numbers with fx, fy > 0 and the size must be '
+                         f'positive (K {k[:9]}, {width}x{height})')
+    return k[0], k[4], k[2], k[5], int(width), int(height)
+
+
 class CameraNode(SensorNode):
-    """camera/image_raw (topic or OpenCV capture) -> sage/features/vision."""
+    """camera/image_raw (topic or OpenCV capture) -> sage/features/vision, sage/detections."""
 
     modality, raw_type, raw_topic = 'vision', Image, 'camera/image_raw'
     default_frame = 'camera_optical_frame'       # REP-103: z forward, x right, y down
@@ -248,6 +258,10 @@ class CameraNode(SensorNode):
               high=4096),
         Param('encoder_reload_s', 2.0, 'how often to check the encoder file for a new '
               'version', low=0.1, high=3600.0),
+        Param('detect', True, 'publish sage/detections (sage_sensors.detect; needs the '
+              'intrinsics from camera_info or camera_info_url)'),
+        Param('object_height_m', 1.0, 'height of the objects to detect: range from their '
+              'apparent size', low=0.01, high=100.0),
     ]
 
     def __init__(self, **kwargs):
@@ -261,6 +275,18 @@ class CameraNode(SensorNode):
             from sage_sensors.camera import load_camera_info
             path = self.p['camera_info_url'].removeprefix('file://')
             self.info = load_camera_info(resolve_path(path))   # bad file: fail at start
+        self.detector = self.intrinsics = None
+        if self.p['detect']:
+            from sage_sensors.detect import Detector, DetectorConfig
+            self.detector = Detector(DetectorConfig(height_m=self.p['object_height_m']))
+            self.pub_detections = self.create_publisher(Detection2DArray, 'sage/detections',
+                                                        10)
+            if self.info is not None:
+                self.intrinsics = intrinsics(self.info['k'], self.info['width'],
+                                             self.info['height'])
+            elif self.p['source'] == 'topic':
+                self.create_subscription(CameraInfo, 'camera/camera_info', self._on_info,
+                                         qos_from_name(self.p['qos']))
         if self.p['encoder']:
             self.create_timer(self.p['encoder_reload_s'], self._poll_encoder)
         self.start()
@@ -278,8 +304,36 @@ class CameraNode(SensorNode):
                 self.get_logger().info(f'loaded frame encoder {self.sensing.encoder_file.path}')
 
     def sense(self, msg, stamp_s, now_s):
-        """Convert to RGB and sense the frame."""
-        return self.sensing.step(image_to_rgb(msg), stamp_s, now_s)
+        """Convert to RGB, sense the frame and publish what it shows."""
+        rgb = image_to_rgb(msg)
+        sensed = self.sensing.step(rgb, stamp_s, now_s)
+        if self.detector is not None:
+            self._detect(rgb, msg.header)
+        return sensed
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        try:
+            self.intrinsics = intrinsics(msg.k, msg.width, msg.height)
+        except ValueError as exc:
+            if self._warn():
+                self.get_logger().warning(f'ignored camera/camera_info: {exc}')
+
+    def _detect(self, rgb, header) -> None:
+        k = self.intrinsics
+        if k is None or (k[4], k[5]) != (rgb.shape[1], rgb.shape[0]):
+            if self._warn():
+                self.get_logger().warning('no detections: no camera_info for '
+                                          f'{rgb.shape[1]}x{rgb.shape[0]} frames yet')
+            return
+        out = Detection2DArray(header=header)
+        if self.p['frame_id']:
+            out.header.frame_id = self.p['frame_id']
+        out.detections = [Detection2D(
+            class_id=d.label, score=d.score, center_x=d.center_x, center_y=d.center_y,
+            size_x=d.size_x, size_y=d.size_y, bearing=d.bearing,
+            bearing_variance=d.bearing_variance, range=d.range,
+            range_variance=d.range_variance) for d in self.detector.detect(rgb, *k[:4])]
+        self.pub_detections.publish(out)
 
     def extra_status(self):
         """Report an encoder that is configured but not usable."""

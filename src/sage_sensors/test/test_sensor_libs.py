@@ -212,3 +212,19 @@ def test_bias_drift_lowers_trust_on_a_real_rest_recording():
     for a, g in zip(walk.accel[1000:2000], walk.gyro[1000:2000]):
         fresh.update(a, g)
     assert fresh.reference is None     # walking is never mistaken for rest
+
+
+def test_the_detector_finds_the_worlds_objects_where_they_are():
+    from sage_sensors.detect import Detector
+    from sage_sim.evaluate import DETECTION, Suite, evaluate_detector
+    detector = Detector()
+    r = evaluate_detector(detector.detect, Suite('detection', DETECTION.seeds[:10]), steps=20)
+    assert r['visible'] > 200
+    assert r['precision'] > 0.97 and r['recall'] > 0.95, r
+    assert r['range_err_m'] < 0.3 and r['bearing_err_deg'] < 5.0, r
+    # nothing to find in a grey frame; bad input says what was wrong
+    assert detector.detect(np.full((120, 160, 3), 128, np.uint8), 80, 80, 80, 60) == []
+    with pytest.raises(ValueError, match='RGB'):
+        detector.detect(np.zeros((120, 160), np.uint8), 80, 80, 80, 60)
+    with pytest.raises(ValueError, match='focal'):
+        detector.detect(np.zeros((120, 160, 3), np.uint8), float('nan'), 80, 80, 60)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from sage_ros.image_conv import numpy_to_image
 from sage_testing.graph import Graph
-from sage_msgs.msg import AudioChunk, Feature
+from sage_msgs.msg import AudioChunk, Detection2DArray, Feature
 from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures
 from sage_sensors.sensor_nodes import CameraNode, ImuNode, MicrophoneNode
-from sensor_msgs.msg import Image, Imu
+from sensor_msgs.msg import CameraInfo, Image, Imu
 
 
 def real_image():
@@ -59,6 +59,43 @@ def test_camera_node_drops_bad_images_and_keeps_running():
         g.wait_for(lambda: node.dropped >= 2, 5)
         assert node.dropped >= 2 and not got
         assert publish_until(g, pub, lambda: numpy_to_image(real_image(), 'bgr8'), got, 1)
+
+
+def test_camera_node_detects_the_worlds_objects_where_they_are():
+    import math
+    from sage_sim.world import World
+    world = World(seed=0)
+    obs = world.reset(0)           # red, yellow and a pillar in view
+    truth = {t['name']: t for t in world.visible_objects(min_columns=3)}
+    assert len(truth) == 3, truth
+    f = 80.0 / math.tan(math.radians(45))
+    info = CameraInfo(width=160, height=120, k=[f, 0.0, 80.0, 0.0, f, 60.0, 0.0, 0.0, 1.0])
+    with Graph() as g:
+        node = g.add(CameraNode(context=g.context))
+        got = g.collect(Detection2DArray, 'sage/detections')
+        pub = g.publisher(Image, 'camera/image_raw')
+        pub_info = g.publisher(CameraInfo, 'camera/camera_info')
+        image = numpy_to_image(obs.image, 'rgb8')
+        image.header.frame_id = 'camera_optical_frame'
+        # frames before any camera_info: no intrinsics, no detections (and a warning)
+        assert g.wait_for(lambda: pub.publish(image) or node.received >= 2, 10)
+        assert not got
+
+        def both():
+            pub_info.publish(info)
+            return image
+        assert publish_until(g, pub, both, got, 2)
+        found = {d.class_id: d for d in got[-1].detections}
+        assert set(truth) <= set(found), (truth, found)
+        for name, t in truth.items():
+            d = found[name]
+            assert abs(d.bearing - t['bearing']) < 0.1 and abs(d.range - t['range']) < 0.5
+            assert 0 < d.score <= 1 and d.range_variance > 0 and d.bearing_variance > 0
+        assert got[-1].header.frame_id == 'camera_optical_frame'
+        pub_info.publish(CameraInfo(width=160, height=120, k=[float('nan')] * 9))
+        n = len(got)
+        assert publish_until(g, pub, lambda: image, got, n + 2)   # a bad K is ignored
+        assert got[-1].detections
 
 
 def test_microphone_node_trust_falls_on_dropouts_and_clipping():

@@ -178,3 +178,54 @@ class OperatorPolicy(OraclePolicy):
     def label(self) -> int:
         """Return the operator's discrete action now."""
         return self.world.operator_action()
+
+
+DETECTION = Suite('detection', tuple(range(20_000, 20_040)))
+
+
+def evaluate_detector(detect: Callable, suite: Suite = DETECTION, steps: int = 30,
+                      min_columns: int = 3, max_bearing_err: float = 0.2) -> dict:
+    """Score a detector on the world's renders against the ground truth.
+
+    ``detect(image, fx, fy, cx, cy)`` returns objects with ``label``, ``bearing`` and
+    ``range``. The robot wanders (seeded random actions). An object counts for recall
+    when it fills at least ``min_columns`` image columns; a detection is a true positive
+    when an object of its label is seen (in any column) within ``max_bearing_err`` rad.
+    Returns precision, recall, mean range and bearing errors and the counts.
+    """
+    import math
+    cfg = suite.config()
+    f = (cfg.width / 2) / math.tan(math.radians(cfg.fov_deg) / 2)
+    tp = fp = found = visible = 0
+    range_err, bearing_err = [], []
+    for seed in suite.seeds:
+        world = World(cfg, seed=0)
+        obs = world.reset(seed)
+        rng = np.random.default_rng(seed)
+        for _ in range(steps):
+            seen = world.visible_objects(min_columns=1)
+            used = set()
+            for d in detect(obs.image, f, f, cfg.width / 2, cfg.height / 2):
+                near = [(abs(t['bearing'] - d.bearing), i) for i, t in enumerate(seen)
+                        if t['name'] == d.label and i not in used]
+                if near and min(near)[0] < max_bearing_err:
+                    i = min(near)[1]
+                    used.add(i)
+                    tp += 1
+                    range_err.append(abs(seen[i]['range'] - d.range))
+                    bearing_err.append(abs(seen[i]['bearing'] - d.bearing))
+                else:
+                    fp += 1
+            big = {i for i, t in enumerate(seen) if t['columns'] >= min_columns}
+            visible += len(big)
+            found += len(big & used)
+            a = int(rng.integers(len(ACTIONS)))
+            obs, _, done, _ = world.step(ACTIONS[a][1], ACTIONS[a][2])
+            if done:
+                break
+    return {'precision': tp / max(tp + fp, 1), 'recall': found / max(visible, 1),
+            'range_err_m': float(np.mean(range_err)) if range_err else float('nan'),
+            'range_err_median_m': float(np.median(range_err)) if range_err else float('nan'),
+            'bearing_err_deg': float(np.degrees(np.mean(bearing_err))) if bearing_err
+            else float('nan'), 'true_positives': tp, 'false_positives': fp,
+            'visible': visible, 'found': found}

@@ -374,6 +374,7 @@ class World:
         nearest = hit_t.argmin(axis=1)
         t_obj = hit_t[np.arange(c.width), nearest]
         closer = t_obj < dist
+        self.column_objects = np.where(closer, nearest, -1)   # ground truth, per column
         dist = np.where(closer, t_obj, dist)
         color = np.where(closer[:, None], self._obj_rgb[nearest], color)
         dist = dist * np.cos(self._angles)                      # no fish-eye
@@ -386,6 +387,22 @@ class World:
         image = self._background.copy()
         image[mask] = np.broadcast_to((color * fog)[None], (c.height, c.width, 3))[mask]
         return image
+
+    def visible_objects(self, min_columns: int = 1) -> list[dict]:
+        """Ground truth of the last render: objects seen in at least ``min_columns``.
+
+        Each: name, the bearing of its centre (rad, + left of the heading, REP-103), its
+        centre's range (m) and the image columns it fills. For evaluation only.
+        """
+        seen = []
+        for i, (x, y, radius, _, name) in enumerate(self.objects):
+            columns = int(np.sum(self.column_objects == i))
+            if columns >= min_columns:
+                bearing = math.atan2(y - self.y, x - self.x) - self.yaw
+                seen.append({'name': name, 'radius': radius, 'columns': columns,
+                             'bearing': (bearing + math.pi) % (2 * math.pi) - math.pi,
+                             'range': math.hypot(x - self.x, y - self.y)})
+        return seen
 
     # ---------------------------------------------------------------- oracle
     def _distance_field(self, cell: float = 0.1) -> np.ndarray:

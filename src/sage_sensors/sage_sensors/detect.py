@@ -1,0 +1,135 @@
+"""Object detection in a camera frame: what is there, in which direction, how far.
+
+A classical detector for objects of known colour and height standing on the floor
+(the built-in world's beacons and pillars; a coloured cone or marker on a real floor).
+For each image column it takes the vertical run of pixels around the horizon row that
+share the colour there, classifies that colour by chromaticity (which fog and shading
+do not change), and groups neighbouring columns of one class into a detection:
+
+- bearing (rad, + left of the optical axis, as REP-103's base frame) from the columns
+  through the intrinsics (fx, cx);
+- range to the object's centre (m) from its apparent height (known height ``height_m``
+  over fy, corrected for the ray's angle), plus the radius its angular width implies;
+- variances from a pixel of quantisation in height and width.
+
+Anything that finds objects can take its place: a learned detector's output relayed
+into sage_msgs/Detection2DArray (which mirrors vision_msgs) feeds the same memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+WORLD_CLASSES = {            # name -> reference RGB (the built-in world's paints)
+    'red': (220, 40, 40), 'green': (40, 200, 60), 'blue': (50, 80, 230),
+    'yellow': (230, 210, 40), 'pillar': (110, 110, 110),
+}
+WORLD_BACKGROUND = {'wall': (200, 195, 185)}     # classified, never reported
+
+
+@dataclass
+class DetectorConfig:
+    """Classes to find and the limits of a detection."""
+
+    classes: dict = field(default_factory=lambda: dict(WORLD_CLASSES))
+    background: dict = field(default_factory=lambda: dict(WORLD_BACKGROUND))
+    height_m: float = 1.0         # the objects' height: range from apparent size
+    min_columns: int = 2          # narrower runs are noise
+    min_height_px: int = 3
+    colour_tolerance: float = 8.0     # grey levels: a run is one colour within this
+    max_chroma_distance: float = 0.06   # farther from every class: not an object
+
+
+@dataclass
+class Detection:
+    """One object: class, score, bounding box (px) and where it is from the camera."""
+
+    label: str
+    score: float
+    center_x: float
+    center_y: float
+    size_x: float
+    size_y: float
+    bearing: float
+    bearing_variance: float
+    range: float
+    range_variance: float
+
+
+def _chroma(rgb) -> np.ndarray:
+    rgb = np.asarray(rgb, np.float64)
+    return rgb / np.maximum(rgb.sum(-1, keepdims=True), 1e-6)
+
+
+class Detector:
+    """Find the configured objects in RGB frames (see the module docstring)."""
+
+    def __init__(self, config: DetectorConfig | None = None):
+        self.cfg = config or DetectorConfig()
+        names = list(self.cfg.classes) + list(self.cfg.background)
+        self._names = names
+        self._reported = np.array([n in self.cfg.classes for n in names])
+        self._protos = _chroma([*self.cfg.classes.values(), *self.cfg.background.values()])
+
+    def detect(self, image: np.ndarray, fx: float, fy: float, cx: float,
+               cy: float) -> list[Detection]:
+        """Return the detections in an H×W×3 uint8 RGB ``image`` with intrinsics."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f'expected an H×W×3 RGB image, got shape {image.shape}')
+        if not all(math.isfinite(v) and v > 0 for v in (fx, fy)):
+            raise ValueError(f'focal lengths must be finite and > 0, got {fx}, {fy}')
+        c = self.cfg
+        img = image.astype(np.float32)
+        h = img.shape[0]
+        row = min(max(int(round(cy)), 1), h - 1)
+        centre = img[row - 1:row + 1].mean(0)                       # W×3 at the horizon
+        same = np.abs(img - centre[None]).max(-1) < c.colour_tolerance
+        up = np.cumprod(same[row - 1::-1], axis=0).sum(0)           # rows above, contiguous
+        down = np.cumprod(same[row:], axis=0).sum(0)
+        height = up + down
+        top = row - up
+        sums = np.concatenate([np.zeros((1,) + img.shape[1:]), np.cumsum(img, 0)])
+        cols = np.arange(img.shape[1])
+        mean = (sums[top + height, cols] - sums[top, cols]) / np.maximum(height, 1)[:, None]
+        dist = np.abs(_chroma(mean)[:, None, :] - self._protos[None]).sum(-1)   # W×classes
+        best = dist.argmin(1)
+        # a run filling the whole column has no visible top or bottom: no size, no range
+        ok = (dist[cols, best] < c.max_chroma_distance) & self._reported[best] & \
+            (height >= c.min_height_px) & (height < h)
+        label = np.where(ok, best, -1)
+        out = []
+        start = 0
+        for end in range(1, len(label) + 1):
+            if end < len(label) and label[end] == label[start]:
+                continue
+            if label[start] >= 0 and end - start >= c.min_columns:
+                out.append(self._detection(label[start], start, end, height, top, dist,
+                                           fx, fy, cx, image.shape[1]))
+            start = end
+        return out
+
+    def _detection(self, k, start, end, height, top, dist, fx, fy, cx, width) -> Detection:
+        c = self.cfg
+        run = slice(start, end)
+        # nearest column: the tallest; its ray's angle turns apparent height into range
+        near = start + int(np.argmax(height[run]))
+        angle = math.atan((cx - (near + 0.5)) / fx)
+        surface = fy * c.height_m / (height[near] * math.cos(angle))
+        left, right = math.atan((cx - start) / fx), math.atan((cx - end) / fx)
+        half = 0.5 * (left - right)
+        centre = surface / max(1.0 - math.sin(half), 0.05)          # surface + radius
+        bearing = 0.5 * (left + right)
+        pixel = 1.0 / fx                                             # rad per px, near axis
+        truncated = start == 0 or end == width      # cut by the image edge
+        bearing_var = pixel ** 2 / 6 + (half ** 2 if truncated else 0.0)
+        range_var = (centre / height[near]) ** 2 + (pixel * centre) ** 2
+        margin = float(np.mean(np.sort(dist[run], 1)[:, 1] - dist[run, k]))
+        score = min(1.0, margin / 0.05) * min(1.0, (end - start) / 4) * (0.5 if truncated
+                                                                         else 1.0)
+        return Detection(self._names[k], float(score), 0.5 * (start + end),
+                         float(top[near] + height[near] / 2), float(end - start),
+                         float(height[near]), float(bearing), float(bearing_var),
+                         float(centre), float(range_var))
