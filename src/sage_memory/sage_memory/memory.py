@@ -11,7 +11,6 @@ and returns what the node publishes.
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import sqlite3
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from sage_common import snapshot
 from sage_common.features import FeatureBuffer
 
 from sage_memory.sidecar import Sidecar, SidecarError
@@ -191,8 +191,8 @@ class Memory:
     # ----------------------------------------------------------------- persistence
     def _load_sidecar(self, input_dim: int) -> Sidecar:
         c, path = self.config, self.config.sidecar_path
-        for stale in glob.glob(glob.escape(path) + '.tmp-*') if path else []:
-            os.remove(stale)                             # a save cut short by a kill
+        if path:
+            snapshot.remove_partial(path)                # a save cut short by a kill
         if path and os.path.exists(path):
             try:
                 mem = Sidecar.load(path)

@@ -24,13 +24,10 @@ sha256 of the arrays), written to a temporary file and renamed into place.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
 import time
 
 import numpy as np
+from sage_common import snapshot
 
 FORMAT = 'sage-sidecar'
 VERSION = 1
@@ -176,38 +173,15 @@ class Sidecar:
 
     def save(self, path: str) -> str:
         """Write atomically (temporary file, fsync, rename); return the path."""
-        arrays = {n: getattr(self, n) for n in _ARRAYS}
-        header = self._header()
-        header['sha256'] = _digest(arrays)
-        buf = io.BytesIO()
-        np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f'{path}.tmp-{os.getpid()}'
-        with open(tmp, 'wb') as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return path
+        return snapshot.save(path, self._header(), {n: getattr(self, n) for n in _ARRAYS})
 
     @classmethod
     def load(cls, path: str) -> 'Sidecar':
         """Load a snapshot; raise SidecarError if it is missing, corrupted or foreign."""
         try:
-            with np.load(path, allow_pickle=False) as z:
-                header = json.loads(bytes(z['header']).decode())
-                arrays = {n: z[n] for n in _ARRAYS}
-        except FileNotFoundError:
-            raise SidecarError(f'no sidecar snapshot at {path}') from None
-        except Exception as exc:
-            raise SidecarError(f'{path} is not a readable sidecar snapshot ({exc})') from exc
-        if not isinstance(header, dict) or header.get('format') != FORMAT \
-                or header.get('version') != VERSION:
-            got = header if not isinstance(header, dict) else \
-                f'{header.get("format")} v{header.get("version")}'
-            raise SidecarError(f'{path}: format {got}, this SAGE reads {FORMAT} v{VERSION}')
-        if _digest(arrays) != header.get('sha256'):
-            raise SidecarError(f'{path}: arrays do not match their recorded sha256 (corrupted)')
+            header, arrays = snapshot.load(path, FORMAT, VERSION, _ARRAYS)
+        except snapshot.SnapshotError as exc:
+            raise SidecarError(str(exc)) from exc
         try:
             mem = cls(**{k: header[k] for k in _SIZES},
                       **{k: header[k] for k in _SETTINGS if k in header})
@@ -224,10 +198,3 @@ class Sidecar:
 
 _SIZES = ('input_dim', 'd', 'r', 'value_dim')
 _SETTINGS = ('temperature', 'topk', 'merge', 'decay', 'trace_decay', 'bind_gate', 'forget')
-
-
-def _digest(arrays: dict) -> str:
-    h = hashlib.sha256()
-    for n in _ARRAYS:
-        h.update(np.ascontiguousarray(arrays[n], np.float32).tobytes())
-    return h.hexdigest()
