@@ -10,7 +10,8 @@ do not change), and groups neighbouring columns of one class into a detection:
   through the intrinsics (fx, cx);
 - range to the object's centre (m) from its apparent height (known height ``height_m``
   over fy, corrected for the ray's angle), plus the radius its angular width implies;
-- variances from a pixel of quantisation in height and width.
+- variances from a pixel of quantisation in height and width. An object so close that
+  it fills whole columns has no measurable range: NaN.
 
 Anything that finds objects can take its place: a learned detector's output relayed
 into sage_msgs/Detection2DArray (which mirrors vision_msgs) feeds the same memory.
@@ -27,7 +28,7 @@ WORLD_CLASSES = {            # name -> reference RGB (the built-in world's paint
     'red': (220, 40, 40), 'green': (40, 200, 60), 'blue': (50, 80, 230),
     'yellow': (230, 210, 40), 'pillar': (110, 110, 110),
 }
-WORLD_BACKGROUND = {'wall': (200, 195, 185)}     # classified, never reported
+WORLD_BACKGROUND = {'wall': ((200, 195, 185), 1.2)}   # rgb, height m: in scans, not reported
 
 
 @dataclass
@@ -72,21 +73,22 @@ class Detector:
         names = list(self.cfg.classes) + list(self.cfg.background)
         self._names = names
         self._reported = np.array([n in self.cfg.classes for n in names])
-        self._protos = _chroma([*self.cfg.classes.values(), *self.cfg.background.values()])
+        self._protos = _chroma([*self.cfg.classes.values(),
+                                *(rgb for rgb, _ in self.cfg.background.values())])
+        self._heights = np.array([self.cfg.height_m] * len(self.cfg.classes) +
+                                 [h for _, h in self.cfg.background.values()])
 
-    def detect(self, image: np.ndarray, fx: float, fy: float, cx: float,
-               cy: float) -> list[Detection]:
-        """Return the detections in an H×W×3 uint8 RGB ``image`` with intrinsics."""
+    def _columns(self, image: np.ndarray, fx: float, fy: float, cy: float):
+        """Per column: run height and top (px), chroma distances to each class, best."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f'expected an H×W×3 RGB image, got shape {image.shape}')
         if not all(math.isfinite(v) and v > 0 for v in (fx, fy)):
             raise ValueError(f'focal lengths must be finite and > 0, got {fx}, {fy}')
-        c = self.cfg
         img = image.astype(np.float32)
         h = img.shape[0]
         row = min(max(int(round(cy)), 1), h - 1)
         centre = img[row - 1:row + 1].mean(0)                       # W×3 at the horizon
-        same = np.abs(img - centre[None]).max(-1) < c.colour_tolerance
+        same = np.abs(img - centre[None]).max(-1) < self.cfg.colour_tolerance
         up = np.cumprod(same[row - 1::-1], axis=0).sum(0)           # rows above, contiguous
         down = np.cumprod(same[row:], axis=0).sum(0)
         height = up + down
@@ -95,23 +97,49 @@ class Detector:
         cols = np.arange(img.shape[1])
         mean = (sums[top + height, cols] - sums[top, cols]) / np.maximum(height, 1)[:, None]
         dist = np.abs(_chroma(mean)[:, None, :] - self._protos[None]).sum(-1)   # W×classes
-        best = dist.argmin(1)
-        # a run filling the whole column has no visible top or bottom: no size, no range
+        return height, top, dist, dist.argmin(1)
+
+    def scan(self, image: np.ndarray, fx: float, fy: float, cx: float, cy: float):
+        """Return (bearing, range) per column to the first surface, like a laser scan.
+
+        Range from the run's height and its class's known height (walls included); NaN
+        where the column's colour is no known class or the surface is too close to tell.
+        """
+        height, _, dist, best = self._columns(image, fx, fy, cy)
+        cols = np.arange(image.shape[1])
+        bearing = np.arctan((cx - (cols + 0.5)) / fx)
+        known = (dist[cols, best] < self.cfg.max_chroma_distance) & \
+            (height >= self.cfg.min_height_px) & (height < image.shape[0])
+        with np.errstate(divide='ignore'):
+            rng = fy * self._heights[best] / (np.maximum(height, 1) * np.cos(bearing))
+        return bearing, np.where(known, rng, np.nan)
+
+    def detect(self, image: np.ndarray, fx: float, fy: float, cx: float,
+               cy: float) -> list[Detection]:
+        """Return the detections in an H×W×3 uint8 RGB ``image`` with intrinsics."""
+        c = self.cfg
+        height, top, dist, best = self._columns(image, fx, fy, cy)
+        h = image.shape[0]
+        cols = np.arange(image.shape[1])
         ok = (dist[cols, best] < c.max_chroma_distance) & self._reported[best] & \
-            (height >= c.min_height_px) & (height < h)
+            (height >= c.min_height_px)
         label = np.where(ok, best, -1)
         out = []
         start = 0
         for end in range(1, len(label) + 1):
             if end < len(label) and label[end] == label[start]:
                 continue
-            if label[start] >= 0 and end - start >= c.min_columns:
+            # a run filling whole columns has no visible top or bottom there: all of them,
+            # no evidence of a shape (a grey frame); some, too close to measure (NaN range)
+            if label[start] >= 0 and end - start >= c.min_columns and \
+                    height[start:end].min() < h:
                 out.append(self._detection(label[start], start, end, height, top, dist,
-                                           fx, fy, cx, image.shape[1]))
+                                           fx, fy, cx, image.shape[1], h))
             start = end
         return out
 
-    def _detection(self, k, start, end, height, top, dist, fx, fy, cx, width) -> Detection:
+    def _detection(self, k, start, end, height, top, dist, fx, fy, cx, width,
+                   rows) -> Detection:
         c = self.cfg
         run = slice(start, end)
         # nearest column: the tallest; its ray's angle turns apparent height into range
@@ -126,6 +154,8 @@ class Detector:
         truncated = start == 0 or end == width      # cut by the image edge
         bearing_var = pixel ** 2 / 6 + (half ** 2 if truncated else 0.0)
         range_var = (centre / height[near]) ** 2 + (pixel * centre) ** 2
+        if height[near] >= rows:                    # closer than its height can tell
+            centre = range_var = float('nan')
         margin = float(np.mean(np.sort(dist[run], 1)[:, 1] - dist[run, k]))
         score = min(1.0, margin / 0.05) * min(1.0, (end - start) / 4) * (0.5 if truncated
                                                                          else 1.0)

@@ -212,7 +212,8 @@ def evaluate_detector(detect: Callable, suite: Suite = DETECTION, steps: int = 3
                     i = min(near)[1]
                     used.add(i)
                     tp += 1
-                    range_err.append(abs(seen[i]['range'] - d.range))
+                    if math.isfinite(d.range):          # NaN: too close to measure
+                        range_err.append(abs(seen[i]['range'] - d.range))
                     bearing_err.append(abs(seen[i]['bearing'] - d.bearing))
                 else:
                     fp += 1

@@ -138,7 +138,9 @@ class World:
         self.cfg = config or WorldConfig()
         self.seed = seed
         c = self.cfg
-        self._angles = np.radians(c.fov_deg) * (0.5 - (np.arange(c.width) + 0.5) / c.width)
+        # a pinhole camera, as its CameraInfo says: column u looks along atan((cx - u) / f)
+        focal = (c.width / 2) / math.tan(math.radians(c.fov_deg) / 2)
+        self._angles = np.arctan((c.width / 2 - (np.arange(c.width) + 0.5)) / focal)
         self._rows = (np.arange(c.height) + 0.5)[:, None]
         floor = np.linspace(0, 1, c.height // 2)[:, None]
         self._background = np.zeros((c.height, c.width, 3), np.uint8)
@@ -376,6 +378,7 @@ class World:
         closer = t_obj < dist
         self.column_objects = np.where(closer, nearest, -1)   # ground truth, per column
         dist = np.where(closer, t_obj, dist)
+        self.column_range = dist                                # ray length to the surface
         color = np.where(closer[:, None], self._obj_rgb[nearest], color)
         dist = dist * np.cos(self._angles)                      # no fish-eye
         wall_h = np.where(closer, 1.0, 1.2)
