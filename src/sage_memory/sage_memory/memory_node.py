@@ -1,15 +1,21 @@
-"""The memory node: SNARC salience, the sidecar readout and the experience store.
+"""The memory node: SNARC salience, the sidecar readout, the experience store, places.
 
 A thin adapter around ``sage_memory.memory.Memory``: messages go in as its inputs, a
 timer calls its ``step`` (recall, score, write, store) and the result goes out as
 ``sage/salience`` and ``sage/features/memory``; the services call ``recall`` and
-``save``.
+``save``. Beside it, ``sage_memory.spatial.SpatialMemory`` takes ``sage/detections``
+placed by ``odom`` (landmarks, an occupancy grid), answers ``sage/memory/query`` and
+shows itself as ``sage/memory/map`` (OccupancyGrid) and ``sage/memory/landmarks``
+(MarkerArray). Both are saved atomically every ``snapshot_period_s`` and on shutdown.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
+
+import numpy as np
 
 from sage_common.features import FeatureRejected
 from sage_common.paths import inside, resolve_path, sage_home
@@ -19,12 +25,16 @@ from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Th
                              declare_parameters, make_feature, qos_from_name, run_node, stamp)
 from sage_ros.image_conv import image_to_rgb
 
-from sage_msgs.msg import Action, Feature, Salience
-from sage_msgs.srv import Recall, Snapshot
-from sensor_msgs.msg import Image
+from nav_msgs.msg import OccupancyGrid, Odometry
+from sage_common import snapshot
+from sage_msgs.msg import Action, Detection2DArray, Feature, Landmark, Salience
+from sage_msgs.srv import QueryLandmarks, Recall, Snapshot
+from sensor_msgs.msg import Image, LaserScan
 from std_msgs.msg import Float32, String
+from visualization_msgs.msg import Marker, MarkerArray
 
 from sage_memory.memory import Memory, MemoryConfig
+from sage_memory.spatial import SpatialConfig, SpatialMemory
 from sage_memory.store import StoreError
 
 PARAMS = [
@@ -55,7 +65,20 @@ PARAMS = [
           low=0.0, high=86400.0),
     Param('max_frames', 5000, 'stored frame cap (the least salient go first); a frame is 3 kB '
           '(the world) to 55 kB (a photograph) as PNG', low=10, high=10000000),
+    Param('spatial_path', 'memory/spatial.npz', 'landmarks and grid snapshot (relative: under '
+          '$SAGE_HOME; empty: places are not remembered)'),
+    Param('max_landmarks', 64, 'landmarks held (the least seen go first)', low=1, high=100000),
+    Param('grid_size_m', 16.0, 'side of the square occupancy grid around the odom origin, m',
+          low=1.0, high=1000.0),
+    Param('cell_m', 0.25, 'occupancy grid cell, m', low=0.01, high=10.0),
+    Param('max_pose_age_s', 0.25, 'detections further than this from the newest odom stamp '
+          'are not placed', low=0.001, high=10.0),
+    Param('map_period_s', 1.0, 'publish sage/memory/map and the landmark markers this often',
+          low=0.05, high=3600.0),
+    Param('forget_places_each_episode', True, 'clear landmarks and grid when sage/episode '
+          'says an episode ended (the built-in world lays out a new arena and odom restarts)'),
 ]
+MAX_DETECTIONS = 256
 
 
 class MemoryNode(GuardedNode):
@@ -97,6 +120,20 @@ class MemoryNode(GuardedNode):
         self.pub_salience = self.create_publisher(Salience, 'sage/salience', 10)
         self.create_service(Recall, 'sage/memory/recall', self._recall)
         self.create_service(Snapshot, 'sage/memory/snapshot', self._snapshot)
+        self.spatial = self.pose = None
+        if self.p['spatial_path']:
+            self.spatial = self._load_spatial()
+            self.create_subscription(Odometry, 'odom', self._on_odom,
+                                     qos_from_name('SENSOR_DATA'))
+            self.create_subscription(Detection2DArray, 'sage/detections', self._on_detections,
+                                     10)
+            self.create_subscription(LaserScan, 'camera/scan', self._on_scan,
+                                     qos_from_name('SENSOR_DATA'))
+            self.pub_map = self.create_publisher(OccupancyGrid, 'sage/memory/map',
+                                                 qos_from_name('LATCHED'))
+            self.pub_landmarks = self.create_publisher(MarkerArray, 'sage/memory/landmarks', 10)
+            self.create_service(QueryLandmarks, 'sage/memory/query', self._query)
+            self.create_timer(self.p['map_period_s'], self._publish_places)
         self.rejected = self._errors_seen = 0
         self.save_error = ''
         self.last_snapshot = time.monotonic()
@@ -145,6 +182,127 @@ class MemoryNode(GuardedNode):
             self.memory.set_episode(int(parse_json(msg.data)['episode']) + 1)
         except (ValueError, KeyError, TypeError, OverflowError):
             self._reject(f'malformed sage/episode: {msg.data[:80]!r}')
+            return
+        if self.spatial is not None and self.p['forget_places_each_episode']:
+            self.spatial = SpatialMemory(self.spatial.cfg)
+            self.pose = None
+
+    # ----------------------------------------------------------------- places
+    def _spatial_config(self) -> SpatialConfig:
+        return SpatialConfig(max_landmarks=self.p['max_landmarks'],
+                             grid_size_m=self.p['grid_size_m'], cell_m=self.p['cell_m'])
+
+    def _load_spatial(self) -> SpatialMemory:
+        path = resolve_path(self.p['spatial_path'])
+        snapshot.remove_partial(path)                    # a save cut short by a kill
+        if os.path.exists(path):
+            try:
+                mem = SpatialMemory.load(path, self._spatial_config())
+                self.get_logger().info(f'loaded {len(mem.landmarks)} landmarks from {path}')
+                return mem
+            except snapshot.SnapshotError as exc:
+                aside = f'{path}.corrupt-{int(time.time())}'
+                os.replace(path, aside)
+                note = f'places snapshot refused: {exc}; moved to {aside}'
+                self.get_logger().error(note)
+                self.diag.set('WARN', note)
+        return SpatialMemory(self._spatial_config())
+
+    def _on_odom(self, msg: Odometry) -> None:
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        planar = np.ix_((0, 1, 5), (0, 1, 5))            # x, y, yaw of the 6×6
+        cov = np.asarray(msg.pose.covariance, np.float64).reshape(6, 6)[planar]
+        pose = (p.x, p.y, math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y ** 2 + q.z ** 2)))
+        if not (all(map(math.isfinite, pose)) and np.isfinite(cov).all()) or \
+                max(abs(p.x), abs(p.y), np.abs(cov).max()) > 1e6:
+            self._reject('odom: a pose or covariance that is not finite or out of range')
+            return
+        self.pose = (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, pose, cov)
+
+    def _pose_at(self, header, topic: str):
+        t = header.stamp.sec + header.stamp.nanosec * 1e-9
+        if self.pose is None or abs(t - self.pose[0]) > self.p['max_pose_age_s']:
+            self._reject(f'{topic}: no odom pose within max_pose_age_s of its stamp')
+            return None
+        return self.pose
+
+    def _on_scan(self, msg: LaserScan) -> None:
+        pose = self._pose_at(msg.header, 'camera/scan')
+        n = len(msg.ranges)
+        if pose is None or not 0 < n <= 100000 or not all(map(math.isfinite, (
+                msg.angle_min, msg.angle_increment))) or abs(msg.angle_min) > 2 * math.pi or \
+                abs(msg.angle_increment) > 2 * math.pi:
+            if pose is not None:
+                self._reject('camera/scan: no ranges, or angles that are not finite')
+            return
+        ranges = np.asarray(msg.ranges, np.float64)
+        ranges[(ranges < msg.range_min) | (ranges > msg.range_max)] = np.nan   # REP-117
+        self.spatial.scan(pose[1], msg.angle_min + msg.angle_increment * np.arange(n), ranges)
+
+    def _on_detections(self, msg: Detection2DArray) -> None:
+        if self._pose_at(msg.header, 'sage/detections') is None:
+            return
+        dets = [d for d in msg.detections[:MAX_DETECTIONS]
+                if 0 < len(d.class_id) <= 64 and all(
+                    math.isfinite(v) and abs(v) <= 1e6 for v in
+                    (d.score, d.bearing, d.bearing_variance)) and
+                (math.isnan(d.range) or (math.isfinite(d.range_variance) and
+                                         0 <= d.range_variance <= 1e6))]
+        if len(dets) < len(msg.detections):
+            self._reject(f'{len(msg.detections) - len(dets)} malformed detections')
+        self.spatial.observe(self.get_clock().now().nanoseconds * 1e-9, self.pose[1],
+                             self.pose[2], dets)
+
+    def _landmark_msgs(self, landmarks) -> list[Landmark]:
+        return [Landmark(label=m.label, x=float(m.mean[0]), y=float(m.mean[1]),
+                         covariance=m.cov.reshape(-1).tolist(), first_seen_s=m.first_seen,
+                         last_seen_s=m.last_seen, times_seen=m.times_seen)
+                for m in landmarks]
+
+    def _query(self, request: QueryLandmarks.Request, response: QueryLandmarks.Response):
+        values = (request.x, request.y, request.radius, request.since_s, request.until_s)
+        response.header.stamp, response.header.frame_id = stamp(self), 'odom'
+        if not all(math.isfinite(v) and abs(v) <= 1e9 for v in values) or \
+                request.radius < 0 or len(request.label) > 64:
+            response.message = 'refused: x, y, radius, since_s and until_s must be finite ' \
+                               '(radius >= 0) and the label at most 64 characters'
+            return response
+        timed = bool(request.since_s or request.until_s)
+        found = self.spatial.query(
+            request.label, (request.x, request.y), request.radius,
+            request.since_s if timed else None, (request.until_s or math.inf) if timed else None)
+        response.landmarks = self._landmark_msgs(found)
+        response.message = '' if found else 'nothing remembered that matches'
+        return response
+
+    def _publish_places(self) -> None:
+        mem, now = self.spatial, stamp(self)
+        grid = OccupancyGrid()
+        grid.header.stamp, grid.header.frame_id = now, 'odom'
+        n = mem.log_odds.shape[0]
+        grid.info.resolution, grid.info.width, grid.info.height = mem.cfg.cell_m, n, n
+        grid.info.origin.position.x = grid.info.origin.position.y = -0.5 * mem.cfg.grid_size_m
+        grid.info.origin.orientation.w = 1.0
+        grid.data = mem.occupancy().reshape(-1).tolist()
+        self.pub_map.publish(grid)
+        markers = MarkerArray(markers=[Marker(action=Marker.DELETEALL)])
+        for i, m in enumerate(mem.landmarks):
+            for kind in (Marker.CYLINDER, Marker.TEXT_VIEW_FACING):
+                mk = Marker(ns='landmarks', id=2 * i + (kind == Marker.TEXT_VIEW_FACING),
+                            type=kind, action=Marker.ADD)
+                mk.header.stamp, mk.header.frame_id = now, 'odom'
+                mk.pose.position.x, mk.pose.position.y = float(m.mean[0]), float(m.mean[1])
+                mk.pose.orientation.w = 1.0
+                size = 4 * m.std_m                             # the 2-sigma circle
+                mk.scale.x = mk.scale.y = size if kind == Marker.CYLINDER else 0.3
+                mk.scale.z = 0.05 if kind == Marker.CYLINDER else 0.3
+                mk.pose.position.z = 0.0 if kind == Marker.CYLINDER else 1.2
+                mk.color.r = mk.color.g = mk.color.b = mk.color.a = 1.0
+                if kind == Marker.CYLINDER:
+                    mk.color.a = 0.5
+                mk.text = f'{m.label} ({m.times_seen})' if kind != Marker.CYLINDER else ''
+                markers.markers.append(mk)
+        self.pub_landmarks.publish(markers)
 
     # ----------------------------------------------------------------- cycle
     def _cycle(self) -> None:
@@ -216,8 +374,11 @@ class MemoryNode(GuardedNode):
         return response
 
     def save(self, path: str | None = None) -> str:
-        """Save the sidecar now (atomically); return where."""
+        """Save the sidecar and the places now (atomically); return the sidecar's path."""
         out = self.memory.save(path)
+        if self.spatial is not None:
+            self.spatial.save(os.path.join(os.path.dirname(path), 'spatial.npz') if path
+                              else resolve_path(self.p['spatial_path']))
         self.last_snapshot, self.save_error = time.monotonic(), ''
         return out
 

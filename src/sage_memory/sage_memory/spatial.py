@@ -74,8 +74,8 @@ class SpatialMemory:
     def observe(self, t: float, pose, pose_cov, detections) -> list[int]:
         """Fuse detections seen from ``pose`` (x, y, yaw in odom; 3×3 covariance).
 
-        ``detections``: objects with label, score, bearing, bearing_variance, range,
-        range_variance (sage_sensors.detect.Detection or the message). Returns the index
+        ``detections``: objects with class_id, score, bearing, bearing_variance, range,
+        range_variance (sage_msgs/Detection2D or sage_sensors.detect.Detection). Returns the index
         of the landmark each detection went to (-1: not remembered).
         """
         x, y, yaw = (float(v) for v in pose)
@@ -98,7 +98,7 @@ class SpatialMemory:
                 @ j_meas.T + np.eye(2) * self.cfg.min_std_m ** 2
             # repeated sightings share the pose's error: never fuse below it
             floor = max(self.cfg.min_std_m ** 2, float(np.linalg.eigvalsh(pose_cov[:2, :2])[-1]))
-            out.append(self._fuse(d.label, z, cov, t, floor))
+            out.append(self._fuse(d.class_id, z, cov, t, floor))
             self._ray(x, y, a, r, hit=False)
         return out
 
@@ -179,6 +179,27 @@ class SpatialMemory:
         """Landmarks within ``radius`` m of (x, y) in odom, nearest first."""
         found = [(float(np.hypot(*(m.mean - (x, y)))), i) for i, m in enumerate(self.landmarks)]
         return [self.landmarks[i] for d, i in sorted(found) if d <= radius]
+
+    def query(self, label: str = '', near=None, radius: float = 0.0, since: float | None = None,
+              until: float | None = None) -> list[Landmark]:
+        """Return the landmarks that pass every filter given.
+
+        Filters: ``label``; within ``radius`` of ``near`` (x, y); seen in [since, until].
+        Nearest first with a place, most certain first with only a label, else most
+        recently seen first.
+        """
+        found = self.landmarks
+        if since is not None or until is not None:
+            found = self.seen_between(-math.inf if since is None else since,
+                                      math.inf if until is None else until)
+        if label:
+            found = [m for m in found if m.label == label]
+        if near is not None and radius > 0:
+            keep = set(map(id, found))
+            return [m for m in self.near(near[0], near[1], radius) if id(m) in keep]
+        if label and since is None and until is None:
+            return sorted(found, key=lambda m: m.std_m)
+        return sorted(found, key=lambda m: m.last_seen, reverse=True)
 
     def seen_between(self, t0: float, t1: float) -> list[Landmark]:
         """Landmarks seen at some time in [t0, t1] (first to last seen overlaps it)."""

@@ -24,7 +24,8 @@ DIMS = {'vision': 6, 'imu': 4}
 def params(tmp_path, **extra):
     return {'modalities': list(DIMS), 'dims': list(DIMS.values()), 'rate_hz': 20.0,
             'store_path': str(tmp_path / 'exp.db'), 'sidecar_path': str(tmp_path / 'side.npz'),
-            'key_dim': 32, 'slots': 16, **extra}
+            'key_dim': 32, 'slots': 16, 'spatial_path': str(tmp_path / 'spatial.npz'),
+            **extra}
 
 
 def feeder(g):
@@ -269,3 +270,63 @@ def test_kill_9_loses_nothing_and_a_corrupt_snapshot_is_moved_aside(tmp_path):
             proc.send_signal(signal.SIGINT)
             proc.wait(15)
     assert os.path.exists(tmp_path / 'side.npz')      # saved again on shutdown
+
+
+def test_places_are_remembered_queried_mapped_and_saved(tmp_path):
+    """World → camera (detections) + odom → memory: "where is red?" has an answer."""
+    import math
+    from nav_msgs.msg import OccupancyGrid
+    from sage_msgs.srv import QueryLandmarks
+    from sage_sensors.sensor_nodes import CameraNode
+    from sage_sim.world_node import WorldNode
+    from sage_ros.common import qos_from_name
+    from visualization_msgs.msg import MarkerArray
+    with Graph() as g:
+        world = g.add(WorldNode(context=g.context, parameter_overrides=[
+            Parameter('seed', value=0), Parameter('real_time_factor', value=2.0)]))
+        g.add(CameraNode(context=g.context))
+        node = g.add(MemoryNode(context=g.context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params(tmp_path, map_period_s=0.5).items()]))
+        grids = g.collect(OccupancyGrid, 'sage/memory/map', qos_from_name('LATCHED'))
+        markers = g.collect(MarkerArray, 'sage/memory/landmarks')
+        truth = {o[4]: o for o in world.world.objects}
+        x0, y0, yaw0 = world.world.odom_to_world()    # the robot stands still: odom = start
+
+        def red():
+            return call(g, QueryLandmarks, 'sage/memory/query', QueryLandmarks.Request(
+                label='red'))
+        assert g.wait_for(lambda: any(m.times_seen >= 5 for m in red().landmarks), 30)
+        reply = red()
+        assert reply.header.frame_id == 'odom' and len(reply.landmarks) == 1
+        red = reply.landmarks[0]
+        dx, dy = truth['red'][0] - x0, truth['red'][1] - y0
+        want = (math.cos(yaw0) * dx + math.sin(yaw0) * dy, -math.sin(yaw0) * dx +
+                math.cos(yaw0) * dy)
+        assert math.hypot(red.x - want[0], red.y - want[1]) < 0.3, (red, want)
+        assert red.covariance[0] > 0 and red.covariance[3] > 0
+        near = call(g, QueryLandmarks, 'sage/memory/query', QueryLandmarks.Request(
+            x=red.x, y=red.y, radius=0.5))
+        assert [m.label for m in near.landmarks][:1] == ['red']
+        none = call(g, QueryLandmarks, 'sage/memory/query', QueryLandmarks.Request(
+            label='purple'))
+        assert not none.landmarks and 'nothing' in none.message
+        bad = call(g, QueryLandmarks, 'sage/memory/query', QueryLandmarks.Request(
+            radius=float('nan')))
+        assert not bad.landmarks and 'refused' in bad.message
+        assert g.wait_for(lambda: grids and markers, 10)
+        grid = grids[-1]
+        assert grid.header.frame_id == 'odom' and grid.info.width == grid.info.height == 64
+        assert grid.info.resolution == 0.25 and grid.info.origin.position.x == -8.0
+        cells = np.array(grid.data)
+        assert (cells == -1).any() and ((cells >= 0) & (cells < 50)).any() and (cells > 65).any()
+        assert any(m.text.startswith('red') for m in markers[-1].markers)
+        snap = call(g, Snapshot, 'sage/memory/snapshot', Snapshot.Request(path=''))
+        assert snap.success and os.path.exists(tmp_path / 'spatial.npz')
+        g.remove(node)
+        node.destroy_node()                            # saves again on the way out
+        again = MemoryNode(context=g.context, node_name='memory_again', parameter_overrides=[
+            Parameter(k, value=v) for k, v in params(tmp_path).items()])
+        try:
+            assert [m.label for m in again.spatial.by_label('red')] == ['red']
+        finally:
+            again.destroy_node()

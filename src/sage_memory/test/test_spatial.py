@@ -80,6 +80,9 @@ def test_grid_queries_bounds_and_persistence(tmp_path):
     assert len(red) == 1 and red[0].times_seen > 5
     assert memory.near(*red[0].mean, 0.3)[0] is red[0]
     assert red[0] in memory.seen_between(0.0, 1.0) and not memory.seen_between(-5, -1)
+    assert memory.query('red') == red and memory.query('red', since=-5, until=-1) == []
+    assert memory.query(near=red[0].mean, radius=0.3)[0] is red[0]
+    assert memory.query('blue', near=red[0].mean, radius=0.3) == []
     # persisted atomically, verified, refused when corrupted or of another grid
     path = memory.save(str(tmp_path / 'spatial.npz'))
     back = SpatialMemory.load(path)

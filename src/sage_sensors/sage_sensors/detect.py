@@ -48,7 +48,7 @@ class DetectorConfig:
 class Detection:
     """One object: class, score, bounding box (px) and where it is from the camera."""
 
-    label: str
+    class_id: str            # the names follow sage_msgs/Detection2D (vision_msgs)
     score: float
     center_x: float
     center_y: float

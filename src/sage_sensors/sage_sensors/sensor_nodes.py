@@ -32,7 +32,7 @@ from sage_ros.common import (Diagnostics, Param, QOS_CHOICES, Throttle, declare_
                              make_feature, qos_from_name)
 
 from sage_msgs.msg import AudioChunk, Detection2D, Detection2DArray, Feature
-from sensor_msgs.msg import CameraInfo, Image, Imu
+from sensor_msgs.msg import CameraInfo, Image, Imu, LaserScan
 from std_msgs.msg import String
 
 from sage_sensors.sensing import (CameraConfig, CameraSensing, ImuConfig, ImuSensing,
@@ -225,6 +225,9 @@ class SensorNode(GuardedNode):
         return super().destroy_node()
 
 
+SCAN_MAX_M = 10.0     # farther surfaces are a few pixels tall: no range worth the name
+
+
 def intrinsics(k, width: int, height: int) -> tuple:
     """Return (fx, fy, cx, cy, width, height) from a CameraInfo K; ValueError if unusable."""
     k = [float(v) for v in k]
@@ -262,6 +265,7 @@ class CameraNode(SensorNode):
               'intrinsics from camera_info or camera_info_url)'),
         Param('object_height_m', 1.0, 'height of the objects to detect: range from their '
               'apparent size', low=0.01, high=100.0),
+        Param('scan_frame', 'camera_link', 'frame of camera/scan (x forward, REP-103)'),
     ]
 
     def __init__(self, **kwargs):
@@ -281,6 +285,7 @@ class CameraNode(SensorNode):
             self.detector = Detector(DetectorConfig(height_m=self.p['object_height_m']))
             self.pub_detections = self.create_publisher(Detection2DArray, 'sage/detections',
                                                         10)
+            self.pub_scan = self.create_publisher(LaserScan, 'camera/scan', 10)
             if self.info is not None:
                 self.intrinsics = intrinsics(self.info['k'], self.info['width'],
                                              self.info['height'])
@@ -329,11 +334,21 @@ class CameraNode(SensorNode):
         if self.p['frame_id']:
             out.header.frame_id = self.p['frame_id']
         out.detections = [Detection2D(
-            class_id=d.label, score=d.score, center_x=d.center_x, center_y=d.center_y,
+            class_id=d.class_id, score=d.score, center_x=d.center_x, center_y=d.center_y,
             size_x=d.size_x, size_y=d.size_y, bearing=d.bearing,
             bearing_variance=d.bearing_variance, range=d.range,
             range_variance=d.range_variance) for d in self.detector.detect(rgb, *k[:4])]
         self.pub_detections.publish(out)
+        # the first surface per column, evenly resampled: a LaserScan (x forward, as REP-103)
+        bearing, ranges = self.detector.scan(rgb, *k[:4])
+        angles = np.linspace(bearing[-1], bearing[0], len(bearing))
+        nearest = np.abs(bearing[None, ::-1] - angles[:, None]).argmin(1)
+        scan = LaserScan(angle_min=float(angles[0]), angle_max=float(angles[-1]),
+                         angle_increment=float(angles[1] - angles[0]), range_min=0.1,
+                         range_max=SCAN_MAX_M, ranges=ranges[::-1][nearest].tolist())
+        scan.header.stamp = header.stamp
+        scan.header.frame_id = self.p['scan_frame']
+        self.pub_scan.publish(scan)
 
     def extra_status(self):
         """Report an encoder that is configured but not usable."""

@@ -7,7 +7,7 @@ from sage_testing.graph import Graph
 from sage_msgs.msg import AudioChunk, Detection2DArray, Feature
 from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures
 from sage_sensors.sensor_nodes import CameraNode, ImuNode, MicrophoneNode
-from sensor_msgs.msg import CameraInfo, Image, Imu
+from sensor_msgs.msg import CameraInfo, Image, Imu, LaserScan
 
 
 def real_image():
@@ -73,6 +73,7 @@ def test_camera_node_detects_the_worlds_objects_where_they_are():
     with Graph() as g:
         node = g.add(CameraNode(context=g.context))
         got = g.collect(Detection2DArray, 'sage/detections')
+        scans = g.collect(LaserScan, 'camera/scan')
         pub = g.publisher(Image, 'camera/image_raw')
         pub_info = g.publisher(CameraInfo, 'camera/camera_info')
         image = numpy_to_image(obs.image, 'rgb8')
@@ -92,6 +93,12 @@ def test_camera_node_detects_the_worlds_objects_where_they_are():
             assert abs(d.bearing - t['bearing']) < 0.1 and abs(d.range - t['range']) < 0.5
             assert 0 < d.score <= 1 and d.range_variance > 0 and d.bearing_variance > 0
         assert got[-1].header.frame_id == 'camera_optical_frame'
+        assert g.wait_for(lambda: scans, 5)
+        scan = scans[-1]                 # the first surface per column, angles increasing
+        assert len(scan.ranges) == 160 and scan.angle_increment > 0
+        assert abs(scan.angle_min + math.pi / 4) < 0.02 and scan.header.frame_id == 'camera_link'
+        ok = np.isfinite(scan.ranges)
+        assert ok.mean() > 0.9 and 0.1 < np.nanmin(scan.ranges) < np.nanmax(scan.ranges) < 10
         pub_info.publish(CameraInfo(width=160, height=120, k=[float('nan')] * 9))
         n = len(got)
         assert publish_until(g, pub, lambda: image, got, n + 2)   # a bad K is ignored

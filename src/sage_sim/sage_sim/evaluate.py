@@ -187,7 +187,7 @@ def evaluate_detector(detect: Callable, suite: Suite = DETECTION, steps: int = 3
                       min_columns: int = 3, max_bearing_err: float = 0.2) -> dict:
     """Score a detector on the world's renders against the ground truth.
 
-    ``detect(image, fx, fy, cx, cy)`` returns objects with ``label``, ``bearing`` and
+    ``detect(image, fx, fy, cx, cy)`` returns objects with ``class_id``, ``bearing`` and
     ``range``. The robot wanders (seeded random actions). An object counts for recall
     when it fills at least ``min_columns`` image columns; a detection is a true positive
     when an object of its label is seen (in any column) within ``max_bearing_err`` rad.
@@ -207,7 +207,7 @@ def evaluate_detector(detect: Callable, suite: Suite = DETECTION, steps: int = 3
             used = set()
             for d in detect(obs.image, f, f, cfg.width / 2, cfg.height / 2):
                 near = [(abs(t['bearing'] - d.bearing), i) for i, t in enumerate(seen)
-                        if t['name'] == d.label and i not in used]
+                        if t['name'] == d.class_id and i not in used]
                 if near and min(near)[0] < max_bearing_err:
                     i = min(near)[1]
                     used.add(i)
