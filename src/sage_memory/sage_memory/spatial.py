@@ -128,12 +128,25 @@ class SpatialMemory:
         return best
 
     def scan(self, pose, bearings, ranges) -> None:
-        """Mark each ray's floor free and its end occupied (a range per camera column)."""
+        """Mark each ray's floor free and its end occupied (a range per camera column).
+
+        One update per cell per scan, however many rays cross it.
+        """
         x, y, yaw = (float(v) for v in pose)
-        for b, r in zip(bearings, ranges):
-            if math.isfinite(b) and math.isfinite(r) and r > 0:
-                self._ray(x, y, yaw + b, min(r, self.cfg.max_range_m),
-                          hit=r <= self.cfg.max_range_m)
+        b, r = np.asarray(bearings, np.float64), np.asarray(ranges, np.float64)
+        ok = np.isfinite(b) & np.isfinite(r) & (r > 0)
+        if not ok.any():
+            return
+        b, r = b[ok], r[ok]
+        hit = r <= self.cfg.max_range_m
+        r = np.minimum(r, self.cfg.max_range_m)
+        cos, sin = np.cos(yaw + b), np.sin(yaw + b)
+        free = np.maximum(r - self.cfg.cell_m, 0.0)
+        s = np.arange(0.0, free.max(), 0.5 * self.cfg.cell_m)
+        along = s[None, :] < free[:, None]
+        self._mark((x + s[None, :] * cos[:, None])[along],
+                   (y + s[None, :] * sin[:, None])[along], LOG_FREE)
+        self._mark(x + r[hit] * cos[hit], y + r[hit] * sin[hit], LOG_OCCUPIED)
 
     def collided(self, pose, ahead_m: float = 0.3) -> None:
         """Mark the cell in front of the robot occupied (it drove into something)."""

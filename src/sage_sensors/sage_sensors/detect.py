@@ -99,13 +99,20 @@ class Detector:
         dist = np.abs(_chroma(mean)[:, None, :] - self._protos[None]).sum(-1)   # W×classes
         return height, top, dist, dist.argmin(1)
 
-    def scan(self, image: np.ndarray, fx: float, fy: float, cx: float, cy: float):
+    def look(self, image: np.ndarray, fx: float, fy: float, cx: float, cy: float):
+        """Return (detections, (bearing, range)) of one frame: ``detect`` and ``scan``."""
+        columns = self._columns(image, fx, fy, cy)
+        return (self.detect(image, fx, fy, cx, cy, columns),
+                self.scan(image, fx, fy, cx, cy, columns))
+
+    def scan(self, image: np.ndarray, fx: float, fy: float, cx: float, cy: float,
+             columns=None):
         """Return (bearing, range) per column to the first surface, like a laser scan.
 
         Range from the run's height and its class's known height (walls included); NaN
         where the column's colour is no known class or the surface is too close to tell.
         """
-        height, _, dist, best = self._columns(image, fx, fy, cy)
+        height, _, dist, best = columns or self._columns(image, fx, fy, cy)
         cols = np.arange(image.shape[1])
         bearing = np.arctan((cx - (cols + 0.5)) / fx)
         known = (dist[cols, best] < self.cfg.max_chroma_distance) & \
@@ -114,11 +121,11 @@ class Detector:
             rng = fy * self._heights[best] / (np.maximum(height, 1) * np.cos(bearing))
         return bearing, np.where(known, rng, np.nan)
 
-    def detect(self, image: np.ndarray, fx: float, fy: float, cx: float,
-               cy: float) -> list[Detection]:
+    def detect(self, image: np.ndarray, fx: float, fy: float, cx: float, cy: float,
+               columns=None) -> list[Detection]:
         """Return the detections in an H×W×3 uint8 RGB ``image`` with intrinsics."""
         c = self.cfg
-        height, top, dist, best = self._columns(image, fx, fy, cy)
+        height, top, dist, best = columns or self._columns(image, fx, fy, cy)
         h = image.shape[0]
         cols = np.arange(image.shape[1])
         ok = (dist[cols, best] < c.max_chroma_distance) & self._reported[best] & \

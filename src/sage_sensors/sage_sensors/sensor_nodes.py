@@ -330,6 +330,7 @@ class CameraNode(SensorNode):
                 self.get_logger().warning('no detections: no camera_info for '
                                           f'{rgb.shape[1]}x{rgb.shape[0]} frames yet')
             return
+        detections, (bearing, ranges) = self.detector.look(rgb, *k[:4])
         out = Detection2DArray(header=header)
         if self.p['frame_id']:
             out.header.frame_id = self.p['frame_id']
@@ -337,10 +338,9 @@ class CameraNode(SensorNode):
             class_id=d.class_id, score=d.score, center_x=d.center_x, center_y=d.center_y,
             size_x=d.size_x, size_y=d.size_y, bearing=d.bearing,
             bearing_variance=d.bearing_variance, range=d.range,
-            range_variance=d.range_variance) for d in self.detector.detect(rgb, *k[:4])]
+            range_variance=d.range_variance) for d in detections]
         self.pub_detections.publish(out)
         # the first surface per column, evenly resampled: a LaserScan (x forward, as REP-103)
-        bearing, ranges = self.detector.scan(rgb, *k[:4])
         angles = np.linspace(bearing[-1], bearing[0], len(bearing))
         nearest = np.abs(bearing[None, ::-1] - angles[:, None]).argmin(1)
         scan = LaserScan(angle_min=float(angles[0]), angle_max=float(angles[-1]),
