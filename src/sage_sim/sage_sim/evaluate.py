@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from sage_sim.world import ACTIONS, Fault, World, WorldConfig
+from sage_sim.world import ACTION_NAMES, ACTIONS, Fault, World, WorldConfig
 
 
 class Policy(Protocol):
@@ -30,12 +30,20 @@ class Policy(Protocol):
 
 @dataclass(frozen=True)
 class Suite:
-    """A fixed list of episodes: seeds and the faults applied in each."""
+    """A fixed list of episodes: seeds, the faults applied in each, and the scene kind.
+
+    ``scene``: 'random' (the world's seeded layout), 'recall' (the target in view at the
+    start, 2.5-4 m ahead; then ``opening_s`` of the world turning the robot away, its
+    commands ignored, while the policy watches) or 'detour' (a wall of pillars between
+    the start and the target: the straight line fails).
+    """
 
     name: str
     seeds: tuple
     faults: tuple = ()
     time_limit_s: float = 40.0
+    scene: str = 'random'
+    opening_s: float = 0.0
 
     def config(self) -> WorldConfig:
         """World configuration of this suite."""
@@ -47,7 +55,49 @@ FAULTY = Suite('faulty', tuple(range(10_000, 10_030)), faults=(
     Fault('camera_blackout', 4.0, 7.0), Fault('camera_freeze', 12.0, 15.0),
     Fault('camera_blur', 20.0, 26.0), Fault('imu_bias_drift', 0.0),
     Fault('audio_dropout', 0.3, 0.5)))
+RECALL = Suite('recall', tuple(range(30_000, 30_030)), scene='recall', opening_s=2.6)
+DETOUR = Suite('detour', tuple(range(40_000, 40_030)), scene='detour')
 TRAINING_SEEDS = range(0, 10_000)   # disjoint from every evaluation suite
+
+
+def scene(kind: str, seed: int) -> dict:
+    """Return ``World.set_scenario`` arguments for a 'recall' or 'detour' episode."""
+    if kind not in ('recall', 'detour'):
+        raise ValueError(f'unknown scene {kind!r}: use recall or detour')
+    rng = np.random.default_rng([seed, 7])
+    names = ['red', 'green', 'blue', 'yellow']
+    target = names[int(rng.integers(4))]
+    while True:                      # the start and the target first, then the rest
+        yaw = float(rng.uniform(-np.pi, np.pi))
+        heading = np.array([np.cos(yaw), np.sin(yaw)])
+        side = np.array([-heading[1], heading[0]])
+        pillars = ()
+        if kind == 'recall':         # in view ahead
+            start = rng.uniform(-2.2, 2.2, 2)
+            goal = start + heading * rng.uniform(2.5, 3.5)
+        else:                        # a wall across the line, wider than the camera's view
+            start = -heading * 1.8 + side * rng.uniform(-0.4, 0.4)
+            goal = heading * 1.8 + side * rng.uniform(-0.4, 0.4)
+            middle = 0.5 * (start + goal) + side * rng.uniform(-0.3, 0.3)
+            pillars = tuple((*(middle + side * k * 0.45), 0.25) for k in range(-3, 4))
+        if np.abs(goal).max() <= 2.4 and np.abs(start).max() <= 2.3:
+            break
+    placed = [goal] + [np.array(p[:2]) for p in pillars]
+    beacons = {target: goal}
+    line = goal - start
+    for name in (n for n in names if n != target):
+        while True:                  # apart from all, off the line of sight to the target
+            xy = rng.uniform(-2.4, 2.4, 2)
+            along = float(np.clip((xy - start) @ line / (line @ line), 0, 1))
+            if min(np.hypot(*(xy - o)) for o in placed) > 0.9 and \
+                    np.hypot(*(xy - start)) > 1.0 and \
+                    np.hypot(*(xy - start - along * line)) > 0.7:
+                break
+        placed.append(xy)
+        beacons[name] = xy
+    return {'beacons': {n: (float(x), float(y)) for n, (x, y) in beacons.items()},
+            'target': target, 'pillars': pillars,
+            'pose': (float(start[0]), float(start[1]), yaw)}
 
 
 @dataclass
@@ -126,7 +176,13 @@ def _run_episode(seed: int) -> dict:
         _eval_state.update(job=_eval_job, world=world, policy=make_policy(world))
     world, policy = _eval_state['world'], _eval_state['policy']
     obs = world.reset(seed)
+    if suite.scene != 'random':
+        obs = world.set_scenario(**scene(suite.scene, seed))
     policy.reset()
+    turn = ACTIONS[ACTION_NAMES.index('turn_left')]
+    for _ in range(int(round(suite.opening_s / world.cfg.dt))):
+        policy.act(obs)                 # it watches; the world turns it away
+        obs, _, _, _ = world.step(turn[1], turn[2])
     while not world.done:
         v, w = policy.act(obs)
         obs, _, _, _ = world.step(v, w)

@@ -230,3 +230,34 @@ def test_odometry_drifts_as_its_covariance_says_and_blocked_wheels_slip():
     world.set_scenario({'red': (2.0, 2.0)}, 'red', (2.7, 0.0, 0.0))
     run(world, [1] * 10)
     assert world.collisions >= 5 and world.odom.x > 0.3
+
+
+def test_recall_and_detour_scenes_need_memory_and_a_way_round():
+    from sage_sim.evaluate import DETOUR, RECALL, scene
+    for seed in RECALL.seeds[:10]:
+        world = World(seed=0)
+        world.reset(seed)
+        world.set_scenario(**scene('recall', seed))
+        assert world.target_visible(), seed                    # seen at the start ...
+        run(world, [ACTION_NAMES.index('turn_left')] * 26)
+        assert not world.target_visible(), seed                # ... then out of view
+    for seed in DETOUR.seeds[:10]:
+        world = World(seed=0)
+        world.reset(seed)
+        world.set_scenario(**scene('detour', seed))
+        tx, ty = world._obj_xy[world.target]
+        line = [(world.x + f * (tx - world.x), world.y + f * (ty - world.y))
+                for f in np.linspace(0.1, 0.9, 50)]
+        assert any(world._collides(x, y) for x, y in line), seed   # the straight line fails
+    with pytest.raises(ValueError, match='unknown scene'):
+        scene('maze', 0)
+
+
+@pytest.mark.parametrize('suite', ['recall', 'detour'])
+def test_the_teachers_solve_the_memory_suites_and_random_does_not(suite):
+    from sage_sim.evaluate import DETOUR, RECALL
+    s = {'recall': RECALL, 'detour': DETOUR}[suite]
+    short = Suite(s.name, s.seeds[:12], scene=s.scene, opening_s=s.opening_s)
+    assert evaluate(OraclePolicy, short).success_rate >= 0.9
+    assert evaluate(OperatorPolicy, short).success_rate >= 0.75
+    assert evaluate(lambda w: RandomPolicy(0), short).success_rate <= 0.35
