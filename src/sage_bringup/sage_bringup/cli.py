@@ -429,9 +429,9 @@ def cmd_sleep(args) -> int:
         except KeyboardInterrupt:
             print('\nsage: sleep cancelled', file=sys.stderr)
             return 130
-        except GoalRejected:
-            print('sage: the sleep node rejected the goal (already sleeping, or unknown '
-                  'targets: see its log)', file=sys.stderr)
+        except GoalRejected as exc:
+            print(f'\nsage: {exc}: already sleeping, unknown targets, or the cycle failed',
+                  file=sys.stderr)
             return EXIT_NODE_FAILED
         except ServerLost as exc:
             print(f'\nsage: {exc}', file=sys.stderr)
@@ -563,6 +563,10 @@ def cmd_record(args) -> int:
     return 0
 
 
+class GraphGone(RuntimeError):
+    """Every subscriber of a replay has left: the graph it fed stopped or crashed."""
+
+
 def cmd_replay(args) -> int:
     """Play a rosbag2 into the graph with its timing, driving /clock."""
     import rclpy
@@ -570,7 +574,6 @@ def cmd_replay(args) -> int:
     from rosgraph_msgs.msg import Clock
     from sage_ros.common import qos_from_name
     from sage_interop.bag import BagError, message_class, play, qos_name, read, topics
-    from sage_ros.goals import ServerLost
 
     if args.rate <= 0 or args.wait < 0 or args.lost_after <= 0:
         print('sage: --rate and --lost-after must be > 0, --wait >= 0', file=sys.stderr)
@@ -618,8 +621,8 @@ def cmd_replay(args) -> int:
             if matched <= 0 or any(p.get_subscription_count() for p in pubs.values()):
                 progress['heard'] = now
             elif now - progress['heard'] > args.lost_after:
-                raise ServerLost(f'every subscriber left {args.lost_after:g} s ago (the '
-                                 f'graph stopped or crashed); check `sage status`')
+                raise GraphGone(f'every subscriber left {args.lost_after:g} s ago (the '
+                                f'graph stopped or crashed); check `sage status`')
 
     def clock(stamp_ns):
         msg = Clock()
@@ -631,7 +634,7 @@ def cmd_replay(args) -> int:
                     args.topics)
     except KeyboardInterrupt:
         sent = None
-    except (BagError, ServerLost) as exc:
+    except (BagError, GraphGone) as exc:
         print(f'\nsage: {exc}', file=sys.stderr)
         return EXIT_NODE_FAILED
     finally:
@@ -706,6 +709,13 @@ def cmd_train(args) -> int:
     print(f'committed coherence v{ckpt.version} at {ckpt.path} '
           f'({time.monotonic() - start:.0f} s)')
     return 0
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 100000:
+        raise argparse.ArgumentTypeError(f'{value} is not a count from 0 to 100000')
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -822,7 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
     think.add_argument('instruction')
     think.add_argument('--name', help='cognition node name (default: the first that thinks)')
     think.add_argument('--context', help='extra context, treated as data')
-    think.add_argument('--max-tokens', type=int, default=0, help='0 = the node\'s default')
+    think.add_argument('--max-tokens', type=_count, default=0, help='0 = the node\'s default')
     think.add_argument('--namespace', default='')
     think.add_argument('--wait', type=float, default=10.0,
                        help='seconds to wait for a cognition node')

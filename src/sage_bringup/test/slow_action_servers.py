@@ -1,8 +1,9 @@
 """Real Sleep and Think action servers that work on each goal for ``argv[1]`` seconds.
 
-Forever when the argument is absent. Run as a process by test_bringup_cli: killing it
-with -9 mid-goal is a sleep node dying mid-consolidation, or a cognition node dying
-mid-thought, as far as `sage sleep` and `sage think` can tell.
+Forever when the argument is absent; ``abort`` aborts every goal at once. Run as a
+process by test_bringup_cli: killing it with -9 mid-goal is a sleep node dying
+mid-consolidation, or a cognition node dying mid-thought, as far as `sage sleep` and
+`sage think` can tell.
 """
 import sys
 import time
@@ -14,15 +15,17 @@ from sage_msgs.action import Sleep, Think
 
 rclpy.init()
 node = rclpy.create_node('slow_servers')
-seconds = float(sys.argv[1]) if len(sys.argv) > 1 else float('inf')
+ABORT = sys.argv[1:] == ['abort']
+seconds = 0.0 if ABORT else float(sys.argv[1]) if len(sys.argv) > 1 else float('inf')
 
 
 def work(handle, feedback):
+    print('working', flush=True)        # the test kills us once a goal is under way
     end = time.monotonic() + seconds
     while rclpy.ok() and time.monotonic() < end:
         handle.publish_feedback(feedback)
         time.sleep(0.2)
-    handle.succeed()
+    handle.abort() if ABORT else handle.succeed()
 
 
 def sleep(handle):

@@ -191,12 +191,24 @@ def test_clients_report_the_result_of_a_finished_goal(client):
 
 
 @pytest.mark.parametrize('client', CLIENTS)
+def test_clients_fail_on_a_goal_the_server_aborted(client):
+    server = slow_servers('abort')
+    try:
+        out = subprocess.run(CLIENTS[client][0], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and 'aborted the goal' in out.stderr, out.stderr
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.parametrize('client', CLIENTS)
 def test_clients_end_when_their_server_dies_mid_goal(client):
     server = slow_servers()
     try:
         proc = subprocess.Popen(CLIENTS[client][0], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(5.0)                          # the goal is running: feedback streams
+        assert server.stdout.readline().strip() == 'working'   # the goal is under way
+        time.sleep(1.0)                          # feedback streams to the client
         server.kill()
         killed = time.monotonic()
         _, stderr = proc.communicate(timeout=30)

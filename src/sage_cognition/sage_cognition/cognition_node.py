@@ -148,6 +148,7 @@ class CognitionNode(GuardedNode):
         self.busy = False
         self.last_thought = self.last_published = -1e9
         self._jobs: queue.Queue = queue.Queue(maxsize=4)
+        self._stopping = threading.Event()      # ends a thought being generated at shutdown
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._worker.start()
         self.create_timer(1.0 / self.p['republish_hz'], self._republish)
@@ -286,7 +287,8 @@ class CognitionNode(GuardedNode):
             if action is not None:
                 action['goal'].publish_feedback(Think.Feedback(
                     partial_text=''.join(partial)[:self.p['max_chars']], tokens=len(partial)))
-        stop = (lambda: action['goal'].is_cancel_requested) if action else (lambda: False)
+        stop = (lambda: self._stopping.is_set() or action['goal'].is_cancel_requested) \
+            if action else self._stopping.is_set
         state = self.state.copy()                     # the executor keeps updating it
         if action is not None and action.get('context'):
             state['context'] = action['context']
@@ -379,6 +381,7 @@ class CognitionNode(GuardedNode):
 
     def destroy_node(self):
         """Stop the worker, write the exchanges still in their reward window, destroy."""
+        self._stopping.set()
         while True:              # the stop job goes in even when the queue is full
             try:
                 self._jobs.put_nowait((None, None, None, None))
@@ -386,7 +389,9 @@ class CognitionNode(GuardedNode):
             except queue.Full:
                 with contextlib.suppress(queue.Empty):
                     self._jobs.get_nowait()
-        self._worker.join(timeout=5.0)   # let a thought or an encode finish
+        self._worker.join(timeout=2.0)   # a thought stops at its next token; an encode ends
+        if self._unpacked:               # the LoRA adapter unpacked for this run
+            shutil.rmtree(os.path.dirname(self._unpacked), ignore_errors=True)
         self._write_exchanges(force=True)
         return super().destroy_node()
 

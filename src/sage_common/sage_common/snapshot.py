@@ -42,6 +42,11 @@ def save(path: str, header: dict, arrays: dict) -> str:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)                  # the rename itself survives a power cut
+    finally:
+        os.close(fd)
     return path
 
 

@@ -11,6 +11,7 @@ shows itself as ``sage/memory/map`` (OccupancyGrid) and ``sage/memory/landmarks`
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import time
@@ -79,6 +80,8 @@ PARAMS = [
           'says an episode ended (the built-in world lays out a new arena and odom restarts)'),
 ]
 MAX_DETECTIONS = 256
+MAX_RAYS = 10000
+MAX_GRID_CELLS = 4096          # per side: a 4096² grid is 64 MB of float32
 
 
 class MemoryNode(GuardedNode):
@@ -120,7 +123,11 @@ class MemoryNode(GuardedNode):
         self.pub_salience = self.create_publisher(Salience, 'sage/salience', 10)
         self.create_service(Recall, 'sage/memory/recall', self._recall)
         self.create_service(Snapshot, 'sage/memory/snapshot', self._snapshot)
-        self.spatial = self.pose = None
+        self.spatial = None
+        self.poses = collections.deque(maxlen=64)    # (stamp s, pose, covariance), newest last
+        if self.p['grid_size_m'] / self.p['cell_m'] > MAX_GRID_CELLS:
+            raise ParameterError(f'memory: grid_size_m / cell_m is over {MAX_GRID_CELLS} cells a '
+                                 f'side; use larger cells or a smaller grid')
         if self.p['spatial_path']:
             self.spatial = self._load_spatial()
             self.create_subscription(Odometry, 'odom', self._on_odom,
@@ -185,7 +192,7 @@ class MemoryNode(GuardedNode):
             return
         if self.spatial is not None and self.p['forget_places_each_episode']:
             self.spatial = SpatialMemory(self.spatial.cfg)
-            self.pose = None
+            self.poses.clear()
 
     # ----------------------------------------------------------------- places
     def _spatial_config(self) -> SpatialConfig:
@@ -217,19 +224,21 @@ class MemoryNode(GuardedNode):
                 max(abs(p.x), abs(p.y), np.abs(cov).max()) > 1e6:
             self._reject('odom: a pose or covariance that is not finite or out of range')
             return
-        self.pose = (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, pose, cov)
+        self.poses.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, pose, cov))
 
     def _pose_at(self, header, topic: str):
+        """Return the odom (stamp, pose, cov) nearest ``header``'s stamp, or None."""
         t = header.stamp.sec + header.stamp.nanosec * 1e-9
-        if self.pose is None or abs(t - self.pose[0]) > self.p['max_pose_age_s']:
+        best = min(self.poses, key=lambda p: abs(p[0] - t), default=None)
+        if best is None or abs(best[0] - t) > self.p['max_pose_age_s']:
             self._reject(f'{topic}: no odom pose within max_pose_age_s of its stamp')
             return None
-        return self.pose
+        return best
 
     def _on_scan(self, msg: LaserScan) -> None:
         pose = self._pose_at(msg.header, 'camera/scan')
         n = len(msg.ranges)
-        if pose is None or not 0 < n <= 100000 or not all(map(math.isfinite, (
+        if pose is None or not 0 < n <= MAX_RAYS or not all(map(math.isfinite, (
                 msg.angle_min, msg.angle_increment))) or abs(msg.angle_min) > 2 * math.pi or \
                 abs(msg.angle_increment) > 2 * math.pi:
             if pose is not None:
@@ -240,7 +249,8 @@ class MemoryNode(GuardedNode):
         self.spatial.scan(pose[1], msg.angle_min + msg.angle_increment * np.arange(n), ranges)
 
     def _on_detections(self, msg: Detection2DArray) -> None:
-        if self._pose_at(msg.header, 'sage/detections') is None:
+        pose = self._pose_at(msg.header, 'sage/detections')
+        if pose is None:
             return
         dets = [d for d in msg.detections[:MAX_DETECTIONS]
                 if 0 < len(d.class_id) <= 64 and all(
@@ -250,8 +260,7 @@ class MemoryNode(GuardedNode):
                                          0 <= d.range_variance <= 1e6))]
         if len(dets) < len(msg.detections):
             self._reject(f'{len(msg.detections) - len(dets)} malformed detections')
-        self.spatial.observe(self.get_clock().now().nanoseconds * 1e-9, self.pose[1],
-                             self.pose[2], dets)
+        self.spatial.observe(*pose, dets)       # at the pose and time of the frame
 
     def _landmark_msgs(self, landmarks) -> list[Landmark]:
         return [Landmark(label=m.label, x=float(m.mean[0]), y=float(m.mean[1]),

@@ -75,8 +75,9 @@ class SpatialMemory:
         """Fuse detections seen from ``pose`` (x, y, yaw in odom; 3×3 covariance).
 
         ``detections``: objects with class_id, score, bearing, bearing_variance, range,
-        range_variance (sage_msgs/Detection2D or sage_sensors.detect.Detection). Returns the index
-        of the landmark each detection went to (-1: not remembered).
+        range_variance (sage_msgs/Detection2D or sage_sensors.detect.Detection); one
+        whose numbers are not finite (a range too close to tell is NaN) is skipped.
+        Returns the index of the landmark each detection went to (-1: not remembered).
         """
         x, y, yaw = (float(v) for v in pose)
         pose_cov = np.asarray(pose_cov, np.float64).reshape(3, 3)
@@ -85,21 +86,21 @@ class SpatialMemory:
         out = []
         for d in detections:
             r, b = float(d.range), float(d.bearing)
-            if d.score < self.cfg.min_score or not (0 < r <= self.cfg.max_range_m) or \
-                    not math.isfinite(b):
+            var_r, var_b = float(d.range_variance), float(d.bearing_variance)
+            if not all(map(math.isfinite, (r, b, var_r, var_b, d.score))) or var_r < 0 or \
+                    var_b < 0 or d.score < self.cfg.min_score or not 0 < r <= self.cfg.max_range_m:
                 out.append(-1)
                 continue
             a = yaw + b
             z = np.array([x + r * math.cos(a), y + r * math.sin(a)])
             j_pose = np.array([[1.0, 0.0, -r * math.sin(a)], [0.0, 1.0, r * math.cos(a)]])
             j_meas = np.array([[math.cos(a), -r * math.sin(a)], [math.sin(a), r * math.cos(a)]])
-            cov = j_pose @ pose_cov @ j_pose.T + \
-                j_meas @ np.diag([max(d.range_variance, 0.0), max(d.bearing_variance, 0.0)]) \
-                @ j_meas.T + np.eye(2) * self.cfg.min_std_m ** 2
+            from_pose = j_pose @ pose_cov @ j_pose.T        # heading error grows with range
+            cov = from_pose + j_meas @ np.diag([var_r, var_b]) @ j_meas.T + \
+                np.eye(2) * self.cfg.min_std_m ** 2
             # repeated sightings share the pose's error: never fuse below it
-            floor = max(self.cfg.min_std_m ** 2, float(np.linalg.eigvalsh(pose_cov[:2, :2])[-1]))
+            floor = max(self.cfg.min_std_m ** 2, float(np.linalg.eigvalsh(from_pose)[-1]))
             out.append(self._fuse(d.class_id, z, cov, t, floor))
-            self._ray(x, y, a, r, hit=False)
         return out
 
     def _fuse(self, label: str, z, cov, t: float, floor: float) -> int:
@@ -154,19 +155,11 @@ class SpatialMemory:
         self._mark(np.array([x + ahead_m * math.cos(yaw)]),
                    np.array([y + ahead_m * math.sin(yaw)]), LOG_OCCUPIED)
 
-    def _ray(self, x, y, angle, r, hit: bool) -> None:
-        step = 0.5 * self.cfg.cell_m
-        s = np.arange(0.0, max(r - self.cfg.cell_m, 0.0), step)
-        self._mark(x + s * math.cos(angle), y + s * math.sin(angle), LOG_FREE)
-        if hit:
-            self._mark(np.array([x + r * math.cos(angle)]), np.array([y + r * math.sin(angle)]),
-                       LOG_OCCUPIED)
-
     def _mark(self, xs, ys, delta: float) -> None:
         cols, rows = self.cell(xs, ys)
         n = self.log_odds.shape[0]
         inside = (rows >= 0) & (rows < n) & (cols >= 0) & (cols < n)
-        cells = np.unique(rows[inside] * n + cols[inside])      # once per cell per ray
+        cells = np.unique(rows[inside] * n + cols[inside])      # once per cell per call
         flat = self.log_odds.reshape(-1)
         flat[cells] = np.clip(flat[cells] + delta, -LOG_LIMIT, LOG_LIMIT)
 

@@ -283,7 +283,8 @@ def test_places_are_remembered_queried_mapped_and_saved(tmp_path):
     from visualization_msgs.msg import MarkerArray
     with Graph() as g:
         world = g.add(WorldNode(context=g.context, parameter_overrides=[
-            Parameter('seed', value=0), Parameter('real_time_factor', value=2.0)]))
+            Parameter('seed', value=0), Parameter('real_time_factor', value=2.0),
+            Parameter('time_limit_s', value=3600.0)]))       # one episode: one arena
         g.add(CameraNode(context=g.context))
         node = g.add(MemoryNode(context=g.context, parameter_overrides=[
             Parameter(k, value=v) for k, v in params(tmp_path, map_period_s=0.5).items()]))

@@ -302,8 +302,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
             pass
         executor.shutdown(timeout_sec=2.0)
         # a long callback finishes before the node is destroyed under it; `sage run` and
-        # launch escalate to SIGKILL after 10 s, so give up waiting well before that
-        thread.join(timeout=6.0)
+        # launch escalate to SIGKILL after 10 s: waits here and in destroy_node stay under
+        thread.join(timeout=5.0)
         if failed:
             print(failed[0], file=sys.stderr)
             code = 1

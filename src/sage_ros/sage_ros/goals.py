@@ -20,7 +20,7 @@ class ServerLost(RuntimeError):
 
 
 class GoalRejected(RuntimeError):
-    """The server refused the goal."""
+    """The server refused the goal, or ended it without success (aborted, canceled)."""
 
 
 def endpoints(node, action: str) -> set:
@@ -44,8 +44,10 @@ def wait_served(node, future, server_alive, name: str, lost_after_s: float = 2.0
 def run_goal(node, client, goal, name: str, on_feedback=None, lost_after_s: float = 2.0):
     """Send ``goal`` through ``client`` (ready: see wait_for_server) and return its result.
 
-    Raises GoalRejected, ServerLost, or KeyboardInterrupt after cancelling the goal.
+    Raises GoalRejected (refused, aborted or canceled), ServerLost, or KeyboardInterrupt
+    after cancelling the goal.
     """
+    from action_msgs.msg import GoalStatus
     send = client.send_goal_async(
         goal, feedback_callback=(lambda m: on_feedback(m.feedback)) if on_feedback else None)
     try:
@@ -62,4 +64,9 @@ def run_goal(node, client, goal, name: str, on_feedback=None, lost_after_s: floa
             cancel = send.result().cancel_goal_async()
             rclpy.spin_until_future_complete(node, cancel, timeout_sec=5.0)
         raise
-    return result.result().result
+    done = result.result()
+    if done.status != GoalStatus.STATUS_SUCCEEDED:
+        ended = {GoalStatus.STATUS_ABORTED: 'aborted', GoalStatus.STATUS_CANCELED: 'canceled'}
+        raise GoalRejected(f'{name} {ended.get(done.status, "failed")} the goal (see its '
+                           f'log)')
+    return done.result

@@ -341,6 +341,9 @@ class CameraNode(SensorNode):
             range_variance=d.range_variance) for d in detections]
         self.pub_detections.publish(out)
         # the first surface per column, evenly resampled: a LaserScan (x forward, as REP-103)
+        if len(bearing) < 2:
+            return
+        ranges = np.where(ranges > SCAN_MAX_M, np.inf, ranges)     # REP-117: beyond range
         angles = np.linspace(bearing[-1], bearing[0], len(bearing))
         nearest = np.abs(bearing[None, ::-1] - angles[:, None]).argmin(1)
         scan = LaserScan(angle_min=float(angles[0]), angle_max=float(angles[-1]),
