@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import time
 
 import numpy as np
 
@@ -68,6 +69,24 @@ def load(path: str, fmt: str, version: int, names) -> tuple[dict, dict]:
     if digest(arrays) != header.get('sha256'):
         raise SnapshotError(f'{path}: arrays do not match their recorded sha256 (corrupted)')
     return header, arrays
+
+
+def restore(path: str, load) -> tuple:
+    """Return (``load(path)``, '') if a snapshot is there and usable, else (None, note).
+
+    Leftovers of interrupted saves are removed; a snapshot that ``load`` refuses with
+    SnapshotError is moved aside to ``<path>.corrupt-<time>`` (kept for a post-mortem,
+    never loaded again) and the note says so.
+    """
+    remove_partial(path)
+    if not os.path.exists(path):
+        return None, ''
+    try:
+        return load(path), ''
+    except SnapshotError as exc:
+        aside = f'{path}.corrupt-{int(time.time())}'
+        os.replace(path, aside)
+        return None, f'snapshot refused: {exc}; moved to {aside}'
 
 
 def remove_partial(path: str) -> None:

@@ -12,7 +12,6 @@ and returns what the node publishes.
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -191,23 +190,20 @@ class Memory:
     # ----------------------------------------------------------------- persistence
     def _load_sidecar(self, input_dim: int) -> Sidecar:
         c, path = self.config, self.config.sidecar_path
-        if path:
-            snapshot.remove_partial(path)                # a save cut short by a kill
-        if path and os.path.exists(path):
-            try:
-                mem = Sidecar.load(path)
-                if mem.input_dim != input_dim:
-                    raise SidecarError(f'it holds {mem.input_dim}-d inputs, the memory is '
-                                       f'configured for {input_dim}')
-                self.log(f'loaded sidecar ({mem.writes} writes, fill {mem.fill:.0%}) '
-                         f'from {path}')
-                return mem
-            except SidecarError as exc:
-                aside = f'{path}.corrupt-{int(time.time())}'
-                os.replace(path, aside)
-                self.sidecar_note = f'sidecar snapshot refused: {exc}; moved to {aside}'
-                self.log(f'refused sidecar snapshot: {exc}; moved it to {aside} and '
-                         f'starting with an empty memory')
+
+        def load(p):
+            mem = Sidecar.load(p)
+            if mem.input_dim != input_dim:
+                raise SidecarError(f'it holds {mem.input_dim}-d inputs, the memory is '
+                                   f'configured for {input_dim}')
+            return mem
+        mem, note = snapshot.restore(path, load) if path else (None, '')
+        if mem is not None:
+            self.log(f'loaded sidecar ({mem.writes} writes, fill {mem.fill:.0%}) from {path}')
+            return mem
+        if note:
+            self.sidecar_note = f'sidecar {note}'
+            self.log(f'sidecar {note}; starting with an empty memory')
         return Sidecar(input_dim, d=c.key_dim, r=c.slots, forget=c.forget)
 
     def save(self, path: str | None = None) -> str:

@@ -201,18 +201,14 @@ class MemoryNode(GuardedNode):
 
     def _load_spatial(self) -> SpatialMemory:
         path = resolve_path(self.p['spatial_path'])
-        snapshot.remove_partial(path)                    # a save cut short by a kill
-        if os.path.exists(path):
-            try:
-                mem = SpatialMemory.load(path, self._spatial_config())
-                self.get_logger().info(f'loaded {len(mem.landmarks)} landmarks from {path}')
-                return mem
-            except snapshot.SnapshotError as exc:
-                aside = f'{path}.corrupt-{int(time.time())}'
-                os.replace(path, aside)
-                note = f'places snapshot refused: {exc}; moved to {aside}'
-                self.get_logger().error(note)
-                self.diag.set('WARN', note)
+        mem, note = snapshot.restore(path, lambda p: SpatialMemory.load(
+            p, self._spatial_config()))
+        if mem is not None:
+            self.get_logger().info(f'loaded {len(mem.landmarks)} landmarks from {path}')
+            return mem
+        if note:
+            self.get_logger().error(f'places {note}')
+            self.diag.set('WARN', f'places {note}')
         return SpatialMemory(self._spatial_config())
 
     def _on_odom(self, msg: Odometry) -> None:

@@ -34,7 +34,7 @@ VERSION = 1
 _ARRAYS = ('P', 'U', 'V', 'usage', 'strength', 'trace')
 
 
-class SidecarError(RuntimeError):
+class SidecarError(snapshot.SnapshotError):
     """A snapshot is missing, corrupted or of another layout; the message says which."""
 
 

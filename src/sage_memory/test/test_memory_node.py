@@ -264,7 +264,7 @@ def test_kill_9_loses_nothing_and_a_corrupt_snapshot_is_moved_aside(tmp_path):
         aside = glob.glob(str(tmp_path / 'side.npz.corrupt-*'))
         assert len(aside) == 1 and open(aside[0], 'rb').read() == corrupted
         assert not os.path.exists(tmp_path / 'side.npz.tmp-999999')
-        assert 'refused sidecar snapshot' in open(tmp_path / 'node.log').read()
+        assert 'sidecar snapshot refused' in open(tmp_path / 'node.log').read()
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)

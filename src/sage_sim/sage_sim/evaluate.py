@@ -251,7 +251,7 @@ def evaluate_detector(detect: Callable, suite: Suite = DETECTION, steps: int = 3
     """
     import math
     cfg = suite.config()
-    f = (cfg.width / 2) / math.tan(math.radians(cfg.fov_deg) / 2)
+    f = cfg.focal_px
     tp = fp = found = visible = 0
     range_err, bearing_err = [], []
     for seed in suite.seeds:

@@ -98,6 +98,11 @@ class WorldConfig:
     odom_yaw_noise: float = 0.03        # rad/s heading noise while the wheels turn, 1 sigma
     faults: list = field(default_factory=list)   # list[Fault]
 
+    @property
+    def focal_px(self) -> float:
+        """The camera's focal length in pixels (fx = fy; the principal point is centred)."""
+        return (self.width / 2) / math.tan(math.radians(self.fov_deg) / 2)
+
 
 @dataclass
 class Odometry:
@@ -139,8 +144,7 @@ class World:
         self.seed = seed
         c = self.cfg
         # a pinhole camera, as its CameraInfo says: column u looks along atan((cx - u) / f)
-        focal = (c.width / 2) / math.tan(math.radians(c.fov_deg) / 2)
-        self._angles = np.arctan((c.width / 2 - (np.arange(c.width) + 0.5)) / focal)
+        self._angles = np.arctan((c.width / 2 - (np.arange(c.width) + 0.5)) / c.focal_px)
         self._rows = (np.arange(c.height) + 0.5)[:, None]
         floor = np.linspace(0, 1, c.height // 2)[:, None]
         self._background = np.zeros((c.height, c.width, 3), np.uint8)
@@ -382,8 +386,7 @@ class World:
         color = np.where(closer[:, None], self._obj_rgb[nearest], color)
         dist = dist * np.cos(self._angles)                      # no fish-eye
         wall_h = np.where(closer, 1.0, 1.2)
-        focal = (c.width / 2) / math.tan(math.radians(c.fov_deg) / 2)
-        h = np.minimum(c.height * 4, focal * wall_h / np.maximum(dist, 1e-3))
+        h = np.minimum(c.height * 4, c.focal_px * wall_h / np.maximum(dist, 1e-3))
         top, bottom = c.height / 2 - h / 2, c.height / 2 + h / 2 * (0.6 / 0.6)
         fog = np.clip(1.2 - dist / (2 * c.arena_m), 0.35, 1.0)[:, None]
         mask = (self._rows >= top[None]) & (self._rows < bottom[None])

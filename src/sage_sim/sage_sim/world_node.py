@@ -237,7 +237,7 @@ class WorldNode(GuardedNode):
 
     def _camera_info(self, header) -> CameraInfo:
         c = self.config
-        f = (c.width / 2) / math.tan(math.radians(c.fov_deg) / 2)
+        f = c.focal_px
         info = CameraInfo(width=c.width, height=c.height, distortion_model='plumb_bob')
         info.header = header
         info.d = [0.0] * 5
