@@ -330,7 +330,7 @@ class CognitionNode(GuardedNode):
         if self.exchanges is None:
             return
         try:
-            self.exchanges.flush(force=force)
+            written = self.exchanges.flush(force=force)
         except OSError as exc:
             self.exchange_errors = self.exchanges.errors
             self.exchange_error = f'cannot record exchanges: {exc}'   # shown until one works
@@ -339,7 +339,8 @@ class CognitionNode(GuardedNode):
             self.diag.set('WARN', self.exchange_error,
                           exchange_write_errors=self.exchange_errors)
         else:
-            self.exchange_error = ''
+            if written:                  # an empty flush proves nothing: keep the error up
+                self.exchange_error = ''
 
     def _publish(self, text, vector, trust, when, quality, reasons='') -> None:
         self.current = make_feature(self, self.modality, vector, trust, quality,

@@ -141,7 +141,7 @@ class MemoryNode(GuardedNode):
             self.pub_landmarks = self.create_publisher(MarkerArray, 'sage/memory/landmarks', 10)
             self.create_service(QueryLandmarks, 'sage/memory/query', self._query)
             self.create_timer(self.p['map_period_s'], self._publish_places)
-        self.rejected = self._errors_seen = 0
+        self.rejected = self._errors_seen = self.unplaced = 0
         self.save_error = ''
         self.last_snapshot = time.monotonic()
         self._rate_at, self._rate_writes = time.monotonic(), self.memory.sidecar.writes
@@ -227,7 +227,10 @@ class MemoryNode(GuardedNode):
         t = header.stamp.sec + header.stamp.nanosec * 1e-9
         best = min(self.poses, key=lambda p: abs(p[0] - t), default=None)
         if best is None or abs(best[0] - t) > self.p['max_pose_age_s']:
-            self._reject(f'{topic}: no odom pose within max_pose_age_s of its stamp')
+            self.unplaced += 1      # e.g. the first frame of an episode, before its odom
+            if self._warn():
+                self.get_logger().info(f'{topic}: no odom pose within max_pose_age_s of its '
+                                       f'stamp; not placed ({self.unplaced} so far)')
             return None
         return best
 
@@ -352,6 +355,7 @@ class MemoryNode(GuardedNode):
                       sidecar_writes=mem.sidecar.writes, stored=mem.stored,
                       frames_stored=mem.frames_stored, frame_errors=mem.frame_errors,
                       store_errors=mem.store_errors, rejected_features=self.rejected,
+                      unplaced=self.unplaced,
                       last_snapshot_s=t - self.last_snapshot,
                       snapshot_path=mem.config.sidecar_path)
 
