@@ -1,6 +1,7 @@
 """The `sage` command: config validation, start/stop and failure exit codes."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -207,7 +208,9 @@ def test_clients_end_when_their_server_dies_mid_goal(client):
     try:
         proc = subprocess.Popen(CLIENTS[client][0], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        assert server.stdout.readline().strip() == 'working'   # the goal is under way
+        # the goal is under way (or the client never sent it: fail, don't hang)
+        assert select.select([server.stdout], [], [], 60)[0], proc.communicate(timeout=60)
+        assert server.stdout.readline().strip() == 'working'
         time.sleep(1.0)                          # feedback streams to the client
         server.kill()
         killed = time.monotonic()
