@@ -28,7 +28,7 @@ from sage_common.checkpoints import superseded
 from sage_common.paths import inside, resolve_path
 from sage_ros.guard import GuardedLifecycleNode
 from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
-                             declare_parameters, qos_from_name, stamp)
+                             declare_parameters, qos_from_name, seconds, stamp)
 
 
 PARAMS = [
@@ -155,7 +155,7 @@ class CoherenceNode(GuardedLifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_feature(self, msg: Feature) -> None:
-        t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        t = seconds(msg.header.stamp)
         try:
             self.buffer.put(msg.modality, msg.data, msg.trust, t, self._now_s())
         except FeatureRejected as exc:

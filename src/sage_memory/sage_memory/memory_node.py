@@ -23,7 +23,8 @@ from sage_common.paths import inside, resolve_path, sage_home
 from sage_common.validate import parse_json
 from sage_ros.guard import GuardedNode
 from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
-                             declare_parameters, make_feature, qos_from_name, run_node, stamp)
+                             declare_parameters, make_feature, qos_from_name, run_node, seconds,
+                             stamp)
 from sage_ros.image_conv import image_to_rgb
 
 from nav_msgs.msg import OccupancyGrid, Odometry
@@ -164,7 +165,7 @@ class MemoryNode(GuardedNode):
     def _on_feature(self, msg: Feature) -> None:
         try:
             self.memory.put_feature(msg.modality, msg.data, msg.trust,
-                                    msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
+                                    seconds(msg.header.stamp),
                                     self.get_clock().now().nanoseconds * 1e-9)
         except FeatureRejected as exc:
             self._reject(f'feature: {exc}')
@@ -220,11 +221,11 @@ class MemoryNode(GuardedNode):
                 max(abs(p.x), abs(p.y), np.abs(cov).max()) > 1e6:
             self._reject('odom: a pose or covariance that is not finite or out of range')
             return
-        self.poses.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, pose, cov))
+        self.poses.append((seconds(msg.header.stamp), pose, cov))
 
     def _pose_at(self, header, topic: str):
         """Return the odom (stamp, pose, cov) nearest ``header``'s stamp, or None."""
-        t = header.stamp.sec + header.stamp.nanosec * 1e-9
+        t = seconds(header.stamp)
         best = min(self.poses, key=lambda p: abs(p[0] - t), default=None)
         if best is None or abs(best[0] - t) > self.p['max_pose_age_s']:
             self.unplaced += 1      # e.g. the first frame of an episode, before its odom

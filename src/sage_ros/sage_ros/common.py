@@ -143,6 +143,11 @@ def stamp(node: Node):
     return node.get_clock().now().to_msg()
 
 
+def seconds(msg_stamp) -> float:
+    """Return a builtin_interfaces/Time (a header's stamp) in seconds."""
+    return msg_stamp.sec + msg_stamp.nanosec * 1e-9
+
+
 def make_feature(node: Node, modality: str, data: Sequence[float], trust: float,
                  quality: Mapping[str, float] | None = None, frame_id: str = '',
                  header_stamp=None):

@@ -29,7 +29,7 @@ from sage_ros.guard import GuardedNode
 from sage_ros.image_conv import ImageError, image_to_rgb, numpy_to_image
 from sage_common.paths import resolve_path
 from sage_ros.common import (Diagnostics, Param, QOS_CHOICES, Throttle, declare_parameters,
-                             make_feature, qos_from_name)
+                             make_feature, qos_from_name, seconds)
 
 from sage_msgs.msg import AudioChunk, Detection2D, Detection2DArray, Feature
 from sensor_msgs.msg import CameraInfo, Image, Imu, LaserScan
@@ -143,7 +143,7 @@ class SensorNode(GuardedNode):
         stamp = msg.header.stamp
         now = self.now_s()
         # an unstamped message cannot be judged stale: treat it as taken now
-        t_obs = stamp.sec + stamp.nanosec * 1e-9 if (stamp.sec or stamp.nanosec) else now
+        t_obs = seconds(stamp) if (stamp.sec or stamp.nanosec) else now
         try:
             with self._lock:
                 sensed = self.sense(msg, t_obs, now)
