@@ -661,7 +661,7 @@ def cmd_init(args) -> int:
 
 
 def cmd_train(args) -> int:
-    """Train the coherence model from oracle demonstrations (DAgger) and commit it."""
+    """Train the coherence model from a teacher's demonstrations (DAgger) and commit it."""
     import torch
     from sage_common.checkpoints import CheckpointStore
     from sage_common.paths import resolve_path
@@ -692,7 +692,7 @@ def cmd_train(args) -> int:
                             rounds=args.rounds, updates=args.updates, seed=args.seed,
                             log=lambda m: print(m, flush=True), workers=args.workers,
                             device=args.device, batch=args.batch, lr=args.lr, betas=betas,
-                            model=model)
+                            model=model, teacher=args.teacher)
     meta = {'config': model.cfg.to_dict(), 'trained_by': 'sage train coherence',
             'args': {k: v for k, v in vars(args).items() if k != 'func'},
             'episodes': len(data), 'train_s': round(time.monotonic() - start, 1)}
@@ -784,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=cmd_init)
 
     train = sub.add_parser('train', help='train the coherence model (first competence)',
-                           description='Collect oracle demonstrations in the built-in world, '
+                           description='Collect demonstrations in the built-in world, '
                            'train the coherence model by behaviour cloning with DAgger rounds, '
                            'and commit it as a checkpoint version the coherence node loads.')
     train.add_argument('model', choices=('coherence',), help='what to train')
@@ -795,7 +795,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--updates', type=int, default=300, help='optimizer steps per round')
     train.add_argument('--seed', type=int, default=0)
     train.add_argument('--betas', metavar='B1,B2,...', help='DAgger schedule: the chance the '
-                       'oracle drives in each round (overrides --rounds; default 1,0.5,0.25...)')
+                       'teacher drives in each round (overrides --rounds; default 1,0.5,0.25...)')
+    train.add_argument('--teacher', choices=('operator', 'oracle'), default='operator',
+                       help='who labels: the operator knows what the camera has shown (default), '
+                            'the oracle the whole map')
     train.add_argument('--init', action='store_true',
                        help='continue from the latest committed version instead of from scratch')
     train.add_argument('--batch', type=int, default=64, help='training windows per update')

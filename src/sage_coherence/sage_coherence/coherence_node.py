@@ -32,7 +32,7 @@ from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Th
 
 
 PARAMS = [
-    Param('modalities', ['vision', 'audio', 'imu', 'cognition_main'],
+    Param('modalities', ['vision', 'audio', 'imu', 'cognition_main', 'places'],
           'modalities fused, in token order; each is read from sage/features/<name>'),
     Param('rate_hz', 10.0, 'control cycles per second', low=0.5, high=200.0),
     Param('trigger_modality', '', 'if set, a cycle runs on each new feature of this modality '

@@ -13,6 +13,14 @@ already folded into trust_in by the FeatureBuffer), initialised
 close to the reported trust, so the model starts by believing its sensors and
 learns where not to (sensor-fault augmentation in training teaches it).
 
+Token sets: a modality listed in ``token_sets`` (the memory's places) is not one
+token but ``n`` of equal size, each starting with a valid flag; invalid ones are
+padding that no token attends to. The trailing ``E`` numbers of each (a label's
+sentence embedding) are compared with the ``match`` modality's vector (the
+instruction's embedding): the cosine and its margin to the best valid token's join
+the token, so "which remembered thing is the one asked for" is a feature even for
+labels never seen in training (a phrasing shifts every cosine, never their order).
+
 Halting: like TRM, one Q logit, ``halt`` = P(the current answer is right); a
 cycle stops thinking when it is confident, after ``max_segments``, or when its
 time budget is spent.
@@ -39,6 +47,8 @@ class CoherenceConfig:
     continuous_scale: tuple = (0.5, 1.2)   # |v| m/s, |w| rad/s at tanh = 1
     max_age_s: float = 2.0                 # ages are normalised by this
     max_segments: int = 4
+    token_sets: dict = field(default_factory=dict)   # modality -> [tokens, embedding size]
+    match: str = ''                        # the modality token-set embeddings are matched to
     hrm: dict = field(default_factory=lambda: dict(
         hidden_size=64, num_heads=2, H_layers=1, L_layers=1, H_cycles=2, L_cycles=2,
         pos_encodings='none', expansion=2.0, halt_max_steps=4))
@@ -60,9 +70,15 @@ class CoherenceConfig:
         d['continuous_scale'] = tuple(d['continuous_scale'])
         return cls(**d)
 
+    @property
+    def seq_len(self) -> int:
+        """Tokens the HRM sees: a readout, one per modality, ``n`` per token set."""
+        sets = {m: int(v[0]) for m, v in self.token_sets.items()}
+        return 1 + sum(sets.get(m, 1) for m in self.modalities)
+
     def hrm_config(self) -> HRMConfig:
-        """Return the HRM configuration: one token per modality plus a readout token."""
-        return HRMConfig(**{**self.hrm, 'seq_len': len(self.modalities) + 1, 'vocab_size': 0})
+        """Return the HRM configuration for ``seq_len`` tokens."""
+        return HRMConfig(**{**self.hrm, 'seq_len': self.seq_len, 'vocab_size': 0})
 
 
 class CoherenceModel(nn.Module):
@@ -76,8 +92,19 @@ class CoherenceModel(nn.Module):
         hcfg = cfg.hrm_config()
         hidden = hcfg.hidden_size
         self.core = HRMInner(hcfg)
+        self.sets = {self.names.index(m): (int(n), int(e)) for m, (n, e) in
+                     cfg.token_sets.items()}
+        for m, (n, e) in cfg.token_sets.items():
+            d = cfg.modalities.get(m, 0)
+            if not d or n < 1 or d % n or not 0 <= e < d // n or \
+                    (e and cfg.modalities.get(cfg.match) != e):
+                raise ValueError(f'token set {m}: {n} tokens of its {d} numbers, embeddings '
+                                 f'of {e} matched to {cfg.match!r}: sizes do not fit')
+        # a token set's tokens share one projection (with the match cosine and margin)
+        in_dims = [d // self.sets[i][0] + 2 if i in self.sets else d
+                   for i, d in enumerate(self.dims)]
         self.proj = nn.ModuleList(nn.Sequential(nn.LayerNorm(d), nn.Linear(d, hidden))
-                                  for d in self.dims)
+                                  for d in in_dims)
         self.modality_emb = nn.Parameter(torch.randn(len(self.dims) + 1, hidden) * 0.02)
         self.quality = nn.Linear(2, hidden)
         self.trust_token = nn.Linear(hidden, 1)
@@ -97,29 +124,52 @@ class CoherenceModel(nn.Module):
 
     def initial_carry(self, batch: int, device=None) -> InnerCarry:
         """Return a fresh recurrent state (episode start)."""
-        carry = self.core.empty_carry(batch, len(self.dims) + 1, device)
+        carry = self.core.empty_carry(batch, self.cfg.seq_len, device)
         return self.core.reset_carry(torch.ones(batch, dtype=torch.bool, device=device), carry)
 
     def tokens(self, features: torch.Tensor, trust: torch.Tensor, age: torch.Tensor,
                uniform_trust: bool = False):
-        """Build the input tokens; return (tokens [B, M+1, H], trust_used [B, M])."""
-        parts = torch.split(features, self.dims, dim=-1)
-        projected = torch.stack([p(x) for p, x in zip(self.proj, parts)], dim=1)
+        """Build the input tokens; return (tokens [B, T, H], trust_used [B, M], mask [B, T]).
+
+        ``mask`` is True for tokens that count (False: an empty slot of a token set).
+        """
+        parts = list(torch.split(features, self.dims, dim=-1))
+        match = parts[self.names.index(self.cfg.match)] if self.cfg.match else None
+        projected, valid = [], []
+        for i, (p, x) in enumerate(zip(self.proj, parts)):
+            if i not in self.sets:
+                projected.append(p(x)[:, None])
+                valid.append(torch.ones_like(x[:, :1], dtype=torch.bool))
+                continue
+            n, e = self.sets[i]
+            x = x.reshape(x.shape[0], n, -1)
+            ok = x[..., 0] > 0.5
+            cos = (F.cosine_similarity(x[..., -e:], match[:, None], dim=-1, eps=1e-6)
+                   if e else torch.zeros_like(x[..., 0]))
+            best = torch.where(ok, cos, torch.full_like(cos, -1.0)).amax(1, keepdim=True)
+            projected.append(p(torch.cat([x, cos[..., None], (cos - best)[..., None]], -1)))
+            valid.append(ok)
+        sizes = [t.shape[1] for t in projected]
+        pooled = torch.stack([(t * v[..., None]).sum(1) / v.sum(1, keepdim=True).clamp_min(1)
+                              for t, v in zip(projected, valid)], dim=1)     # [B, M, H]
         age_n = (age / self.cfg.max_age_s).clamp(0, 1)
         if uniform_trust:
             trust_used = torch.ones_like(trust)
         else:
             logit_in = torch.logit(trust.clamp(1e-3, 1 - 1e-3))
             trust_used = torch.sigmoid(self.trust_gain * logit_in + self.trust_bias
-                                       + self.trust_token(projected).squeeze(-1))
-        quality = self.quality(torch.stack([trust, age_n], dim=-1))
-        body = trust_used.unsqueeze(-1) * projected + quality + self.modality_emb[1:]
+                                       + self.trust_token(pooled).squeeze(-1))
+        per_modality = self.quality(torch.stack([trust, age_n], dim=-1)) + self.modality_emb[1:]
+        expand = lambda a: torch.repeat_interleave(   # noqa: E731  [B, M, ...] -> [B, T-1, ...]
+            a, torch.tensor(sizes, device=a.device), dim=1)
+        body = expand(trust_used.unsqueeze(-1)) * torch.cat(projected, 1) + expand(per_modality)
         readout = self.modality_emb[:1].expand(features.shape[0], 1, -1)
-        return torch.cat([readout, body], dim=1), trust_used
+        mask = torch.cat([torch.ones_like(valid[0][:, :1]), *valid], dim=1)
+        return torch.cat([readout, body], dim=1), trust_used, mask
 
-    def segment(self, carry: InnerCarry, x: torch.Tensor):
+    def segment(self, carry: InnerCarry, x: torch.Tensor, mask: torch.Tensor | None = None):
         """One HRM segment on prepared tokens; return (carry, heads dict)."""
-        carry, z_H, (q_halt, _) = self.core(carry, x.to(self.core.dtype))
+        carry, z_H, (q_halt, _) = self.core(carry, x.to(self.core.dtype), mask)
         h = z_H[:, 0].float()
         return carry, {
             'action_logits': self.action_head(h),
@@ -130,8 +180,8 @@ class CoherenceModel(nn.Module):
 
     def forward(self, carry: InnerCarry, features, trust, age, uniform_trust: bool = False):
         """Tokens + one segment (the training step and the ONNX graph)."""
-        x, trust_used = self.tokens(features, trust, age, uniform_trust)
-        carry, out = self.segment(carry, x)
+        x, trust_used, mask = self.tokens(features, trust, age, uniform_trust)
+        carry, out = self.segment(carry, x, mask)
         out['trust_used'] = trust_used
         return carry, out
 

@@ -88,11 +88,11 @@ class TorchRuntime:
         """Fuse one snapshot; see the module doc."""
         start = time.perf_counter()
         x, t, a = self._inputs(vectors, trust, age)
-        tokens, trust_used = self.model.tokens(x, t, a, uniform_trust)
+        tokens, trust_used, mask = self.model.tokens(x, t, a, uniform_trust)
         out = {}
 
         def segment() -> bool:
-            self.carry, seg = self.model.segment(self.carry, tokens)
+            self.carry, seg = self.model.segment(self.carry, tokens, mask)
             out.update(seg)
             return bool(torch.sigmoid(seg['halt_logit'])[0] > 0.5)
         steps, exhausted = think(segment, self.cfg.max_segments, budget_ms / 1e3, self.clock)

@@ -33,12 +33,12 @@ def test_low_trust_modality_is_ignored():
     x = torch.from_numpy(np.concatenate(list(inputs(rng).values())))[None]
     trust = torch.tensor([[0.001, 1.0, 1.0]])
     age = torch.zeros(1, 3)
-    _, used = model.tokens(x, trust, age)
+    _, used, _ = model.tokens(x, trust, age)
     assert used[0, 0] < 0.01 and used[0, 1] > 0.99
     x2 = x.clone()
     x2[0, :8] = torch.from_numpy(rng.normal(size=8).astype(np.float32)) * 10
-    t1, _ = model.tokens(x, trust, age)
-    t2, _ = model.tokens(x2, trust, age)
+    t1, _, _ = model.tokens(x, trust, age)
+    t2, _, _ = model.tokens(x2, trust, age)
     assert torch.allclose(t1[:, 1], t2[:, 1], atol=0.05)   # untrusted content barely counts
 
 
@@ -130,3 +130,53 @@ def test_bad_checkpoints_are_refused(tmp_path):
         load_runtime(root)
     with pytest.raises(RuntimeRefused, match='sha256'):
         load_runtime(root, expect_sha256='0' * 64)
+
+
+SET_CFG = CoherenceConfig(modalities={'vision': 8, 'cognition_main': 6, 'places': 3 * 10},
+                          actions=('stop', 'go'), action_values=((0.0, 0.0), (0.5, 0.0)),
+                          token_sets={'places': [3, 6]}, match='cognition_main')
+
+
+def places_input(rng, valid):
+    """Three tokens of [valid, 3 numbers, a 6-number label embedding]; the first is 'go'."""
+    instruction = rng.normal(size=6).astype(np.float32)
+    tokens = rng.normal(size=(3, 10)).astype(np.float32)
+    tokens[:, 0] = valid
+    tokens[0, 4:] = instruction                  # the label the instruction names
+    return np.concatenate([rng.normal(size=8), instruction, tokens.reshape(-1)]).astype(
+        np.float32), tokens
+
+
+def test_token_sets_mask_their_padding_and_match_labels_to_the_instruction():
+    torch.manual_seed(0)
+    model = CoherenceModel(SET_CFG).eval()
+    assert SET_CFG.seq_len == 1 + 1 + 1 + 3
+    rng = np.random.default_rng(5)
+    x, _ = places_input(rng, [1, 1, 0])
+    trust, age = torch.ones(1, 3), torch.zeros(1, 3)
+    tokens, _, mask = model.tokens(torch.from_numpy(x)[None], trust, age)
+    assert tokens.shape == (1, 6, 64) and mask.tolist() == [[True, True, True, True, True,
+                                                             False]]
+    changed = x.copy()
+    changed[-9:] = rng.normal(size=9) * 100      # the padding slot's content (not its flag)
+    outs = []
+    for features in (x, changed):
+        carry = model.initial_carry(1)
+        for _ in range(3):
+            carry, out = model(carry, torch.from_numpy(features)[None], trust, age)
+        outs.append(out['action_logits'])
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)      # padding is never attended to
+    # the cosine with the instruction and its margin to the best are inputs of each token
+    proj = model.proj[2]
+    seen = {}
+    proj.register_forward_hook(lambda m, i, o: seen.update({'in': i[0]}))
+    model.tokens(torch.from_numpy(x)[None], trust, age)
+    cos, margin = seen['in'][0, :, -2], seen['in'][0, :, -1]
+    assert cos[0] > 0.99 and margin[0] == 0 and (margin[1] < 0)
+
+
+def test_token_set_sizes_that_do_not_fit_are_refused():
+    bad = CoherenceConfig(modalities={'places': 31, 'cognition_main': 6}, actions=('stop',),
+                          token_sets={'places': [3, 6]}, match='cognition_main')
+    with pytest.raises(ValueError, match='sizes do not fit'):
+        CoherenceModel(bad)

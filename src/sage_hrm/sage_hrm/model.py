@@ -145,7 +145,8 @@ class Attention(nn.Module):
         self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size, bias=False)
         self.o_proj = CastedLinear(hidden_size, hidden_size, bias=False)
 
-    def forward(self, cos_sin, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, cos_sin, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` [B, 1, 1, T] bool: which tokens may be attended to (None: all)."""
         b, t, _ = x.shape
         qkv = self.qkv_proj(x).view(b, t, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(2)                       # [b, t, heads, head_dim]
@@ -155,7 +156,7 @@ class Attention(nn.Module):
             q = (q.to(cos.dtype) * cos + _rotate_half(q.to(cos.dtype)) * sin).to(dtype)
             k = (k.to(cos.dtype) * cos + _rotate_half(k.to(cos.dtype)) * sin).to(dtype)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                             v.transpose(1, 2), is_causal=False)
+                                             v.transpose(1, 2), attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -182,8 +183,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg.hidden_size, cfg.expansion)
         self.eps = cfg.rms_norm_eps
 
-    def forward(self, cos_sin, x: torch.Tensor) -> torch.Tensor:
-        x = rms_norm(x + self.self_attn(cos_sin, x), self.eps)
+    def forward(self, cos_sin, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = rms_norm(x + self.self_attn(cos_sin, x, mask), self.eps)
         return rms_norm(x + self.mlp(x), self.eps)
 
 
@@ -194,10 +195,11 @@ class ReasoningModule(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(Block(cfg) for _ in range(layers))
 
-    def forward(self, z: torch.Tensor, injection: torch.Tensor, cos_sin) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, injection: torch.Tensor, cos_sin,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         z = z + injection
         for layer in self.layers:
-            z = layer(cos_sin, z)
+            z = layer(cos_sin, z, mask)
         return z
 
 
@@ -275,10 +277,14 @@ class HRMInner(nn.Module):
         return InnerCarry(torch.where(flag, self.H_init.to(carry.z_H.dtype), carry.z_H),
                           torch.where(flag, self.L_init.to(carry.z_L.dtype), carry.z_L))
 
-    def forward(self, carry: InnerCarry, x: torch.Tensor):
-        """Run one segment on input embedding ``x``; only the last L and H calls get grads."""
+    def forward(self, carry: InnerCarry, x: torch.Tensor, mask: torch.Tensor | None = None):
+        """Run one segment on input embedding ``x``; only the last L and H calls get grads.
+
+        ``mask`` [B, T] bool (None: all): padding tokens that no token attends to.
+        """
         cfg = self.config
         cos_sin = self.rotary_emb() if cfg.pos_encodings == 'rope' else None
+        mask = None if mask is None else mask[:, None, None, :]
         z_H, z_L = carry.z_H, carry.z_L
         # With full_backprop_last_cycle the whole last H cycle keeps its graph (TRM).
         grad_from = (cfg.H_cycles - 1, 0) if cfg.full_backprop_last_cycle else \
@@ -288,13 +294,13 @@ class HRMInner(nn.Module):
                 for step in range(cfg.L_cycles):
                     if (h, step) >= grad_from:
                         break
-                    z_L = self.L_level(z_L, z_H + x, cos_sin)
+                    z_L = self.L_level(z_L, z_H + x, cos_sin, mask)
                 if h == cfg.H_cycles - 1:
                     break
-                z_H = self.H_level(z_H, z_L, cos_sin)
+                z_H = self.H_level(z_H, z_L, cos_sin, mask)
         for _ in range(cfg.L_cycles - grad_from[1]):
-            z_L = self.L_level(z_L, z_H + x, cos_sin)
-        z_H = self.H_level(z_H, z_L, cos_sin)
+            z_L = self.L_level(z_L, z_H + x, cos_sin, mask)
+        z_H = self.H_level(z_H, z_L, cos_sin, mask)
         q = self.q_head(z_H[:, 0]).float()
         return InnerCarry(z_H.detach(), z_L.detach()), z_H, (q[..., 0], q[..., 1])
 

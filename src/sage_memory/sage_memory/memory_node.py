@@ -6,7 +6,9 @@ timer calls its ``step`` (recall, score, write, store) and the result goes out a
 ``save``. Beside it, ``sage_memory.spatial.SpatialMemory`` takes ``sage/detections``
 placed by ``odom`` (landmarks, an occupancy grid), answers ``sage/memory/query`` and
 shows itself as ``sage/memory/map`` (OccupancyGrid) and ``sage/memory/landmarks``
-(MarkerArray). Both are saved atomically every ``snapshot_period_s`` and on shutdown.
+(MarkerArray). After each frame's detections it publishes what it remembers, seen from
+the frame's pose, as ``sage/features/places`` (``sage_memory.places``): the tokens the
+coherence model fuses. Both are saved atomically every ``snapshot_period_s`` and on shutdown.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from std_msgs.msg import Float32, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from sage_memory.memory import Memory, MemoryConfig
+from sage_memory.places import PlacesConfig, PlacesFeature
 from sage_memory.spatial import SpatialConfig, SpatialMemory
 from sage_memory.store import StoreError
 
@@ -77,6 +80,8 @@ PARAMS = [
           'are not placed', low=0.001, high=10.0),
     Param('map_period_s', 1.0, 'publish sage/memory/map and the landmark markers this often',
           low=0.05, high=3600.0),
+    Param('places_tokens', 12, 'landmark and frontier tokens in sage/features/places (the '
+          "coherence model's size; 0: not published)", low=0, high=256),
     Param('forget_places_each_episode', True, 'clear landmarks and grid when sage/episode '
           'says an episode ended (the built-in world lays out a new arena and odom restarts)'),
 ]
@@ -141,6 +146,12 @@ class MemoryNode(GuardedNode):
                                                  qos_from_name('LATCHED'))
             self.pub_landmarks = self.create_publisher(MarkerArray, 'sage/memory/landmarks', 10)
             self.create_service(QueryLandmarks, 'sage/memory/query', self._query)
+            self.places = None
+            if self.p['places_tokens']:
+                self.places = PlacesFeature(PlacesConfig(max_tokens=self.p['places_tokens']))
+                self.places.load()          # the sentence model now, not at the first frame
+                self.pub_places = self.create_publisher(Feature, 'sage/features/places',
+                                                        qos_from_name('SENSOR_DATA'))
             self.create_timer(self.p['map_period_s'], self._publish_places)
         self.rejected = self._errors_seen = self.unplaced = 0
         self.save_error = ''
@@ -261,6 +272,10 @@ class MemoryNode(GuardedNode):
         if len(dets) < len(msg.detections):
             self._reject(f'{len(msg.detections) - len(dets)} malformed detections')
         self.spatial.observe(*pose, dets)       # at the pose and time of the frame
+        if self.places is not None:             # what is remembered, seen from there
+            sensed = self.places.step(self.spatial, pose[1], pose[0])
+            self.pub_places.publish(make_feature(self, 'places', sensed.vector, sensed.trust,
+                                                 sensed.quality, 'base_link', msg.header.stamp))
 
     def _landmark_msgs(self, landmarks) -> list[Landmark]:
         return [Landmark(label=m.label, x=float(m.mean[0]), y=float(m.mean[1]),

@@ -100,6 +100,15 @@ def scene(kind: str, seed: int) -> dict:
             'pose': (float(start[0]), float(start[1]), yaw)}
 
 
+def start(world: World, seed: int, kind: str = 'random'):
+    """Begin episode ``seed`` of a scene ``kind`` ('random', 'recall', 'detour'); return obs."""
+    obs = world.reset(seed)
+    return obs if kind == 'random' else world.set_scenario(**scene(kind, seed))
+
+
+OPENING_TURN = ACTIONS[ACTION_NAMES.index('turn_left')]   # the world turns the robot away
+
+
 @dataclass
 class Report:
     """Metrics of one evaluation."""
@@ -175,14 +184,11 @@ def _run_episode(seed: int) -> dict:
         world = World(suite.config(), seed=suite.seeds[0])
         _eval_state.update(job=_eval_job, world=world, policy=make_policy(world))
     world, policy = _eval_state['world'], _eval_state['policy']
-    obs = world.reset(seed)
-    if suite.scene != 'random':
-        obs = world.set_scenario(**scene(suite.scene, seed))
+    obs = start(world, seed, suite.scene)
     policy.reset()
-    turn = ACTIONS[ACTION_NAMES.index('turn_left')]
     for _ in range(int(round(suite.opening_s / world.cfg.dt))):
         policy.act(obs)                 # it watches; the world turns it away
-        obs, _, _, _ = world.step(turn[1], turn[2])
+        obs, _, _, _ = world.step(*OPENING_TURN[1:])
     while not world.done:
         v, w = policy.act(obs)
         obs, _, _, _ = world.step(v, w)

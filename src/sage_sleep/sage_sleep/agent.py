@@ -1,8 +1,9 @@
 """SAGE without ROS: the same sensing steps and coherence runtime as the nodes.
 
-``SensePipeline`` turns world Observations into the features the sensor and
-cognition nodes publish, by calling the very sensing steps the nodes call
-(sage_sensors.sensing, sage_cognition.instruction) with the nodes' default
+``SensePipeline`` turns world Observations into the features the sensor, cognition
+and memory nodes publish, by calling the very sensing steps the nodes call
+(sage_sensors.sensing, sage_cognition.instruction; for places the camera node's
+detector and the memory node's SpatialMemory and PlacesFeature) with the nodes' default
 configuration, and the FeatureBuffer the coherence node fuses from.
 ``CoherencePolicy`` closes the loop through a coherence runtime. Training, sleep
 validation and the benchmarks use these, so what is measured offline is what the
@@ -14,13 +15,18 @@ from __future__ import annotations
 import numpy as np
 from sage_cognition.instruction import InstructionSensing
 from sage_common.features import FeatureBuffer
+from sage_memory.places import EMBED_DIM, PlacesConfig, PlacesFeature
+from sage_memory.spatial import SpatialMemory
+from sage_sensors.detect import Detector
 from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures
 from sage_sensors.sensing import (CameraSensing, ImuSensing, MicrophoneConfig,
                                   MicrophoneSensing)
+from sage_sim.world import WorldConfig
 
-COGNITION = 'cognition_main'
+COGNITION, PLACES = 'cognition_main', 'places'
 MODALITIES = {'vision': VisionFeatures.DIM, 'audio': AudioFeatures.DIM,
-              'imu': ImuFeatures.DIM, COGNITION: 384}
+              'imu': ImuFeatures.DIM, COGNITION: 384, PLACES: PlacesConfig().dim}
+TOKEN_SETS = {PLACES: [PlacesConfig().max_tokens, EMBED_DIM]}
 # a plan stays valid (the coherence node's sticky_drop_after_s, stale from a quarter)
 STICKY_STALE_S, STICKY_DROP_S = 30.0, 120.0
 
@@ -28,10 +34,15 @@ STICKY_STALE_S, STICKY_DROP_S = 30.0, 120.0
 class SensePipeline:
     """Observation -> (vectors, trust, age) exactly as the coherence node would see them."""
 
-    def __init__(self, modalities: dict | None = None, audio_rate: int = 16000):
+    def __init__(self, modalities: dict | None = None, audio_rate: int = 16000,
+                 world: WorldConfig | None = None):
         self.modalities = dict(modalities or MODALITIES)
         self.audio_rate = audio_rate
         self.instruction = InstructionSensing()
+        w = world or WorldConfig()
+        # the intrinsics of the world's camera_info (a centred pinhole)
+        self.intrinsics = (w.focal_px, w.focal_px, w.width / 2, w.height / 2)
+        self.detector, self.places = Detector(), PlacesFeature()
         self.reset()
 
     def reset(self) -> None:
@@ -40,6 +51,7 @@ class SensePipeline:
         self.camera, self.imu = CameraSensing(), ImuSensing()
         self.microphone = MicrophoneSensing(MicrophoneConfig(vad=False))
         self.buffer = FeatureBuffer(self.modalities)
+        self.spatial = SpatialMemory()      # the memory node forgets places each episode
         if COGNITION in self.modalities:
             self.buffer.set_lifetime(COGNITION, STICKY_STALE_S, STICKY_DROP_S)
 
@@ -59,10 +71,26 @@ class SensePipeline:
             sensed['imu'] = self.imu.step(obs.accel, obs.gyro, t, t)
         if obs.instruction and COGNITION in self.modalities:
             sensed[COGNITION] = self.instruction.step(obs.instruction, t)
+        if PLACES in self.modalities:
+            sensed[PLACES] = self.remember(obs)
         for modality, s in sensed.items():
             if s is not None:
                 self.buffer.put(modality, s.vector, s.trust, t)
         return self.buffer.snapshot(t)
+
+    def remember(self, obs):
+        """Detect, place the detections by odometry and read the places, as the graph does.
+
+        The camera node detects; the memory node fuses the detections at the frame's odom
+        pose and publishes the places feature, then takes the frame's scan into its grid.
+        """
+        o, t = obs.odom, obs.time_s
+        pose = (o.x, o.y, o.yaw)
+        detections, (bearings, ranges) = self.detector.look(obs.image, *self.intrinsics)
+        self.spatial.observe(t, pose, o.covariance, detections)
+        sensed = self.places.step(self.spatial, pose, t)
+        self.spatial.scan(pose, bearings, ranges)
+        return sensed
 
     def stack(self, vectors: dict) -> np.ndarray:
         """Concatenate per-modality vectors in model order."""

@@ -21,12 +21,15 @@ import numpy as np
 import torch
 from sage_coherence.model import CoherenceConfig, CoherenceModel, bc_loss
 from sage_coherence.runtime import TorchRuntime
-from sage_sim.evaluate import forked_imap
+from sage_sim.evaluate import OPENING_TURN, RECALL, forked_imap, start
 from sage_sim.world import ACTION_NAMES, ACTIONS, World, WorldConfig
 
-from sage_sleep.agent import CoherencePolicy, MODALITIES, SensePipeline
+from sage_sleep.agent import COGNITION, CoherencePolicy, MODALITIES, SensePipeline, TOKEN_SETS
 
 FAULTABLE = ('vision', 'audio', 'imu')
+# training scenes by episode seed: half random layouts, a quarter each of the scenes that
+# need memory (seeds below 10_000 never meet an evaluation suite's)
+SCENES = ('random', 'random', 'recall', 'detour')
 WINDOW, WARMUP = 16, 4   # supervised steps per training window, unsupervised lead-in
 
 
@@ -46,21 +49,27 @@ class Episode:
 def default_config() -> CoherenceConfig:
     """Return the coherence configuration for the built-in world."""
     return CoherenceConfig(modalities=dict(MODALITIES), actions=ACTION_NAMES,
-                           action_values=tuple((a[1], a[2]) for a in ACTIONS))
+                           action_values=tuple((a[1], a[2]) for a in ACTIONS),
+                           token_sets=dict(TOKEN_SETS), match=COGNITION)
 
 
 def collect(seeds, model: CoherenceModel | None = None, beta: float = 1.0,
             world_config: WorldConfig | None = None, seed: int = 0,
             progress: Callable[[int, int], None] | None = None,
-            workers: int = 1) -> list[Episode]:
-    """Roll out one episode per seed; act as the oracle with probability ``beta``.
+            workers: int = 1, teacher: str = 'operator') -> list[Episode]:
+    """Roll out one episode per seed; the teacher drives with probability ``beta``.
+
+    ``teacher`` labels every step: 'operator' (knows what the camera has shown: what
+    a model with memory can know) or 'oracle' (knows the whole map). Episode ``s`` is a
+    ``SCENES[s % 4]`` scene; a recall scene opens, as the suite does, with the world
+    turning the robot away while it watches (those steps are not labelled).
 
     Each episode's coin flips are seeded by (``seed``, episode seed), so the
     result is the same for any number of ``workers`` (processes).
     """
     seeds = [int(s) for s in seeds]
     cpu_model = copy.deepcopy(model).cpu().eval() if model is not None else None
-    job = (cpu_model, beta, world_config or WorldConfig(), seed)
+    job = (cpu_model, beta, world_config or WorldConfig(), seed, teacher)
     return list(forked_imap(_collect_one, seeds, workers, _init_worker, (job,), progress))
 
 
@@ -70,28 +79,35 @@ _job = None
 def _init_worker(job) -> None:
     global _job
     torch.set_num_threads(1)
-    model, beta, config, seed = job
+    model, beta, config, seed, teacher = job
     runtime = TorchRuntime(model, 'training') if model is not None else None
     _job = (runtime, beta, World(config), seed,
-            SensePipeline(dict(model.cfg.modalities) if model else MODALITIES))
+            SensePipeline(dict(model.cfg.modalities) if model else MODALITIES, world=config),
+            teacher)
 
 
 def _collect_one(episode_seed: int) -> Episode:
-    runtime, beta, world, seed, pipeline = _job
+    runtime, beta, world, seed, pipeline, teacher_name = _job
     rng = np.random.default_rng([seed, episode_seed])
-    obs = world.reset(episode_seed)
+    kind = SCENES[episode_seed % len(SCENES)]
+    obs = start(world, episode_seed, kind)
     pipeline.reset()
     if runtime is not None:
         runtime.reset()
     rows = {k: [] for k in ('f', 't', 'a', 'y', 'r')}
+    opening = int(round(RECALL.opening_s / world.cfg.dt)) if kind == 'recall' else 0
     while not world.done:
         vectors, trust, age = pipeline.observe(obs)
-        teacher = world.oracle_action()
+        teacher = world.teacher_action(teacher_name)
         rows['f'].append(pipeline.stack(vectors))
         rows['t'].append(trust)
         rows['a'].append(age)
-        rows['y'].append(teacher)
-        if runtime is not None and rng.random() >= beta:
+        rows['y'].append(teacher if world.steps >= opening else -1)
+        if world.steps < opening:
+            action = ACTION_NAMES.index(OPENING_TURN[0])
+            if runtime is not None:
+                runtime.step(vectors, trust, age)        # it watches, as in the suite
+        elif runtime is not None and rng.random() >= beta:
             action = runtime.step(vectors, trust, age).action_id
         else:
             action = teacher
@@ -99,7 +115,8 @@ def _collect_one(episode_seed: int) -> Episode:
         rows['r'].append(reward)
     return Episode(np.stack(rows['f']), np.stack(rows['t']), np.stack(rows['a']),
                    np.array(rows['y']), np.array(rows['r'], np.float32), world.success,
-                   {'seed': episode_seed, 'faults': [f.kind for f in world.cfg.faults]})
+                   {'seed': episode_seed, 'scene': kind,
+                    'faults': [f.kind for f in world.cfg.faults]})
 
 
 def augment_faults(ep: Episode, names: list[str], dims: list[int], rng,
@@ -213,13 +230,13 @@ def _train_windows(model, opt, prepared, values, batch, rng) -> dict:
     terms_sum, n = {}, 0
     opt.zero_grad(set_to_none=True)
     for t in range(length):
-        x, trust_used = model.tokens(feats[:, t], trust[:, t], age[:, t])
+        x, trust_used, mask = model.tokens(feats[:, t], trust[:, t], age[:, t])
         alive = teacher[:, t] >= 0
         ids = teacher[:, t].clamp_min(0)
         segments = int(rng.integers(1, model.cfg.max_segments + 1))
         loss = 0.0
         for _ in range(segments):
-            carry, out = model.segment(carry, x)
+            carry, out = model.segment(carry, x, mask)
             if not alive.any():
                 continue
             out['trust_used'] = trust_used
@@ -250,13 +267,13 @@ def _return_weights(reward: np.ndarray, gamma: float = 0.95) -> np.ndarray:
 def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: int = 3,
               updates: int = 300, seed: int = 0, log: Callable[[str], None] = print,
               model: CoherenceModel | None = None, workers: int = 1, device: str = 'cpu',
-              batch: int = 64, lr: float = 2e-3,
-              betas: list[float] | None = None) -> tuple[CoherenceModel, list[Episode]]:
-    """First competence: DAgger from the oracle; return the model and all episodes.
+              batch: int = 64, lr: float = 2e-3, betas: list[float] | None = None,
+              teacher: str = 'operator') -> tuple[CoherenceModel, list[Episode]]:
+    """First competence: DAgger from a teacher; return the model and all episodes.
 
-    In round r the oracle drives with probability ``betas[r]`` (default 1, 0.5,
-    0.25, ...: the oracle first, then more and more the model, so it learns to
-    recover from its own mistakes); the oracle labels every step. The seeds are
+    In round r the teacher drives with probability ``betas[r]`` (default 1, 0.5,
+    0.25, ...: the teacher first, then more and more the model, so it learns to
+    recover from its own mistakes); the teacher labels every step. The seeds are
     split evenly over the rounds; each round trains on all episodes so far.
     """
     torch.manual_seed(seed)
@@ -270,7 +287,7 @@ def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: in
         chunk = seeds[r * per_round:(r + 1) * per_round] or seeds[:per_round]
         t0 = time.monotonic()
         data += collect(chunk, None if beta >= 1 else model, beta=beta, seed=seed + r,
-                        workers=workers)
+                        workers=workers, teacher=teacher)
         wins = np.mean([e.success for e in data[-len(chunk):]])
         log(f'round {r + 1}/{rounds}: {len(chunk)} episodes (beta {beta:.2f}, '
             f'success {wins:.0%}) in {time.monotonic() - t0:.0f} s; training on {len(data)}')
