@@ -1,36 +1,85 @@
-"""Success on every suite for the shipped model and the references, with a plot.
+"""Success on every suite for the shipped model and the references, offline and in the graph.
 
-`python bench/suites.py` → bench/results/suites.json (+ suites.png): summary
-success_{morning,faulty,recall,detour} for the committed coherence model (the shipped
-base unless `sage train`/sleep committed another), success_<suite>_{operator,random},
-collisions per episode. `recall` (the target in view, then the world turns the robot
-away) and `detour` (a wall of pillars across the straight line) need memory: what the
-coherence model does not fuse yet (issue 18), which these figures measure.
+`python bench/suites.py [--skip-graph]` → bench/results/suites.json (+ suites.png):
+summary success_{morning,faulty,recall,detour} for the committed coherence model (the
+shipped base unless `sage train`/sleep committed another) through the offline pipeline,
+success_<suite>_{operator,random} for the references, success_recall_memory_zeroed (the
+same model with its places tokens zeroed: what memory is worth), success_morning_graph
+(the morning suite driven through `sage run --processes`, the real graph at real time),
+collisions per episode, and the detector's recall and range error on the world's renders.
 """
 
+import argparse
+import json
 import os
+import subprocess
+import tempfile
+import time
 
+import common  # noqa: F401  (first: ROS on localhost, a run-unique domain)
 import numpy as np
 import torch
+import yaml
 from common import RESULTS, write
 from sage_coherence.runtime import install_base, load_runtime
 from sage_common.paths import resolve_path
-from sage_sim.evaluate import (DETOUR, FAULTY, MORNING, OperatorPolicy, RandomPolicy,
-                               RECALL, evaluate)
-from sage_sleep.agent import CoherencePolicy
+from sage_sensors.detect import Detector
+from sage_sim.evaluate import (DETECTION, DETOUR, FAULTY, MORNING, OperatorPolicy,
+                               RandomPolicy, RECALL, evaluate, evaluate_detector)
+from sage_sleep.agent import CoherencePolicy, PLACES
 
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 SUITES = (MORNING, FAULTY, RECALL, DETOUR)
 
 
+def graph_success(suite, timeout_s: float) -> dict:
+    """Drive ``suite`` (random scenes, no faults) through `sage run --processes`."""
+    home = tempfile.mkdtemp(prefix='sage_suites_')
+    env = dict(os.environ, SAGE_HOME=home)
+    subprocess.run(['sage', 'init'], env=env, check=True, capture_output=True)
+    params = yaml.safe_load(open(os.path.join(common.ROOT, 'config', 'sage.yaml')))
+    metrics = os.path.join(home, 'episodes.jsonl')
+    params['world']['ros__parameters'].update(
+        seed=suite.seeds[0], episodes=len(suite.seeds), metrics_file=metrics,
+        time_limit_s=suite.time_limit_s)
+    params_path = os.path.join(home, 'suite.yaml')
+    with open(params_path, 'w') as f:
+        yaml.safe_dump(params, f)
+    proc = subprocess.Popen(['sage', 'run', '--processes', '--params-file', params_path],
+                            env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(home, 'graph.err'), 'w'))
+    start, done = time.monotonic(), []
+    try:
+        while time.monotonic() - start < timeout_s and len(done) < len(suite.seeds):
+            time.sleep(2.0)
+            if os.path.exists(metrics):
+                done = [json.loads(line) for line in open(metrics) if line.strip()]
+            print(f'\rgraph {suite.name}: {len(done)}/{len(suite.seeds)} episodes', end='',
+                  flush=True)
+            if proc.poll() is not None:
+                raise RuntimeError(f'sage run exited {proc.returncode}: see {home}/graph.err')
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    print()
+    wins = [e for e in done if e['success']]
+    return {'episodes': len(done), 'success': len(wins) / max(1, len(done)),
+            'collisions': float(np.mean([e['collisions'] for e in done])) if done else None,
+            'seeds': [e['seed'] for e in done], 'wall_s': round(time.monotonic() - start)}
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--skip-graph', action='store_true', help='offline suites only')
+    parser.add_argument('--graph-timeout', type=float, default=1800.0, metavar='S')
+    args = parser.parse_args()
     torch.set_num_threads(1)
     root = resolve_path('models')
     install_base(root)
     runtime = load_runtime(root, backend='torch')
     policies = {'model': lambda w: CoherencePolicy(runtime),
                 'operator': OperatorPolicy, 'random': lambda w: RandomPolicy(0)}
-    summary, table = {}, {}
+    summary, table, detail = {}, {}, {'model': runtime.version, 'episodes_per_suite': 30}
     rows = [('suite', *[f'{p} success' for p in policies], 'model collisions/episode')]
     for suite in SUITES:
         reports = {p: evaluate(make, suite, workers=WORKERS) for p, make in policies.items()}
@@ -42,7 +91,27 @@ def main():
         rows.append((suite.name, *[f'{r.success_rate:.2f}' for r in reports.values()],
                      f'{reports["model"].collisions_per_episode:.1f}'))
         print(rows[-1], flush=True)
-    write('suites', summary, rows, {'model': runtime.version, 'episodes_per_suite': 30})
+    zeroed = evaluate(lambda w: CoherencePolicy(runtime, zeroed=(PLACES,)), RECALL,
+                      workers=WORKERS)
+    summary['success_recall_memory_zeroed'] = round(zeroed.success_rate, 3)
+    rows.append(('recall, places zeroed', f'{zeroed.success_rate:.2f}', '', '', ''))
+    det = evaluate_detector(Detector().detect, DETECTION, steps=30)
+    summary['detector_recall'] = round(det['recall'], 4)
+    summary['detector_range_err_m'] = round(det['range_err_m'], 3)
+    rows.append(('detector recall / range error (m)', summary['detector_recall'],
+                 summary['detector_range_err_m']))
+    if not args.skip_graph:
+        g = graph_success(MORNING, args.graph_timeout)
+        summary['success_morning_graph'] = round(g['success'], 3)
+        detail['graph_morning'] = g
+        rows.append(('morning in the graph (sage run --processes)', f'{g["success"]:.2f}',
+                     f'{g["episodes"]} episodes in {g["wall_s"]} s'))
+    write('suites', summary, rows, detail)
+    plot(table)
+
+
+def plot(table: dict) -> None:
+    """Bars: success per suite and policy."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -54,7 +123,7 @@ def main():
     ax.set_ylabel('success (30 episodes)')
     ax.set_ylim(0, 1.05)
     ax.legend()
-    ax.set_title(f'coherence model {runtime.version} vs the references')
+    ax.set_title('the coherence model (with places) vs the references')
     fig.tight_layout()
     fig.savefig(os.path.join(RESULTS, 'suites.png'), dpi=100)
     print(f'wrote {os.path.join(RESULTS, "suites.png")}')

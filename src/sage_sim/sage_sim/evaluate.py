@@ -62,7 +62,7 @@ TRAINING_SEEDS = range(0, 10_000)   # disjoint from every evaluation suite
 
 def scene(kind: str, seed: int) -> dict:
     """Return ``World.set_scenario`` arguments for a 'recall' or 'detour' episode."""
-    if kind not in ('recall', 'detour'):
+    if kind not in SCENES[1:]:
         raise ValueError(f'unknown scene {kind!r}: use recall or detour')
     rng = np.random.default_rng([seed, 7])
     names = ['red', 'green', 'blue', 'yellow']
@@ -98,6 +98,9 @@ def scene(kind: str, seed: int) -> dict:
     return {'beacons': {n: (float(x), float(y)) for n, (x, y) in beacons.items()},
             'target': target, 'pillars': pillars,
             'pose': (float(start[0]), float(start[1]), yaw)}
+
+
+SCENES = ('random', 'recall', 'detour')
 
 
 def start(world: World, seed: int, kind: str = 'random'):

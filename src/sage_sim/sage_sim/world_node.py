@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from nav_msgs.msg import Odometry
@@ -22,10 +23,11 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sage_ros.guard import GuardedNode
 from sage_ros.image_conv import numpy_to_image
 from sage_ros.common import Diagnostics, Param, declare_parameters, qos_from_name
-from sage_msgs.msg import Action, AudioChunk
+from sage_msgs.msg import Action, AudioChunk, Coherence, Feature
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from std_msgs.msg import Float32, String
 
+from sage_sim.evaluate import OPENING_TURN, SCENES, start
 from sage_sim.world import (ACTION_NAMES, ACTIONS, FAULT_KINDS, Fault, TEACHERS, World,
                             WorldConfig)
 
@@ -65,6 +67,19 @@ PARAMS = [
     Param('teacher', 'oracle', 'who labels sage/teacher_action: the oracle (knows the map) or '
           'an operator (sees only what the camera has shown: searches, then the shortest '
           'path)', choices=TEACHERS),
+    Param('scene', 'random', 'episode layout: random (seeded), recall (the target in view, '
+          'then turned away from) or detour (a wall of pillars before the target), as the '
+          'suites of sage_sim.evaluate', choices=SCENES),
+    Param('opening_s', 0.0, 'each episode opens with the world turning the robot left this '
+          'long, its commands ignored (the recall suite: 2.6)', low=0.0, high=60.0),
+    Param('start_after', [''], 'topics to hear before the first episode starts: until then '
+          'the world holds still, republishing its first frame, so no episode is lost while '
+          'the graph starts; sage/coherence (sage_msgs/Coherence) or sage/features/<name> '
+          '(sage_msgs/Feature)', check=lambda v: next(
+              (f'{t!r} is neither sage/coherence nor sage/features/<name>' for t in v
+               if t and t != 'sage/coherence' and not t.startswith('sage/features/')), None)),
+    Param('start_timeout_s', 120.0, 'start anyway after this many wall seconds of waiting',
+          low=0.0, high=86400.0),
     Param('command_timeout_s', 0.5, 'stop the robot when commands are older (sim s)',
           low=0.01, high=10.0),
     Param('episodes', 0, 'stop after this many episodes (0: run forever)', low=0,
@@ -118,9 +133,16 @@ class WorldNode(GuardedNode):
                                                 qos_from_name('LATCHED'))
         self.create_subscription(TwistStamped, 'cmd_vel', self._on_cmd_vel, 10)
         self.create_subscription(Action, 'sage/action', self._on_action, 10)
+        self.waiting = {t for t in self.p['start_after'] if t}
+        for topic in self.waiting:
+            kind = Coherence if topic == 'sage/coherence' else Feature
+            self.create_subscription(kind, topic, lambda _, t=topic: self.waiting.discard(t),
+                                     qos_from_name('SENSOR_DATA'))
+        self._wait_from = time.monotonic()
         period = self.config.dt / self.p['real_time_factor']
         self.create_timer(period, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self._publish(self.world.reset(self.p['seed']))
+        self._obs = start(self.world, self.p['seed'], self.p['scene'])
+        self._publish(self._obs)
 
     def _stamp(self):
         from builtin_interfaces.msg import Time
@@ -145,10 +167,22 @@ class WorldNode(GuardedNode):
     def _tick(self) -> None:
         if self.p['episodes'] and self.episode >= self.p['episodes']:
             return
+        if self.waiting:
+            waited = time.monotonic() - self._wait_from
+            if waited < self.p['start_timeout_s']:
+                self._publish(self._obs)       # time stands still until the graph is up
+                self.diag.set('OK', f'waiting for {sorted(self.waiting)} before starting')
+                return
+            self.get_logger().warning(f'never heard {sorted(self.waiting)}: starting anyway '
+                                      f'after {waited:.0f} s')
+            self.waiting.clear()
         fresh = self.sim_ns - self.cmd_ns <= self.p['command_timeout_s'] * 1e9
         v, w = self.cmd if fresh else (0.0, 0.0)
+        if self.world.t < self.p['opening_s'] - 1e-9:
+            v, w = OPENING_TURN[1:]
         obs, _, done, _ = self.world.step(v, w)
         self.sim_ns += int(round(self.config.dt * 1e9))
+        self._obs = obs
         self._publish(obs)
         if done:
             self._end_episode()
@@ -165,7 +199,8 @@ class WorldNode(GuardedNode):
         if not self.p['episodes'] or self.episode < self.p['episodes']:
             # the new episode's first frame is a step later: stamps never repeat
             self.sim_ns += int(round(self.config.dt * 1e9))
-            self._publish(self.world.reset(self.p['seed'] + self.episode))
+            self._obs = start(self.world, self.p['seed'] + self.episode, self.p['scene'])
+            self._publish(self._obs)
 
     def _publish(self, obs) -> None:
         stamp = self._stamp()

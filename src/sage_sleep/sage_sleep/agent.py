@@ -100,11 +100,13 @@ class SensePipeline:
 class CoherencePolicy:
     """A world policy that senses through SensePipeline and acts through a runtime."""
 
-    def __init__(self, runtime, uniform_trust: bool = False, budget_ms: float = float('inf')):
+    def __init__(self, runtime, uniform_trust: bool = False, budget_ms: float = float('inf'),
+                 zeroed: tuple = ()):
         self.runtime = runtime
         self.pipeline = SensePipeline(runtime.dims)
         self.uniform_trust = uniform_trust
         self.budget_ms = budget_ms
+        self.zeroed = tuple(zeroed)      # modalities whose features are zeroed (ablations)
         self.decisions = []
 
     def reset(self) -> None:
@@ -115,6 +117,8 @@ class CoherencePolicy:
     def act(self, obs):
         """Return (v, w) for this observation."""
         vectors, trust, age = self.pipeline.observe(obs)
+        for m in self.zeroed:
+            vectors[m] = np.zeros_like(vectors[m])
         d = self.runtime.step(vectors, trust, age, self.budget_ms, self.uniform_trust)
         self.decisions.append(d)
         return d.continuous

@@ -29,7 +29,7 @@ from sage_sleep.agent import COGNITION, CoherencePolicy, MODALITIES, SensePipeli
 FAULTABLE = ('vision', 'audio', 'imu')
 # training scenes by episode seed: half random layouts, a quarter each of the scenes that
 # need memory (seeds below 10_000 never meet an evaluation suite's)
-SCENES = ('random', 'random', 'recall', 'detour')
+TRAINING_SCENES = ('random', 'random', 'recall', 'detour')
 WINDOW, WARMUP = 16, 4   # supervised steps per training window, unsupervised lead-in
 
 
@@ -61,7 +61,7 @@ def collect(seeds, model: CoherenceModel | None = None, beta: float = 1.0,
 
     ``teacher`` labels every step: 'operator' (knows what the camera has shown: what
     a model with memory can know) or 'oracle' (knows the whole map). Episode ``s`` is a
-    ``SCENES[s % 4]`` scene; a recall scene opens, as the suite does, with the world
+    ``TRAINING_SCENES[s % 4]`` scene; a recall scene opens, as the suite does, with the world
     turning the robot away while it watches (those steps are not labelled).
 
     Each episode's coin flips are seeded by (``seed``, episode seed), so the
@@ -89,7 +89,7 @@ def _init_worker(job) -> None:
 def _collect_one(episode_seed: int) -> Episode:
     runtime, beta, world, seed, pipeline, teacher_name = _job
     rng = np.random.default_rng([seed, episode_seed])
-    kind = SCENES[episode_seed % len(SCENES)]
+    kind = TRAINING_SCENES[episode_seed % len(TRAINING_SCENES)]
     obs = start(world, episode_seed, kind)
     pipeline.reset()
     if runtime is not None:
