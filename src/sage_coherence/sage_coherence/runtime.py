@@ -249,17 +249,24 @@ BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'base')
 
 
 def install_base(root: str) -> Checkpoint | None:
-    """Commit the shipped base model as version 1 if ``root`` holds no coherence model yet.
+    """Commit the shipped base model if ``root`` holds no coherence model for its inputs.
 
     The base was trained by DAgger in the built-in world (its meta.json says how
-    and what it scored); returns None when a model is already there.
+    and what it scored). Returns None when the latest model there already takes the
+    base's modalities; one trained on other modalities (an older SAGE's) stays as a
+    version, and the base is committed after it.
     """
-    store = CheckpointStore(root, 'coherence')
-    if store.versions():
-        return None
     import json
+    store = CheckpointStore(root, 'coherence')
     with open(os.path.join(BASE_DIR, 'meta.json')) as f:
         meta = json.load(f)
+    if store.versions():
+        try:
+            latest = store.open().meta.get('config', {}).get('modalities')
+        except CheckpointError:
+            latest = None           # a broken latest: the node reports it, nothing to fix here
+        if latest is None or latest == meta['config']['modalities']:
+            return None
     state = torch.load(os.path.join(BASE_DIR, 'weights.pt'), map_location='cpu',
                        weights_only=True)
     return store.commit(state, meta)

@@ -180,3 +180,13 @@ def test_token_set_sizes_that_do_not_fit_are_refused():
                           token_sets={'places': [3, 6]}, match='cognition_main')
     with pytest.raises(ValueError, match='sizes do not fit'):
         CoherenceModel(bad)
+
+
+def test_the_base_replaces_a_model_of_other_modalities_and_nothing_else(tmp_path):
+    from sage_coherence.runtime import install_base
+    committed(tmp_path)                                  # an older model: other modalities
+    ckpt = install_base(str(tmp_path))
+    assert ckpt is not None and ckpt.version == 2
+    assert 'places' in ckpt.meta['config']['modalities']
+    assert install_base(str(tmp_path)) is None           # now it is there: left alone
+    assert CheckpointStore(str(tmp_path), 'coherence').versions() == [1, 2]
