@@ -31,6 +31,29 @@ WORLD_CLASSES = {            # name -> reference RGB (the built-in world's paint
 WORLD_BACKGROUND = {'wall': ((200, 195, 185), 1.2)}   # rgb, height m: in scans, not reported
 
 
+SCAN_MIN_M, SCAN_MAX_M = 0.1, 10.0   # farther surfaces are a few pixels tall: no range
+
+
+def even_scan(bearing: np.ndarray, ranges: np.ndarray):
+    """Resample per-column rays to evenly spaced angles, as a LaserScan carries them.
+
+    Returns (angles ascending, ranges): the nearest column's range per angle, +inf beyond
+    SCAN_MAX_M (REP-117); NaN stays NaN (no surface known). The camera node publishes this
+    as camera/scan; the offline pipeline hands the same to the spatial memory.
+    """
+    ranges = np.where(ranges > SCAN_MAX_M, np.inf, ranges)
+    angles = np.linspace(bearing[-1], bearing[0], len(bearing))
+    nearest = np.abs(bearing[None, ::-1] - angles[:, None]).argmin(1)
+    return angles, ranges[::-1][nearest]
+
+
+def scan_for_memory(angles: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """Return the ranges a LaserScan reader keeps: outside [min, max] is no reading (NaN)."""
+    ranges = np.asarray(ranges, np.float64).copy()
+    ranges[(ranges < SCAN_MIN_M) | (ranges > SCAN_MAX_M)] = np.nan
+    return ranges
+
+
 @dataclass
 class DetectorConfig:
     """Classes to find and the limits of a detection."""

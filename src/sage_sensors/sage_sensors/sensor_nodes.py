@@ -35,6 +35,7 @@ from sage_msgs.msg import AudioChunk, Detection2D, Detection2DArray, Feature
 from sensor_msgs.msg import CameraInfo, Image, Imu, LaserScan
 from std_msgs.msg import String
 
+from sage_sensors.detect import SCAN_MAX_M, SCAN_MIN_M, even_scan
 from sage_sensors.sensing import (CameraConfig, CameraSensing, ImuConfig, ImuSensing,
                                   MicrophoneConfig, MicrophoneSensing, decode_audio)
 
@@ -225,7 +226,6 @@ class SensorNode(GuardedNode):
         return super().destroy_node()
 
 
-SCAN_MAX_M = 10.0     # farther surfaces are a few pixels tall: no range worth the name
 
 
 def intrinsics(k, width: int, height: int) -> tuple:
@@ -343,12 +343,10 @@ class CameraNode(SensorNode):
         # the first surface per column, evenly resampled: a LaserScan (x forward, as REP-103)
         if len(bearing) < 2:
             return
-        ranges = np.where(ranges > SCAN_MAX_M, np.inf, ranges)     # REP-117: beyond range
-        angles = np.linspace(bearing[-1], bearing[0], len(bearing))
-        nearest = np.abs(bearing[None, ::-1] - angles[:, None]).argmin(1)
+        angles, ranges = even_scan(bearing, ranges)
         scan = LaserScan(angle_min=float(angles[0]), angle_max=float(angles[-1]),
-                         angle_increment=float(angles[1] - angles[0]), range_min=0.1,
-                         range_max=SCAN_MAX_M, ranges=ranges[::-1][nearest].tolist())
+                         angle_increment=float(angles[1] - angles[0]), range_min=SCAN_MIN_M,
+                         range_max=SCAN_MAX_M, ranges=ranges.tolist())
         scan.header.stamp = header.stamp
         scan.header.frame_id = self.p['scan_frame']
         self.pub_scan.publish(scan)

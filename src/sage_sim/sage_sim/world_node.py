@@ -99,6 +99,29 @@ PARAMS = [
 UNUSED_VARIANCE = 1e6     # z, roll, pitch of a planar robot: unknown, as diff_drive does
 
 
+def odometry_msg(odom, stamp, odom_frame: str = 'odom', base_frame: str = 'base_link') -> Odometry:
+    """Return the world's Odometry (sage_sim.world.Odometry) as nav_msgs/Odometry (REP-105)."""
+    msg = Odometry(child_frame_id=base_frame)
+    msg.header.stamp, msg.header.frame_id = stamp, odom_frame
+    pose = msg.pose.pose
+    pose.position.x, pose.position.y = float(odom.x), float(odom.y)
+    pose.orientation.z, pose.orientation.w = math.sin(odom.yaw / 2), math.cos(odom.yaw / 2)
+    msg.twist.twist.linear.x, msg.twist.twist.angular.z = float(odom.v), float(odom.w)
+    cov = [0.0] * 36                  # row-major over x, y, z, roll, pitch, yaw
+    for i, a in enumerate((0, 1, 5)):
+        for j, b in enumerate((0, 1, 5)):
+            cov[6 * a + b] = float(odom.covariance[i, j])
+    for k in (2, 3, 4):
+        cov[7 * k] = UNUSED_VARIANCE
+    msg.pose.covariance = cov
+    twist = [0.0] * 36
+    twist[0], twist[35] = map(float, odom.speed_variance)
+    for k in (1, 2, 3, 4):            # a diff-drive base cannot move sideways or tilt
+        twist[7 * k] = UNUSED_VARIANCE if k > 2 else 1e-9
+    msg.twist.covariance = twist
+    return msg
+
+
 class WorldNode(GuardedNode):
     """Step the world on a steady timer and publish its sensors."""
 
@@ -250,25 +273,7 @@ class WorldNode(GuardedNode):
                      'rgb': [int(c) for c in o[3]]} for o in w.objects]}
 
     def _odometry(self, odom, stamp) -> Odometry:
-        msg = Odometry(child_frame_id=self.p['base_frame'])
-        msg.header.stamp, msg.header.frame_id = stamp, self.p['odom_frame']
-        pose = msg.pose.pose
-        pose.position.x, pose.position.y = float(odom.x), float(odom.y)
-        pose.orientation.z, pose.orientation.w = math.sin(odom.yaw / 2), math.cos(odom.yaw / 2)
-        msg.twist.twist.linear.x, msg.twist.twist.angular.z = float(odom.v), float(odom.w)
-        cov = [0.0] * 36                  # row-major over x, y, z, roll, pitch, yaw
-        for i, a in enumerate((0, 1, 5)):
-            for j, b in enumerate((0, 1, 5)):
-                cov[6 * a + b] = float(odom.covariance[i, j])
-        for k in (2, 3, 4):
-            cov[7 * k] = UNUSED_VARIANCE
-        msg.pose.covariance = cov
-        twist = [0.0] * 36
-        twist[0], twist[35] = map(float, odom.speed_variance)
-        for k in (1, 2, 3, 4):            # a diff-drive base cannot move sideways or tilt
-            twist[7 * k] = UNUSED_VARIANCE if k > 2 else 1e-9
-        msg.twist.covariance = twist
-        return msg
+        return odometry_msg(odom, stamp, self.p['odom_frame'], self.p['base_frame'])
 
     def _camera_info(self, header) -> CameraInfo:
         c = self.config
