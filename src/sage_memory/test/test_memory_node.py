@@ -354,8 +354,8 @@ def test_places_in_the_graph_equal_the_offline_pipelines(tmp_path):
             Parameter(k, value=v) for k, v in params(tmp_path).items()])
         try:
             f = world.cfg.focal_px
-            camera._on_info(CameraInfo(width=160, height=120, k=[f, 0.0, 80.0, 0.0, f, 60.0,
-                                                                   0.0, 0.0, 1.0]))
+            k = [f, 0.0, 80.0, 0.0, f, 60.0, 0.0, 0.0, 1.0]
+            camera._on_info(CameraInfo(width=160, height=120, k=k))
             detections = g.collect(Detection2DArray, 'sage/detections')
             scans = g.collect(LaserScan, 'camera/scan', qos_from_name('SENSOR_DATA'))
             places = g.collect(Feature, 'sage/features/places', qos_from_name('SENSOR_DATA'))

@@ -226,8 +226,6 @@ class SensorNode(GuardedNode):
         return super().destroy_node()
 
 
-
-
 def intrinsics(k, width: int, height: int) -> tuple:
     """Return (fx, fy, cx, cy, width, height) from a CameraInfo K; ValueError if unusable."""
     k = [float(v) for v in k]
