@@ -105,6 +105,8 @@ class CoherenceModel(nn.Module):
                    for i, d in enumerate(self.dims)]
         self.proj = nn.ModuleList(nn.Sequential(nn.LayerNorm(d), nn.Linear(d, hidden))
                                   for d in in_dims)
+        owner = [i for i in range(len(self.dims)) for _ in range(self.sets.get(i, (1,))[0])]
+        self.register_buffer('owner', torch.tensor(owner), persistent=False)  # token -> modality
         self.modality_emb = nn.Parameter(torch.randn(len(self.dims) + 1, hidden) * 0.02)
         self.quality = nn.Linear(2, hidden)
         self.trust_token = nn.Linear(hidden, 1)
@@ -149,7 +151,6 @@ class CoherenceModel(nn.Module):
             best = torch.where(ok, cos, torch.full_like(cos, -1.0)).amax(1, keepdim=True)
             projected.append(p(torch.cat([x, cos[..., None], (cos - best)[..., None]], -1)))
             valid.append(ok)
-        sizes = [t.shape[1] for t in projected]
         pooled = torch.stack([(t * v[..., None]).sum(1) / v.sum(1, keepdim=True).clamp_min(1)
                               for t, v in zip(projected, valid)], dim=1)     # [B, M, H]
         age_n = (age / self.cfg.max_age_s).clamp(0, 1)
@@ -160,9 +161,8 @@ class CoherenceModel(nn.Module):
             trust_used = torch.sigmoid(self.trust_gain * logit_in + self.trust_bias
                                        + self.trust_token(pooled).squeeze(-1))
         per_modality = self.quality(torch.stack([trust, age_n], dim=-1)) + self.modality_emb[1:]
-        expand = lambda a: torch.repeat_interleave(   # noqa: E731  [B, M, ...] -> [B, T-1, ...]
-            a, torch.tensor(sizes, device=a.device), dim=1)
-        body = expand(trust_used.unsqueeze(-1)) * torch.cat(projected, 1) + expand(per_modality)
+        body = trust_used[:, self.owner, None] * torch.cat(projected, 1) + \
+            per_modality[:, self.owner]
         readout = self.modality_emb[:1].expand(features.shape[0], 1, -1)
         mask = torch.cat([torch.ones_like(valid[0][:, :1]), *valid], dim=1)
         return torch.cat([readout, body], dim=1), trust_used, mask
