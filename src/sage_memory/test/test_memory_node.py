@@ -251,6 +251,8 @@ def test_kill_9_loses_nothing_and_a_corrupt_snapshot_is_moved_aside(tmp_path):
         assert store.db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
         assert store.count() >= announced > 0         # every step announced as stored is there
         assert Sidecar.load(str(tmp_path / 'side.npz')).writes > first   # the last periodic one
+        from sage_memory.spatial import SpatialMemory
+        SpatialMemory.load(str(tmp_path / 'spatial.npz'))   # places: a whole snapshot, too
         with open(tmp_path / 'side.npz', 'r+b') as f:   # corrupt the snapshot
             f.seek(200)
             f.write(b'\x00' * 64)
