@@ -25,7 +25,7 @@ from sage_testing.realbag import CAMERA_HZ, CHUNK, SECONDS, T0, build_bag, ns, r
 from sage_sensors.features import AudioFeatures, VisionFeatures
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
-MODALITIES = ['vision', 'audio', 'imu', 'cognition_main']
+MODALITIES = ['vision', 'audio', 'imu', 'cognition_main', 'places']
 
 
 def by_stamp(features):
