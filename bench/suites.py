@@ -10,16 +10,12 @@ collisions per episode, and the detector's recall and range error on the world's
 """
 
 import argparse
-import json
 import os
-import subprocess
 import tempfile
-import time
 
 import common  # noqa: F401  (first: ROS on localhost, a run-unique domain)
 import numpy as np
 import torch
-import yaml
 from common import RESULTS, write
 from sage_coherence.runtime import install_base, load_runtime
 from sage_common.paths import resolve_path
@@ -27,6 +23,7 @@ from sage_sensors.detect import Detector
 from sage_sim.evaluate import (DETECTION, DETOUR, FAULTY, MORNING, OperatorPolicy,
                                RandomPolicy, RECALL, evaluate, evaluate_detector)
 from sage_sleep.agent import CoherencePolicy, PLACES
+from sage_testing.graph import world_episodes
 
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 SUITES = (MORNING, FAULTY, RECALL, DETOUR)
@@ -34,38 +31,19 @@ SUITES = (MORNING, FAULTY, RECALL, DETOUR)
 
 def graph_success(suite, timeout_s: float) -> dict:
     """Drive ``suite`` (random scenes, no faults) through `sage run --processes`."""
-    home = tempfile.mkdtemp(prefix='sage_suites_')
-    env = dict(os.environ, SAGE_HOME=home)
-    subprocess.run(['sage', 'init'], env=env, check=True, capture_output=True)
-    params = yaml.safe_load(open(os.path.join(common.ROOT, 'config', 'sage.yaml')))
-    metrics = os.path.join(home, 'episodes.jsonl')
-    params['world']['ros__parameters'].update(
-        seed=suite.seeds[0], episodes=len(suite.seeds), metrics_file=metrics,
-        time_limit_s=suite.time_limit_s)
-    params_path = os.path.join(home, 'suite.yaml')
-    with open(params_path, 'w') as f:
-        yaml.safe_dump(params, f)
-    proc = subprocess.Popen(['sage', 'run', '--processes', '--params-file', params_path],
-                            env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(os.path.join(home, 'graph.err'), 'w'))
-    start, done = time.monotonic(), []
-    try:
-        while time.monotonic() - start < timeout_s and len(done) < len(suite.seeds):
-            time.sleep(2.0)
-            if os.path.exists(metrics):
-                done = [json.loads(line) for line in open(metrics) if line.strip()]
-            print(f'\rgraph {suite.name}: {len(done)}/{len(suite.seeds)} episodes', end='',
-                  flush=True)
-            if proc.poll() is not None:
-                raise RuntimeError(f'sage run exited {proc.returncode}: see {home}/graph.err')
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    first = suite.seeds[0]
+    if list(suite.seeds) != list(range(first, first + len(suite.seeds))):
+        raise ValueError('the world node runs consecutive seeds: seed, seed + 1, ...')
+    done, wall = world_episodes(
+        tempfile.mkdtemp(prefix='sage_suites_'), len(suite.seeds), timeout_s,
+        {'seed': first, 'time_limit_s': suite.time_limit_s},
+        progress=lambda n, total: print(f'\rgraph {suite.name}: {n}/{total} episodes', end='',
+                                        flush=True))
     print()
     wins = [e for e in done if e['success']]
     return {'episodes': len(done), 'success': len(wins) / max(1, len(done)),
             'collisions': float(np.mean([e['collisions'] for e in done])) if done else None,
-            'seeds': [e['seed'] for e in done], 'wall_s': round(time.monotonic() - start)}
+            'seeds': [e['seed'] for e in done], 'wall_s': round(wall)}
 
 
 def main():

@@ -92,14 +92,14 @@ class CoherenceModel(nn.Module):
         hcfg = cfg.hrm_config()
         hidden = hcfg.hidden_size
         self.core = HRMInner(hcfg)
-        self.sets = {self.names.index(m): (int(n), int(e)) for m, (n, e) in
-                     cfg.token_sets.items()}
         for m, (n, e) in cfg.token_sets.items():
             d = cfg.modalities.get(m, 0)
             if not d or n < 1 or d % n or not 0 <= e < d // n or \
                     (e and cfg.modalities.get(cfg.match) != e):
                 raise ValueError(f'token set {m}: {n} tokens of its {d} numbers, embeddings '
                                  f'of {e} matched to {cfg.match!r}: sizes do not fit')
+        self.sets = {self.names.index(m): (int(n), int(e)) for m, (n, e) in
+                     cfg.token_sets.items()}
         # a token set's tokens share one projection (with the match cosine and margin)
         in_dims = [d // self.sets[i][0] + 2 if i in self.sets else d
                    for i, d in enumerate(self.dims)]

@@ -129,7 +129,7 @@ class MemoryNode(GuardedNode):
         self.pub_salience = self.create_publisher(Salience, 'sage/salience', 10)
         self.create_service(Recall, 'sage/memory/recall', self._recall)
         self.create_service(Snapshot, 'sage/memory/snapshot', self._snapshot)
-        self.spatial = None
+        self.spatial = self.places = None
         self.poses = collections.deque(maxlen=64)    # (stamp s, pose, covariance), newest last
         if self.p['grid_size_m'] / self.p['cell_m'] > MAX_GRID_CELLS:
             raise ParameterError(f'memory: grid_size_m / cell_m is over {MAX_GRID_CELLS} cells a '
@@ -146,7 +146,6 @@ class MemoryNode(GuardedNode):
                                                  qos_from_name('LATCHED'))
             self.pub_landmarks = self.create_publisher(MarkerArray, 'sage/memory/landmarks', 10)
             self.create_service(QueryLandmarks, 'sage/memory/query', self._query)
-            self.places = None
             if self.p['places_tokens']:
                 self.places = PlacesFeature(PlacesConfig(max_tokens=self.p['places_tokens']))
                 self.places.load()          # the sentence model now, not at the first frame
@@ -255,9 +254,8 @@ class MemoryNode(GuardedNode):
             if pose is not None:
                 self._reject('camera/scan: no ranges, or angles that are not finite')
             return
-        ranges = np.asarray(msg.ranges, np.float64)
-        ranges[(ranges < msg.range_min) | (ranges > msg.range_max)] = np.nan   # REP-117
-        self.spatial.scan(pose[1], msg.angle_min + msg.angle_increment * np.arange(n), ranges)
+        self.spatial.scan(pose[1], msg.angle_min + msg.angle_increment * np.arange(n),
+                          msg.ranges, msg.range_min, msg.range_max)
 
     def _on_detections(self, msg: Detection2DArray) -> None:
         pose = self._pose_at(msg.header, 'sage/detections')

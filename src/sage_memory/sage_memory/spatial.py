@@ -128,14 +128,16 @@ class SpatialMemory:
         m.last_seen, m.times_seen = t, m.times_seen + 1
         return best
 
-    def scan(self, pose, bearings, ranges) -> None:
+    def scan(self, pose, bearings, ranges, range_min: float = 0.0,
+             range_max: float = math.inf) -> None:
         """Mark each ray's floor free and its end occupied (a range per camera column).
 
-        One update per cell per scan, however many rays cross it.
+        A range outside [``range_min``, ``range_max``] (a LaserScan's limits) or not finite
+        is no reading (REP-117). One update per cell per scan, however many rays cross it.
         """
         x, y, yaw = (float(v) for v in pose)
         b, r = np.asarray(bearings, np.float64), np.asarray(ranges, np.float64)
-        ok = np.isfinite(b) & np.isfinite(r) & (r > 0)
+        ok = np.isfinite(b) & np.isfinite(r) & (r > 0) & (r >= range_min) & (r <= range_max)
         if not ok.any():
             return
         b, r = b[ok], r[ok]

@@ -47,13 +47,6 @@ def even_scan(bearing: np.ndarray, ranges: np.ndarray):
     return angles, ranges[::-1][nearest]
 
 
-def scan_for_memory(angles: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-    """Return the ranges a LaserScan reader keeps: outside [min, max] is no reading (NaN)."""
-    ranges = np.asarray(ranges, np.float64).copy()
-    ranges[(ranges < SCAN_MIN_M) | (ranges > SCAN_MAX_M)] = np.nan
-    return ranges
-
-
 @dataclass
 class DetectorConfig:
     """Classes to find and the limits of a detection."""

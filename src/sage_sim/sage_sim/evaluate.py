@@ -60,6 +60,9 @@ DETOUR = Suite('detour', tuple(range(40_000, 40_030)), scene='detour')
 TRAINING_SEEDS = range(0, 10_000)   # disjoint from every evaluation suite
 
 
+SCENES = ('random', 'recall', 'detour')
+
+
 def scene(kind: str, seed: int) -> dict:
     """Return ``World.set_scenario`` arguments for a 'recall' or 'detour' episode."""
     if kind not in SCENES[1:]:
@@ -98,9 +101,6 @@ def scene(kind: str, seed: int) -> dict:
     return {'beacons': {n: (float(x), float(y)) for n, (x, y) in beacons.items()},
             'target': target, 'pillars': pillars,
             'pose': (float(start[0]), float(start[1]), yaw)}
-
-
-SCENES = ('random', 'recall', 'detour')
 
 
 def start(world: World, seed: int, kind: str = 'random'):

@@ -53,6 +53,11 @@ def _check_faults(specs):
     return None
 
 
+def _check_start_after(topics):
+    bad = [t for t in topics if t != 'sage/coherence' and not t.startswith('sage/features/')]
+    return f'{bad} are neither sage/coherence nor sage/features/<name>' if bad else None
+
+
 PARAMS = [
     Param('seed', 0, 'seed of the first episode; episode k uses seed + k', low=0,
           high=2**31 - 1),
@@ -75,9 +80,7 @@ PARAMS = [
     Param('start_after', [''], 'topics to hear before the first episode starts: until then '
           'the world holds still, republishing its first frame, so no episode is lost while '
           'the graph starts; sage/coherence (sage_msgs/Coherence) or sage/features/<name> '
-          '(sage_msgs/Feature)', check=lambda v: next(
-              (f'{t!r} is neither sage/coherence nor sage/features/<name>' for t in v
-               if t and t != 'sage/coherence' and not t.startswith('sage/features/')), None)),
+          '(sage_msgs/Feature)', check=lambda v: _check_start_after([t for t in v if t])),
     Param('start_timeout_s', 120.0, 'start anyway after this many wall seconds of waiting',
           low=0.0, high=86400.0),
     Param('command_timeout_s', 0.5, 'stop the robot when commands are older (sim s)',

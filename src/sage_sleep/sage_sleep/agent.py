@@ -17,7 +17,7 @@ from sage_cognition.instruction import InstructionSensing
 from sage_common.features import FeatureBuffer
 from sage_memory.places import EMBED_DIM, PlacesConfig, PlacesFeature
 from sage_memory.spatial import SpatialMemory
-from sage_sensors.detect import Detector, even_scan, scan_for_memory
+from sage_sensors.detect import Detector, SCAN_MAX_M, SCAN_MIN_M, even_scan
 from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures
 from sage_sensors.sensing import (CameraSensing, ImuSensing, MicrophoneConfig,
                                   MicrophoneSensing)
@@ -90,7 +90,7 @@ class SensePipeline:
         self.spatial.observe(t, pose, o.covariance, detections)
         sensed = self.places.step(self.spatial, pose, t)
         angles, ranges = even_scan(bearings, ranges)         # as camera/scan carries it
-        self.spatial.scan(pose, angles, scan_for_memory(angles, ranges))
+        self.spatial.scan(pose, angles, ranges, SCAN_MIN_M, SCAN_MAX_M)
         return sensed
 
     def stack(self, vectors: dict) -> np.ndarray:
