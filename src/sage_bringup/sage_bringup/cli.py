@@ -796,9 +796,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--seed', type=int, default=0)
     train.add_argument('--betas', metavar='B1,B2,...', help='DAgger schedule: the chance the '
                        'teacher drives in each round (overrides --rounds; default 1,0.5,0.25...)')
-    train.add_argument('--teacher', choices=('operator', 'oracle'), default='operator',
-                       help='who labels: the operator knows what the camera has shown (default), '
-                            'the oracle the whole map')
+    train.add_argument('--teacher', choices=('planner', 'operator', 'oracle'), default='planner',
+                       help='who labels: the planner reads only the features the model gets '
+                            '(the remembered places, default), the operator knows what the '
+                            'camera has shown, the oracle the whole map')
     train.add_argument('--init', action='store_true',
                        help='continue from the latest committed version instead of from scratch')
     train.add_argument('--batch', type=int, default=64, help='training windows per update')

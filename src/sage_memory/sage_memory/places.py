@@ -5,8 +5,11 @@ pose (so a target that left the camera's view still has a direction), and one fo
 nearest unexplored frontier of the grid (where to look next):
 
     valid, cos(bearing), sin(bearing), range, confidence, age, times seen, in view,
-    is frontier, label embedding (the sentence embedding of the label, in the space of
-    the instruction's: a label never seen in training can still match an instruction)
+    is frontier, cos and sin of the bearing of the next waypoint on the shortest path
+    over the remembered grid and the path's length (sage_memory.route: around what the
+    grid holds; the straight line when no path is known), label embedding (the sentence
+    embedding of the label, in the space of the instruction's: a label never seen in
+    training can still match an instruction)
 
 Bearing is in ``base_link`` (+ left, REP-103), range over ``range_scale_m``, confidence
 ``exp(-std / confidence_scale_m)`` from the landmark's covariance, age since last seen
@@ -25,9 +28,11 @@ from typing import Callable
 import numpy as np
 from sage_common.features import Sensed
 
+from sage_memory.route import RouteConfig, Routes
 from sage_memory.spatial import SpatialMemory
 
-FIELDS = ('valid', 'cos', 'sin', 'range', 'confidence', 'age', 'seen', 'in_view', 'frontier')
+FIELDS = ('valid', 'cos', 'sin', 'range', 'confidence', 'age', 'seen', 'in_view', 'frontier',
+          'via_cos', 'via_sin', 'path')
 EMBED_DIM = 384
 
 
@@ -42,6 +47,8 @@ class PlacesConfig:
     in_view_s: float = 0.25           # seen this recently: in view now
     frontier: bool = True
     frontier_min_m: float = 0.75      # nearer frontier cells are under the robot's nose
+    frontier_turn_m: float = 1.0      # a radian of turning costs as much as a metre of path
+    route: RouteConfig | None = None  # None: RouteConfig's defaults
 
     @property
     def token_dim(self) -> int:
@@ -88,30 +95,44 @@ class PlacesFeature:
         nearest = sorted(memory.landmarks, key=lambda m: math.hypot(m.mean[0] - x,
                                                                     m.mean[1] - y))
         best = 0.0
+        routes = Routes(memory, x, y, c.route)
         for token, m in zip(tokens, nearest[:slots]):
             confidence = math.exp(-m.std_m / c.confidence_scale_m)
             best = max(best, confidence)
-            self._place(token, m.mean[0] - x, m.mean[1] - y, yaw)
+            self._place(token, routes, m.mean[0], m.mean[1], yaw)
             token[4:8] = (confidence, min(1.0, (t - m.last_seen) / c.age_scale_s),
                           min(1.0, math.log1p(m.times_seen) / 5.0),
                           float(t - m.last_seen <= c.in_view_s))
             token[len(FIELDS):] = self.label_vector(m.label)
-        frontier = self.frontier(memory, x, y) if c.frontier else None
+        frontier = self.frontier(memory, routes, yaw) if c.frontier else None
         if frontier is not None:
             token = tokens[min(len(nearest), slots)]
-            self._place(token, frontier[0] - x, frontier[1] - y, yaw)
+            self._place(token, routes, frontier[0], frontier[1], yaw)
             token[4], token[8] = 1.0, 1.0
         return Sensed(tokens.reshape(-1), best if memory.landmarks else 1.0,
                       {'landmarks': float(len(memory.landmarks)),
                        'frontier': float(frontier is not None)}, t)
 
-    def _place(self, token, dx: float, dy: float, yaw: float) -> None:
+    def _place(self, token, routes: Routes, px: float, py: float, yaw: float) -> None:
+        dx, dy = px - routes.x, py - routes.y
         bearing = math.atan2(dy, dx) - yaw
+        scale = self.cfg.range_scale_m
         token[:4] = (1.0, math.cos(bearing), math.sin(bearing),
-                     min(1.5, math.hypot(dx, dy) / self.cfg.range_scale_m))
+                     min(1.5, math.hypot(dx, dy) / scale))
+        route = routes.to(px, py)
+        via, length = bearing, math.hypot(dx, dy)     # no known path: the straight line
+        if route is not None:
+            via = math.atan2(route[1] - routes.y, route[0] - routes.x) - yaw
+            length = route[2]
+        token[9:12] = (math.cos(via), math.sin(via), min(1.5, length / scale))
 
-    def frontier(self, memory: SpatialMemory, x: float, y: float):
-        """Return the nearest free cell beside unknown ones (odom x, y), or None."""
+    def frontier(self, memory: SpatialMemory, routes: Routes, yaw: float):
+        """Return the frontier to explore (odom x, y), or None.
+
+        Frontier cells are free ones beside unknown ones; the one chosen is the cheapest
+        to reach: path length plus ``frontier_turn_m`` per radian of turning towards it,
+        so the robot keeps exploring ahead instead of turning back and forth.
+        """
         lo = memory.log_odds
         free, unknown = lo < 0, lo == 0
         beside = np.zeros_like(unknown)
@@ -124,10 +145,12 @@ class PlacesFeature:
             return None
         cell, half = memory.cfg.cell_m, 0.5 * memory.cfg.grid_size_m
         fx, fy = (cols + 0.5) * cell - half, (rows + 0.5) * cell - half
-        d = np.hypot(fx - x, fy - y)
-        d[d < self.cfg.frontier_min_m] = np.inf
-        k = int(d.argmin())
-        return None if not math.isfinite(d[k]) else (float(fx[k]), float(fy[k]))
+        dx, dy = fx - routes.x, fy - routes.y
+        turn = np.abs(np.remainder(np.arctan2(dy, dx) - yaw + np.pi, 2 * np.pi) - np.pi)
+        cost = routes.length_to_cells(rows, cols) + self.cfg.frontier_turn_m * turn
+        cost[np.hypot(dx, dy) < self.cfg.frontier_min_m] = np.inf
+        k = int(cost.argmin())
+        return None if not math.isfinite(cost[k]) else (float(fx[k]), float(fy[k]))
 
 
 def tokens(vector, config: PlacesConfig | None = None) -> np.ndarray:

@@ -505,12 +505,17 @@ class World:
 
     def oracle_action(self) -> int:
         """Return the best discrete action from the full state (the teacher's label)."""
-        err = (self.oracle_heading() - self.yaw + math.pi) % (2 * math.pi) - math.pi
-        if abs(err) > 0.6:
-            return ACTION_NAMES.index('turn_left' if err > 0 else 'turn_right')
-        if abs(err) > 0.15:
-            return ACTION_NAMES.index('forward_left' if err > 0 else 'forward_right')
-        return ACTION_NAMES.index('forward')
+        return steer(self.oracle_heading() - self.yaw)
+
+
+def steer(bearing: float) -> int:
+    """Return the discrete action that turns towards ``bearing`` (rad, + left) and drives."""
+    err = (bearing + math.pi) % (2 * math.pi) - math.pi
+    if abs(err) > 0.6:
+        return ACTION_NAMES.index('turn_left' if err > 0 else 'turn_right')
+    if abs(err) > 0.15:
+        return ACTION_NAMES.index('forward_left' if err > 0 else 'forward_right')
+    return ACTION_NAMES.index('forward')
 
 
 def _box_blur(image: np.ndarray, k: int) -> np.ndarray:

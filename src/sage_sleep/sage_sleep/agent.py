@@ -5,23 +5,27 @@ and memory nodes publish, by calling the very sensing steps the nodes call
 (sage_sensors.sensing, sage_cognition.instruction; for places the camera node's
 detector and the memory node's SpatialMemory and PlacesFeature) with the nodes' default
 configuration, and the FeatureBuffer the coherence node fuses from.
-``CoherencePolicy`` closes the loop through a coherence runtime. Training, sleep
+``CoherencePolicy`` closes the loop through a coherence runtime; ``PlannerPolicy``
+drives by the places feature alone (the reference for what memory can give, and the
+'planner' teacher). Training, sleep
 validation and the benchmarks use these, so what is measured offline is what the
 graph runs (tests/test_parity.py and bench/parity.py check it on a real bag).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sage_cognition.instruction import InstructionSensing
 from sage_common.features import FeatureBuffer
-from sage_memory.places import EMBED_DIM, PlacesConfig, PlacesFeature
+from sage_memory.places import EMBED_DIM, FIELDS, PlacesConfig, PlacesFeature, tokens
 from sage_memory.spatial import SpatialMemory
 from sage_sensors.detect import Detector, SCAN_MAX_M, SCAN_MIN_M, even_scan
 from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures
 from sage_sensors.sensing import (CameraSensing, ImuSensing, MicrophoneConfig,
                                   MicrophoneSensing)
-from sage_sim.world import WorldConfig
+from sage_sim.world import ACTION_NAMES, ACTIONS, WorldConfig, steer
 
 COGNITION, PLACES = 'cognition_main', 'places'
 MODALITIES = {'vision': VisionFeatures.DIM, 'audio': AudioFeatures.DIM,
@@ -123,3 +127,51 @@ class CoherencePolicy:
         d = self.runtime.step(vectors, trust, age, self.budget_ms, self.uniform_trust)
         self.decisions.append(d)
         return d.continuous
+
+
+class PlannerPolicy:
+    """Drives by the places feature and the instruction alone, as the coherence model sees them.
+
+    The instruction names the detector's label whose sentence embedding is nearest its
+    own. With a landmark of that label remembered, it steers at the landmark's waypoint
+    (the next point of the shortest path over the remembered grid, sage_memory.route);
+    without one, it first turns once around where it stands, then drives to the
+    frontier's waypoint. It reads only what the graph's features carry, so it is both
+    the reference for what memory can give and an honest teacher ('planner').
+    """
+
+    TURN = ACTION_NAMES.index('turn_left')
+
+    def __init__(self, world=None, pipeline: SensePipeline | None = None,
+                 config: WorldConfig | None = None):
+        self.pipeline = pipeline or SensePipeline()
+        self.labels = list(Detector().cfg.classes)
+        self.turn_step = ACTIONS[self.TURN][2] * (config or WorldConfig()).dt  # rad per step
+        self.reset()
+
+    def reset(self) -> None:
+        """Start an episode: fresh senses, no turn yet."""
+        self.pipeline.reset()
+        self.turned = 0.0
+
+    def label(self, vectors: dict) -> int:
+        """Return the action for the features of this step."""
+        places = self.pipeline.places
+        instruction = vectors[COGNITION]
+        want = places.label_vector(max(self.labels, key=lambda lb: float(
+            places.label_vector(lb) @ instruction)))
+        n = len(FIELDS)
+        held = [t for t in tokens(vectors[PLACES], places.cfg) if t[0] > 0.5]
+        goal = next((t for t in held if t[8] < 0.5 and np.array_equal(t[n:], want)), None)
+        if goal is None and self.turned < 2 * math.pi:
+            self.turned += self.turn_step
+            return self.TURN
+        goal = goal if goal is not None else next((t for t in held if t[8] > 0.5), None)
+        if goal is None:
+            return self.TURN
+        return steer(math.atan2(goal[10], goal[9]))
+
+    def act(self, obs):
+        """Return (v, w) for this observation (the policy drives)."""
+        vectors, _, _ = self.pipeline.observe(obs)
+        return ACTIONS[self.label(vectors)][1:]

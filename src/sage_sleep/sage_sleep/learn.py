@@ -24,13 +24,15 @@ from sage_coherence.runtime import TorchRuntime
 from sage_sim.evaluate import OPENING_TURN, RECALL, forked_imap, start
 from sage_sim.world import ACTION_NAMES, ACTIONS, World, WorldConfig
 
-from sage_sleep.agent import COGNITION, CoherencePolicy, MODALITIES, SensePipeline, TOKEN_SETS
+from sage_sleep.agent import (COGNITION, CoherencePolicy, MODALITIES, PlannerPolicy,
+                              SensePipeline, TOKEN_SETS)
 
 FAULTABLE = ('vision', 'audio', 'imu')
 # training scenes by episode seed: half random layouts, a quarter each of the scenes that
 # need memory (seeds below 10_000 never meet an evaluation suite's)
 TRAINING_SCENES = ('random', 'random', 'recall', 'detour')
 WINDOW, WARMUP = 16, 4   # supervised steps per training window, unsupervised lead-in
+TEACHERS = ('planner', 'operator', 'oracle')
 
 
 @dataclass
@@ -56,17 +58,21 @@ def default_config() -> CoherenceConfig:
 def collect(seeds, model: CoherenceModel | None = None, beta: float = 1.0,
             world_config: WorldConfig | None = None, seed: int = 0,
             progress: Callable[[int, int], None] | None = None,
-            workers: int = 1, teacher: str = 'operator') -> list[Episode]:
+            workers: int = 1, teacher: str = 'planner') -> list[Episode]:
     """Roll out one episode per seed; the teacher drives with probability ``beta``.
 
-    ``teacher`` labels every step: 'operator' (knows what the camera has shown: what
-    a model with memory can know) or 'oracle' (knows the whole map). Episode ``s`` is a
+    ``teacher`` labels every step: 'planner' (sage_sleep.agent.PlannerPolicy: reads only
+    the features the model gets, the places and the instruction), 'operator' (the world's:
+    knows what the camera has shown, and cheats a little when a turn did not show the
+    target) or 'oracle' (knows the whole map). Episode ``s`` is a
     ``TRAINING_SCENES[s % 4]`` scene; a recall scene opens, as the suite does, with the world
     turning the robot away while it watches (those steps are not labelled).
 
     Each episode's coin flips are seeded by (``seed``, episode seed), so the
     result is the same for any number of ``workers`` (processes).
     """
+    if teacher not in TEACHERS:
+        raise ValueError(f'unknown teacher {teacher!r}; choose one of {TEACHERS}')
     seeds = [int(s) for s in seeds]
     cpu_model = copy.deepcopy(model).cpu().eval() if model is not None else None
     job = (cpu_model, beta, world_config or WorldConfig(), seed, teacher)
@@ -81,24 +87,26 @@ def _init_worker(job) -> None:
     torch.set_num_threads(1)
     model, beta, config, seed, teacher = job
     runtime = TorchRuntime(model, 'training') if model is not None else None
-    _job = (runtime, beta, World(config), seed,
-            SensePipeline(dict(model.cfg.modalities) if model else MODALITIES, world=config),
-            teacher)
+    pipeline = SensePipeline(dict(model.cfg.modalities) if model else MODALITIES, world=config)
+    planner = PlannerPolicy(pipeline=pipeline, config=config) if teacher == 'planner' else None
+    _job = (runtime, beta, World(config), seed, pipeline, teacher, planner)
 
 
 def _collect_one(episode_seed: int) -> Episode:
-    runtime, beta, world, seed, pipeline, teacher_name = _job
+    runtime, beta, world, seed, pipeline, teacher_name, planner = _job
     rng = np.random.default_rng([seed, episode_seed])
     kind = TRAINING_SCENES[episode_seed % len(TRAINING_SCENES)]
     obs = start(world, episode_seed, kind)
     pipeline.reset()
+    if planner is not None:
+        planner.reset()
     if runtime is not None:
         runtime.reset()
     rows = {k: [] for k in ('f', 't', 'a', 'y', 'r')}
     opening = int(round(RECALL.opening_s / world.cfg.dt)) if kind == 'recall' else 0
     while not world.done:
         vectors, trust, age = pipeline.observe(obs)
-        teacher = world.teacher_action(teacher_name)
+        teacher = planner.label(vectors) if planner else world.teacher_action(teacher_name)
         rows['f'].append(pipeline.stack(vectors))
         rows['t'].append(trust)
         rows['a'].append(age)
@@ -268,7 +276,7 @@ def bootstrap(cfg: CoherenceConfig | None = None, seeds=range(0, 60), rounds: in
               updates: int = 300, seed: int = 0, log: Callable[[str], None] = print,
               model: CoherenceModel | None = None, workers: int = 1, device: str = 'cpu',
               batch: int = 64, lr: float = 2e-3, betas: list[float] | None = None,
-              teacher: str = 'operator') -> tuple[CoherenceModel, list[Episode]]:
+              teacher: str = 'planner') -> tuple[CoherenceModel, list[Episode]]:
     """First competence: DAgger from a teacher; return the model and all episodes.
 
     In round r the teacher drives with probability ``betas[r]`` (default 1, 0.5,
