@@ -3,8 +3,11 @@
 `python bench/suites.py [--skip-graph]` → bench/results/suites.json (+ suites.png):
 summary success_{morning,faulty,recall,detour} for the committed coherence model (the
 shipped base unless `sage train`/sleep committed another) through the offline pipeline,
-success_<suite>_{operator,random} for the references, success_recall_memory_zeroed (the
-same model with its places tokens zeroed: what memory is worth), success_morning_graph
+success_<suite>_{planner,operator,random} for the references (the planner drives by the
+places feature alone: sage_sleep.agent.PlannerPolicy), success_recall_memory_zeroed (the
+same model with its places tokens zeroed: what memory is worth), success_<suite>_straight
+and success_<suite>_planner_straight (the model and the planner with the places' routes
+off, `places_routes: false`: what planning over the grid adds), success_morning_graph
 (the morning suite driven through `sage run --processes`, the real graph at real time),
 collisions per episode, and the detector's recall and range error on the world's renders.
 """
@@ -22,7 +25,8 @@ from sage_common.paths import resolve_path
 from sage_sensors.detect import Detector
 from sage_sim.evaluate import (DETECTION, DETOUR, FAULTY, MORNING, OperatorPolicy,
                                RandomPolicy, RECALL, evaluate, evaluate_detector)
-from sage_sleep.agent import CoherencePolicy, PLACES
+from sage_memory.places import PlacesConfig
+from sage_sleep.agent import CoherencePolicy, PLACES, PlannerPolicy
 from sage_testing.graph import world_episodes
 
 WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -55,7 +59,11 @@ def main():
     root = resolve_path('models')
     install_base(root)
     runtime = load_runtime(root, backend='torch')
+    straight = PlacesConfig(routes=False)
     policies = {'model': lambda w: CoherencePolicy(runtime),
+                'straight': lambda w: CoherencePolicy(runtime, places=straight),
+                'planner': PlannerPolicy,
+                'planner_straight': lambda w: PlannerPolicy(places=straight),
                 'operator': OperatorPolicy, 'random': lambda w: RandomPolicy(0)}
     summary, table, detail = {}, {}, {'model': runtime.version, 'episodes_per_suite': 30}
     rows = [('suite', *[f'{p} success' for p in policies], 'model collisions/episode')]
@@ -72,7 +80,7 @@ def main():
     zeroed = evaluate(lambda w: CoherencePolicy(runtime, zeroed=(PLACES,)), RECALL,
                       workers=WORKERS)
     summary['success_recall_memory_zeroed'] = round(zeroed.success_rate, 3)
-    rows.append(('recall, places zeroed', f'{zeroed.success_rate:.2f}', '', '', ''))
+    rows.append(('recall, places zeroed', f'{zeroed.success_rate:.2f}', *[''] * len(policies)))
     det = evaluate_detector(Detector().detect, DETECTION, steps=30)
     summary['detector_recall'] = round(det['recall'], 4)
     summary['detector_range_err_m'] = round(det['range_err_m'], 3)
@@ -93,15 +101,15 @@ def plot(table: dict) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    x = np.arange(len(SUITES))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    x, width = np.arange(len(SUITES)), 0.8 / len(table)
     for i, (p, values) in enumerate(table.items()):
-        ax.bar(x + (i - 1) * 0.27, values, 0.27, label=p)
+        ax.bar(x + (i - (len(table) - 1) / 2) * width, values, width, label=p)
     ax.set_xticks(x, [s.name for s in SUITES])
     ax.set_ylabel('success (30 episodes)')
     ax.set_ylim(0, 1.05)
-    ax.legend()
-    ax.set_title('the coherence model (with places) vs the references')
+    ax.legend(fontsize=7, ncol=3)
+    ax.set_title('the coherence model (with places) vs the references; straight: no routes')
     fig.tight_layout()
     fig.savefig(os.path.join(RESULTS, 'suites.png'), dpi=100)
     print(f'wrote {os.path.join(RESULTS, "suites.png")}')

@@ -82,6 +82,8 @@ PARAMS = [
           low=0.05, high=3600.0),
     Param('places_tokens', 12, 'landmark and frontier tokens in sage/features/places (the '
           "coherence model's size; 0: not published)", low=0, high=256),
+    Param('places_routes', True, "each places token's waypoint follows the shortest path over "
+          'the remembered grid (false: the straight line)'),
     Param('forget_places_each_episode', True, 'clear landmarks and grid when sage/episode '
           'says an episode ended (the built-in world lays out a new arena and odom restarts)'),
 ]
@@ -147,7 +149,8 @@ class MemoryNode(GuardedNode):
             self.pub_landmarks = self.create_publisher(MarkerArray, 'sage/memory/landmarks', 10)
             self.create_service(QueryLandmarks, 'sage/memory/query', self._query)
             if self.p['places_tokens']:
-                self.places = PlacesFeature(PlacesConfig(max_tokens=self.p['places_tokens']))
+                self.places = PlacesFeature(PlacesConfig(max_tokens=self.p['places_tokens'],
+                                                         routes=self.p['places_routes']))
                 self.places.load()          # the sentence model now, not at the first frame
                 self.pub_places = self.create_publisher(Feature, 'sage/features/places',
                                                         qos_from_name('SENSOR_DATA'))

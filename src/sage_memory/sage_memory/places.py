@@ -48,6 +48,7 @@ class PlacesConfig:
     frontier: bool = True
     frontier_min_m: float = 0.75      # nearer frontier cells are under the robot's nose
     frontier_turn_m: float = 1.0      # a radian of turning costs as much as a metre of path
+    routes: bool = True               # False: the straight line (what the routes add)
     route: RouteConfig | None = None  # None: RouteConfig's defaults
 
     @property
@@ -95,7 +96,7 @@ class PlacesFeature:
         nearest = sorted(memory.landmarks, key=lambda m: math.hypot(m.mean[0] - x,
                                                                     m.mean[1] - y))
         best = 0.0
-        routes = Routes(memory, x, y, c.route)
+        routes = Routes(memory, x, y, c.route, plan=c.routes)
         for token, m in zip(tokens, nearest[:slots]):
             confidence = math.exp(-m.std_m / c.confidence_scale_m)
             best = max(best, confidence)

@@ -34,8 +34,8 @@ class RouteConfig:
     """How paths keep clear of what the grid holds."""
 
     clearance_m: float = 0.25       # never closer to an occupied cell (the robot's radius)
-    caution_m: float = 0.5          # nearer than this costs more
-    caution_cost: float = 2.0
+    caution_m: float = 0.6          # nearer than this costs more
+    caution_cost: float = 3.0
     lookahead_m: float = 0.6        # the waypoint's distance along the path
     reach_m: float = 0.5            # a goal is reached within this of the place
 
@@ -44,7 +44,8 @@ class Routes:
     """Shortest paths from the robot over one SpatialMemory's grid (see the module doc)."""
 
     def __init__(self, memory: SpatialMemory, x: float, y: float,
-                 config: RouteConfig | None = None):
+                 config: RouteConfig | None = None, plan: bool = True):
+        """Plan from (x, y) in odom; ``plan`` False: no paths (every goal straight ahead)."""
         self.cfg = c = config or RouteConfig()
         self.memory, self.x, self.y = memory, float(x), float(y)
         cell, n = memory.cfg.cell_m, memory.log_odds.shape[0]
@@ -54,7 +55,7 @@ class Routes:
         cost = np.where(_grow(occupied, c.caution_m / cell), c.caution_cost, 1.0)
         col, row = memory.cell(self.x, self.y)
         self.source = None
-        if not (0 <= row < n and 0 <= col < n):
+        if not plan or not (0 <= row < n and 0 <= col < n):
             return                      # off the grid: no routes, the feature goes direct
         blocked[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2] = False   # leave from here
         index = np.arange(n * n).reshape(n, n)

@@ -39,14 +39,14 @@ class SensePipeline:
     """Observation -> (vectors, trust, age) exactly as the coherence node would see them."""
 
     def __init__(self, modalities: dict | None = None, audio_rate: int = 16000,
-                 world: WorldConfig | None = None):
+                 world: WorldConfig | None = None, places: PlacesConfig | None = None):
         self.modalities = dict(modalities or MODALITIES)
         self.audio_rate = audio_rate
         self.instruction = InstructionSensing()
         w = world or WorldConfig()
         # the intrinsics of the world's camera_info (a centred pinhole)
         self.intrinsics = (w.focal_px, w.focal_px, w.width / 2, w.height / 2)
-        self.detector, self.places = Detector(), PlacesFeature()
+        self.detector, self.places = Detector(), PlacesFeature(places)
         self.reset()
 
     def reset(self) -> None:
@@ -106,9 +106,9 @@ class CoherencePolicy:
     """A world policy that senses through SensePipeline and acts through a runtime."""
 
     def __init__(self, runtime, uniform_trust: bool = False, budget_ms: float = float('inf'),
-                 zeroed: tuple = ()):
+                 zeroed: tuple = (), places: PlacesConfig | None = None):
         self.runtime = runtime
-        self.pipeline = SensePipeline(runtime.dims)
+        self.pipeline = SensePipeline(runtime.dims, places=places)
         self.uniform_trust = uniform_trust
         self.budget_ms = budget_ms
         self.zeroed = tuple(zeroed)      # modalities whose features are zeroed (ablations)
@@ -143,8 +143,8 @@ class PlannerPolicy:
     TURN = ACTION_NAMES.index('turn_left')
 
     def __init__(self, world=None, pipeline: SensePipeline | None = None,
-                 config: WorldConfig | None = None):
-        self.pipeline = pipeline or SensePipeline()
+                 config: WorldConfig | None = None, places: PlacesConfig | None = None):
+        self.pipeline = pipeline or SensePipeline(places=places)
         self.labels = list(Detector().cfg.classes)
         self.turn_step = ACTIONS[self.TURN][2] * (config or WorldConfig()).dt  # rad per step
         self.reset()
