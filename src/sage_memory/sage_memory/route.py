@@ -75,12 +75,13 @@ class Routes:
         self.dist, self.pred = dijkstra(graph, indices=self.source, return_predecessors=True)
 
     def length_to_cells(self, rows, cols) -> np.ndarray:
-        """Path cost (m, caution included) to grid cells; inf where none is known."""
+        """Path cost (m, caution included) to grid cells; the straight line without paths."""
+        rows, cols = np.asarray(rows), np.asarray(cols)
         if self.source is None:
-            return np.hypot((np.asarray(cols) + 0.5) * self.cell - 0.5 * self.memory.cfg.grid_size_m
-                            - self.x, (np.asarray(rows) + 0.5) * self.cell
-                            - 0.5 * self.memory.cfg.grid_size_m - self.y)
-        return self.dist[np.asarray(rows) * self.n + np.asarray(cols)]
+            half = 0.5 * self.memory.cfg.grid_size_m
+            return np.hypot((cols + 0.5) * self.cell - half - self.x,
+                            (rows + 0.5) * self.cell - half - self.y)
+        return self.dist[rows * self.n + cols]
 
     def to(self, gx: float, gy: float):
         """Return (waypoint x, y, path length m) towards (gx, gy) in odom, or None.
