@@ -796,6 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--seed', type=int, default=0)
     train.add_argument('--betas', metavar='B1,B2,...', help='DAgger schedule: the chance the '
                        'teacher drives in each round (overrides --rounds; default 1,0.5,0.25...)')
+    # sage_sleep.learn.TEACHERS, spelt out: importing it pulls torch into every `sage` call
     train.add_argument('--teacher', choices=('planner', 'operator', 'oracle'), default='planner',
                        help='who labels: the planner reads only the features the model gets '
                             '(the remembered places, default), the operator knows what the '

@@ -160,16 +160,18 @@ class PlannerPolicy:
         instruction = vectors[COGNITION]
         want = places.label_vector(max(self.labels, key=lambda lb: float(
             places.label_vector(lb) @ instruction)))
-        n = len(FIELDS)
-        held = [t for t in tokens(vectors[PLACES], places.cfg) if t[0] > 0.5]
-        goal = next((t for t in held if t[8] < 0.5 and np.array_equal(t[n:], want)), None)
+        valid, frontier, via_cos, via_sin = (FIELDS.index(f) for f in (
+            'valid', 'frontier', 'via_cos', 'via_sin'))
+        held = [t for t in tokens(vectors[PLACES], places.cfg) if t[valid] > 0.5]
+        goal = next((t for t in held if t[frontier] < 0.5 and
+                     np.array_equal(t[len(FIELDS):], want)), None)
         if goal is None and self.turned < 2 * math.pi:
             self.turned += self.turn_step
             return self.TURN
-        goal = goal if goal is not None else next((t for t in held if t[8] > 0.5), None)
+        goal = goal if goal is not None else next((t for t in held if t[frontier] > 0.5), None)
         if goal is None:
             return self.TURN
-        return steer(math.atan2(goal[10], goal[9]))
+        return steer(math.atan2(goal[via_sin], goal[via_cos]))
 
     def act(self, obs):
         """Return (v, w) for this observation (the policy drives)."""
