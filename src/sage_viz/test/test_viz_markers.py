@@ -76,9 +76,10 @@ def test_the_world_is_drawn_from_the_world_node_and_bars_ride_on_the_robot():
         def bars():
             coherence.publish(Coherence(score=0.5, modalities=['vision'], trust_in=[1.0],
                                         trust_used=[1.0]))
-            return any(m.ns == 'trust_used' for m in arrays[-1].markers)
+            return any(m.ns == 'trust_used' for a in arrays for m in a.markers)
+        # the world's pose arrays (150 Hz here) interleave with the bars: search them all
         assert g.wait_for(bars, 10)
-        bar = next(m for m in arrays[-1].markers if m.ns == 'trust_used')
+        bar = next(m for a in reversed(arrays) for m in a.markers if m.ns == 'trust_used')
         assert bar.header.frame_id == 'map'
         assert bar.pose.position.x == pytest.approx(w.x)
         assert bar.pose.position.z > 0.6                     # above the robot
