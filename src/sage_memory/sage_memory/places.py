@@ -27,13 +27,10 @@ from typing import Callable
 
 import numpy as np
 from sage_common.features import Sensed
+from sage_common.places_layout import EMBED_DIM, FIELDS, RANGE_SCALE_M
 
 from sage_memory.route import RouteConfig, Routes
 from sage_memory.spatial import SpatialMemory
-
-FIELDS = ('valid', 'cos', 'sin', 'range', 'confidence', 'age', 'seen', 'in_view', 'frontier',
-          'via_cos', 'via_sin', 'path')
-EMBED_DIM = 384
 
 
 @dataclass
@@ -41,7 +38,7 @@ class PlacesConfig:
     """How many tokens, and the scales that keep their numbers near [0, 1]."""
 
     max_tokens: int = 12
-    range_scale_m: float = 8.0
+    range_scale_m: float = RANGE_SCALE_M
     confidence_scale_m: float = 0.5
     age_scale_s: float = 60.0
     in_view_s: float = 0.25           # seen this recently: in view now

@@ -32,9 +32,10 @@ class Policy(Protocol):
 class Suite:
     """A fixed list of episodes: seeds, the faults applied in each, and the scene kind.
 
-    ``scene``: 'random' (the world's seeded layout), 'recall' (the target in view at the
-    start, 2.5-4 m ahead; then ``opening_s`` of the world turning the robot away, its
-    commands ignored, while the policy watches) or 'detour' (a wall of pillars between
+    ``scene``: 'random' (the world's seeded layout), 'language' (that layout with a
+    held-out instruction of sage_sim.language, drawn from the seed), 'recall' (the target
+    in view at the start, 2.5-4 m ahead; then ``opening_s`` of the world turning the robot
+    away, its commands ignored, while the policy watches) or 'detour' (a wall of pillars between
     the start and the target: the straight line fails).
     """
 
@@ -57,15 +58,17 @@ FAULTY = Suite('faulty', tuple(range(10_000, 10_030)), faults=(
     Fault('audio_dropout', 0.3, 0.5)))
 RECALL = Suite('recall', tuple(range(30_000, 30_030)), scene='recall', opening_s=2.6)
 DETOUR = Suite('detour', tuple(range(40_000, 40_030)), scene='detour')
+LANGUAGE = Suite('language', tuple(range(50_000, 50_030)), time_limit_s=60.0,
+                 scene='language')
 TRAINING_SEEDS = range(0, 10_000)   # disjoint from every evaluation suite
 
 
-SCENES = ('random', 'recall', 'detour')
+SCENES = ('random', 'recall', 'detour', 'language')
 
 
 def scene(kind: str, seed: int) -> dict:
     """Return ``World.set_scenario`` arguments for a 'recall' or 'detour' episode."""
-    if kind not in SCENES[1:]:
+    if kind not in ('recall', 'detour'):
         raise ValueError(f'unknown scene {kind!r}: use recall or detour')
     rng = np.random.default_rng([seed, 7])
     names = ['red', 'green', 'blue', 'yellow']
@@ -106,6 +109,10 @@ def scene(kind: str, seed: int) -> dict:
 def start(world: World, seed: int, kind: str = 'random'):
     """Begin episode ``seed`` of a scene ``kind`` ('random', 'recall', 'detour'); return obs."""
     obs = world.reset(seed)
+    if kind == 'language':
+        from sage_sim.language import task
+        drawn = task(world, np.random.default_rng([seed, 11]), 'test')
+        return world.set_task(drawn.text, drawn.goals)
     return obs if kind == 'random' else world.set_scenario(**scene(kind, seed))
 
 

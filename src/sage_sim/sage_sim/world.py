@@ -47,6 +47,7 @@ BEACONS = {  # name -> (rgb, cue tone Hz)
     'blue': ((50, 80, 230), 880.0),
     'yellow': ((230, 210, 40), 1240.0),
 }
+START = 'start'    # a goal name: where the episode began
 INSTRUCTIONS = ('go to the {} beacon', 'find the {} beacon', 'please drive to {}',
                 'head for the {} one', 'your target is the {} beacon')
 FAULT_KINDS = ('camera_blackout', 'camera_blur', 'camera_freeze', 'imu_bias_drift',
@@ -175,26 +176,18 @@ class World:
         self._obj_xy = np.array([[o[0], o[1]] for o in objects])
         self._obj_r = np.array([o[2] for o in objects])
         self._obj_rgb = np.array([o[3] for o in objects], np.float32)
-        self.target = int(rng.integers(len(names)))
-        self.target_name = names[self.target]
+        first = names[int(rng.integers(len(names)))]
         while True:
             self.x, self.y = rng.uniform(-half, half, 2)
             if np.all(np.hypot(self._obj_xy[:, 0] - self.x, self._obj_xy[:, 1] - self.y)
                       > self._obj_r + 1.2):
                 break
         self.yaw = float(rng.uniform(-math.pi, math.pi))
-        self.v = self.w = 0.0
-        self.t = 0.0
-        self.steps = self.collisions = 0
-        self.done = self.success = False
+        self._begin()
         self.gyro_bias = rng.normal(0, c.imu_gyro_bias, 3)
-        self.instruction = rng.choice(INSTRUCTIONS).format(self.target_name)
-        self._reset_odometry()
         self._last_image = None
-        self._cost = self._distance_field()
-        self._prev_dist = self.target_distance()
-        self.target_seen, self._searched = self.target_visible(), 0.0
-        return self._observe(reward=0.0, accel=np.array([0.0, 0.0, GRAVITY]))
+        self._reset_odometry()
+        return self.set_task(rng.choice(INSTRUCTIONS).format(first), ((first,),))
 
     def set_scenario(self, beacons: dict, target: str, pose: tuple,
                      pillars: tuple = ()) -> Observation:
@@ -206,14 +199,48 @@ class World:
         self._obj_xy = np.array([[o[0], o[1]] for o in self.objects])
         self._obj_r = np.array([o[2] for o in self.objects])
         self._obj_rgb = np.array([o[3] for o in self.objects], np.float32)
-        self.target, self.target_name = list(beacons).index(target), target
         self.x, self.y, self.yaw = pose
-        self.instruction = INSTRUCTIONS[0].format(target)
+        self._begin()
         self._reset_odometry()
+        return self.set_task(INSTRUCTIONS[0].format(target), ((target,),))
+
+    def set_task(self, instruction: str, goals) -> Observation:
+        """Give the episode its instruction and what it means, before the first step.
+
+        ``goals``: the places to reach in order, each a tuple of the names that count
+        (beacon names, or START for where the episode began); e.g. (('red',), ('blue',))
+        for "red, then blue", (('red', 'green', 'blue'),) for "any but yellow". Each
+        reached goal but the last pays the arrival reward; the last ends the episode.
+        """
+        names = {o[4] for o in self.objects} | {START}
+        goals = tuple(tuple(g) for g in goals)
+        if not goals or not all(goals) or not set().union(*goals) <= names:
+            raise ValueError(f'goals must be non-empty tuples of {sorted(names)}, got {goals}')
+        if self.steps:
+            raise RuntimeError('set_task() comes before the first step of an episode')
+        self.instruction, self.goals, self.goal_index = instruction, goals, 0
+        self._aim()
+        return self._observe(reward=0.0, accel=np.array([0.0, 0.0, GRAVITY]))
+
+    def _aim(self) -> None:
+        """Point the target (what the oracle, cue and reward follow) at the current goal."""
+        start = self._odom_origin[:2]
+        options = [(-1 if name == START else [o[4] for o in self.objects].index(name))
+                   for name in self.goals[self.goal_index]]
+        where = [start if k < 0 else self._obj_xy[k] for k in options]
+        nearest = np.argmin([math.hypot(x - self.x, y - self.y) for x, y in where])
+        self.target = options[int(nearest)]
+        self.target_name = START if self.target < 0 else self.objects[self.target][4]
         self._cost = self._distance_field()
         self._prev_dist = self.target_distance()
         self.target_seen, self._searched = self.target_visible(), 0.0
-        return self._observe(reward=0.0, accel=np.array([0.0, 0.0, GRAVITY]))
+
+    def _begin(self) -> None:
+        """Zero the episode's clock, counters and speeds."""
+        self.v = self.w = 0.0
+        self.t = 0.0
+        self.steps = self.collisions = 0
+        self.done = self.success = False
 
     def _reset_odometry(self) -> None:
         # its own random stream: odometry noise never changes what the sensors see
@@ -252,8 +279,13 @@ class World:
 
     def target_distance(self) -> float:
         """Centre distance from the robot to the target beacon, metres."""
-        tx, ty = self._obj_xy[self.target]
+        tx, ty = self.target_xy
         return math.hypot(tx - self.x, ty - self.y)
+
+    @property
+    def target_xy(self) -> tuple:
+        """Where the current goal is: its beacon's centre, or the start."""
+        return tuple(self._odom_origin[:2] if self.target < 0 else self._obj_xy[self.target])
 
     def step(self, v: float, w: float):
         """Apply (v m/s, w rad/s) for one dt; return (obs, reward, done, info)."""
@@ -283,8 +315,12 @@ class World:
         reward = 0.3 * (self._prev_dist - dist) - 0.01 - 0.2 * collided
         self._prev_dist = dist
         if dist < c.success_dist:
-            self.success, self.done = True, True
             reward += 1.0
+            if self.goal_index + 1 == len(self.goals):
+                self.success, self.done = True, True
+            else:                       # on to the next goal of the instruction
+                self.goal_index += 1
+                self._aim()
         elif self.t >= c.time_limit_s - 1e-9:
             self.done = True
         accel = np.array([(v - prev_v) / c.dt, v * w, GRAVITY])
@@ -296,7 +332,9 @@ class World:
     def metrics(self) -> dict:
         """Metrics of the current episode."""
         return {'seed': self.episode_seed, 'target': self.target_name,
-                'success': self.success, 'time_s': round(self.t, 3),
+                'instruction': self.instruction,
+                'success': self.success, 'goals_reached': self.goal_index + self.success,
+                'time_s': round(self.t, 3),
                 'collisions': self.collisions, 'distance': round(self.target_distance(), 3)}
 
     # ---------------------------------------------------------------- physics
@@ -307,7 +345,8 @@ class World:
             return True
         d = np.hypot(self._obj_xy[:, 0] - x, self._obj_xy[:, 1] - y)
         hit = d < self._obj_r + c.robot_radius
-        hit[self.target] = False  # touching the target is success, not a crash
+        if self.target >= 0:
+            hit[self.target] = False  # touching the target is success, not a crash
         return bool(hit.any())
 
     # ---------------------------------------------------------------- sensors
@@ -350,7 +389,7 @@ class World:
         t0 = self.t - (c.dt if self.steps else 0.0)
         t = t0 + np.arange(n) / c.audio_rate
         signal = self.rng.normal(0, 200, n)                     # room noise
-        tone = BEACONS[self.target_name][1]
+        tone = BEACONS.get(self.target_name, (None, 0.0))[1]   # no cue for the start
         on = (t < c.cue_s) & ((t * 5) % 1 < 0.7)                # a pulsed tone
         signal += on * 6000 * np.sin(2 * np.pi * tone * t)
         if dropout:
@@ -425,7 +464,7 @@ class World:
             if k != self.target:
                 free &= np.hypot(gx - ox, gy - oy) > r + margin
         cost = np.full((n, n), np.inf)
-        tx, ty = self._obj_xy[self.target]
+        tx, ty = self.target_xy
         goal = np.hypot(gx - tx, gy - ty) < c.success_dist - 0.1
         heap = [(0.0, i, j) for i, j in zip(*np.nonzero(goal))]
         for _, i, j in heap:
@@ -460,14 +499,16 @@ class World:
                     if 0 <= a < self._n and 0 <= b < self._n and self._cost[a, b] < best:
                         best, target = self._cost[a, b] + 0.0, (a, b)
         if target is None:
-            tx, ty = self._obj_xy[self.target]
+            tx, ty = self.target_xy
         else:
             tx = (target[0] + 0.5) * self._cell - self.cfg.arena_m / 2
             ty = (target[1] + 0.5) * self._cell - self.cfg.arena_m / 2
         return math.atan2(ty - self.y, tx - self.x)
 
     def target_visible(self) -> bool:
-        """Whether the camera sees the target now (in its field of view, not hidden)."""
+        """Whether the camera sees the target now (the start counts as known)."""
+        if self.target < 0:
+            return True
         tx, ty = self._obj_xy[self.target] - (self.x, self.y)
         d = math.hypot(tx, ty)
         bearing = (math.atan2(ty, tx) - self.yaw + math.pi) % (2 * math.pi) - math.pi

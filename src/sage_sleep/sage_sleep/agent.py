@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sage_cognition.instruction import InstructionSensing
+from sage_cognition.plan import Planner, PlanSensing
 from sage_common.features import FeatureBuffer
 from sage_memory.places import EMBED_DIM, FIELDS, PlacesConfig, PlacesFeature, tokens
 from sage_memory.spatial import SpatialMemory
@@ -39,10 +39,12 @@ class SensePipeline:
     """Observation -> (vectors, trust, age) exactly as the coherence node would see them."""
 
     def __init__(self, modalities: dict | None = None, audio_rate: int = 16000,
-                 world: WorldConfig | None = None, places: PlacesConfig | None = None):
+                 world: WorldConfig | None = None, places: PlacesConfig | None = None,
+                 planner: Planner | None = None):
         self.modalities = dict(modalities or MODALITIES)
         self.audio_rate = audio_rate
-        self.instruction = InstructionSensing()
+        # the cognition node's step: the instruction, or with a planner its plan's step
+        self.plan = PlanSensing(planner)
         w = world or WorldConfig()
         # the intrinsics of the world's camera_info (a centred pinhole)
         self.intrinsics = (w.focal_px, w.focal_px, w.width / 2, w.height / 2)
@@ -61,7 +63,7 @@ class SensePipeline:
 
     def embed(self, text: str) -> np.ndarray:
         """Sentence embedding of an instruction, as the cognition node publishes it."""
-        return self.instruction.step(text, 0.0).vector
+        return self.plan.sensing.step(text, 0.0).vector
 
     def observe(self, obs):
         """Add one observation; return (vectors dict, trust [M], age [M])."""
@@ -74,9 +76,13 @@ class SensePipeline:
         if 'imu' in self.modalities:
             sensed['imu'] = self.imu.step(obs.accel, obs.gyro, t, t)
         if obs.instruction and COGNITION in self.modalities:
-            sensed[COGNITION] = self.instruction.step(obs.instruction, t)
+            sensed[COGNITION] = self.plan.instruct(obs.instruction, t)
         if PLACES in self.modalities:
             sensed[PLACES] = self.remember(obs)
+            o = obs.odom
+            step = self.plan.follow(sensed[PLACES].vector, (o.x, o.y, o.yaw), obs.reward, t)
+            if step is not None and COGNITION in self.modalities:
+                sensed[COGNITION] = step
         for modality, s in sensed.items():
             if s is not None:
                 self.buffer.put(modality, s.vector, s.trust, t)
@@ -106,9 +112,10 @@ class CoherencePolicy:
     """A world policy that senses through SensePipeline and acts through a runtime."""
 
     def __init__(self, runtime, uniform_trust: bool = False, budget_ms: float = float('inf'),
-                 zeroed: tuple = (), places: PlacesConfig | None = None):
+                 zeroed: tuple = (), places: PlacesConfig | None = None,
+                 planner: Planner | None = None):
         self.runtime = runtime
-        self.pipeline = SensePipeline(runtime.dims, places=places)
+        self.pipeline = SensePipeline(runtime.dims, places=places, planner=planner)
         self.uniform_trust = uniform_trust
         self.budget_ms = budget_ms
         self.zeroed = tuple(zeroed)      # modalities whose features are zeroed (ablations)
