@@ -14,6 +14,15 @@ Feature on sage/features/cognition_<name> (re-published at ``republish_hz``
 with its original stamp), its trust computed by sage_cognition.thought
 (rewards count only within ``reward_window_s`` after a thought); diagnostics
 say what lowered it.
+With ``plan: true`` and a model, the node plans instead of musing: each new
+instruction becomes a structured plan under constrained decoding
+(sage_cognition.plan: ordered steps such as go_to, go_near, go_except, return), in
+the worker thread; the node follows it with the memory's places feature
+(sage/features/places), odometry (``odom``) and the reward, and publishes the
+current step as the feature (its sentence embedding, in the instruction's space)
+and the plan and its progress as JSON on sage/cognition/<name>/plan (latched). A
+plan that failed falls back to the instruction's embedding at half the trust.
+
 The Think action (sage/cognition/<name>/think) streams a thought token by token
 and can be cancelled. The node has no publisher that can move the robot.
 
@@ -33,6 +42,8 @@ adapter directory (adapter_model.safetensors checked).
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import queue
 import shutil
@@ -45,12 +56,13 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.task import Future
 from sage_msgs.action import Think
 from sage_msgs.msg import Checkpoint, Coherence, Feature, Salience
+from nav_msgs.msg import Odometry
 from std_msgs.msg import Float32, String
 
 from sage_common.checkpoints import sha256_file, superseded
 from sage_cognition.backends import BackendError, make_backend
 from sage_cognition.exchanges import ExchangeLog
-from sage_cognition.instruction import InstructionSensing
+from sage_cognition.plan import Planner, PlanSensing, plan_json
 from sage_cognition.text import sanitize
 from sage_cognition.thought import build_messages, coherence_summary, thought_trust, why
 from sage_common.paths import inside, resolve_path
@@ -64,8 +76,14 @@ PARAMS = [
           'sage/features/cognition_<name>',
           check=lambda v: None if v.isidentifier() else 'name must be an identifier'),
     Param('backend', 'none', 'what thinks: none = encode the instruction itself; local = '
-          'SmolLM2-135M (embedded); openai = an OpenAI-compatible server',
+          'an embedded model (local_model); openai = an OpenAI-compatible server',
           choices=('none', 'local', 'openai')),
+    Param('local_model', 'smollm2', 'local backend: smollm2 (SmolLM2-135M-Instruct) or '
+          'gemma3 (Gemma 3 270M)', choices=('smollm2', 'gemma3')),
+    Param('plan', False, 'with a model: turn each instruction into a plan under constrained '
+          'decoding and publish its current step (false: free-text thoughts)'),
+    Param('constrained', True, 'plan: constrain decoding to the plan schema (false: parse '
+          'whatever the model writes)'),
     Param('url', 'http://127.0.0.1:8000', 'openai backend: server base URL'),
     Param('model', 'SmolLM2-135M-Instruct', 'openai backend: model name'),
     Param('timeout_s', 30.0, 'openai backend: per-request timeout', low=0.1, high=600.0),
@@ -109,14 +127,30 @@ class CognitionNode(GuardedNode):
         self.diag = Diagnostics(self)
         self.backend = make_backend(self.p['backend'], self.p['url'], self.p['model'],
                                     self.p['timeout_s'], self.p['retries'],
-                                    stream=self.p['stream'], threads=self.p['threads'])
+                                    stream=self.p['stream'], threads=self.p['threads'],
+                                    local_model=self.p['local_model'])
+        self.planning = self.backend is not None and self.p['plan']
         self.pub_feature = self.create_publisher(Feature, f'sage/features/{self.modality}', 10)
         self.pub_text = self.create_publisher(String, f'sage/cognition/{name}/text', 10)
         self.create_subscription(String, 'sage/instruction', self._on_instruction,
                                  qos_from_name('LATCHED'))
         self.state: dict = {}
-        self.instruction_sensing = InstructionSensing(self.p['max_chars'])
+        self.plan = PlanSensing(
+            Planner(self.backend, self.p['constrained'], max_chars=self.p['max_chars'])
+            if self.planning else None, latency_budget_s=self.p['latency_budget_s'],
+            max_chars=self.p['max_chars'])
+        self.instruction_sensing = self.plan.sensing
+        self._plan_lock = threading.Lock()     # the worker starts plans, the executor follows
+        self.pose = (0.0, 0.0, 0.0)
+        self.reward = 0.0
         self.instruction = ''
+        if self.planning:
+            self.pub_plan = self.create_publisher(String, f'sage/cognition/{name}/plan',
+                                                  qos_from_name('LATCHED'))
+            self.create_subscription(Feature, 'sage/features/places', self._on_places,
+                                     qos_from_name('SENSOR_DATA'))
+            self.create_subscription(Odometry, 'odom', self._on_odom,
+                                     qos_from_name('SENSOR_DATA'))
         if self.backend is not None:
             self.create_subscription(Salience, 'sage/salience', self._on_salience, 10)
             self.create_subscription(Coherence, 'sage/coherence', self._on_coherence, 10)
@@ -165,7 +199,8 @@ class CognitionNode(GuardedNode):
 
     def _on_salience(self, msg: Salience) -> None:
         self.state['salience'] = float(msg.total)
-        if msg.total >= self.p['salience_threshold'] and self.instruction:
+        if msg.total >= self.p['salience_threshold'] and self.instruction and \
+                not self.planning:            # a plan is made once per instruction
             self._submit(('salience', self.instruction, stamp(self), None))
 
     def _on_coherence(self, msg: Coherence) -> None:
@@ -176,7 +211,46 @@ class CognitionNode(GuardedNode):
     def _on_memory(self, msg: Feature) -> None:
         self.state['memory recall confidence'] = float(msg.trust)
 
+    def _on_odom(self, msg: Odometry) -> None:
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
+        if all(map(math.isfinite, (p.x, p.y, yaw))):
+            self.pose = (float(p.x), float(p.y), yaw)
+
+    def _on_places(self, msg: Feature) -> None:
+        """Follow the plan: a step done or resolved anew publishes the next one."""
+        with self._plan_lock:
+            if self.plan.follower is None:
+                return
+            data = np.asarray(msg.data, np.float32)
+            if not np.all(np.isfinite(data)):
+                self.diag.set('WARN', 'ignored sage/features/places with non-finite numbers')
+                return
+            try:
+                sensed = self.plan.follow(data, self.pose,
+                                          self.reward, stamp(self))
+            except ValueError as exc:
+                self.diag.set('WARN', f'ignored a bad sage/features/places: {exc}')
+                return
+            self.reward = 0.0            # an arrival reward counts once
+            if sensed is not None:
+                self._publish_plan_step(sensed)
+
+    def _publish_plan_step(self, sensed) -> None:
+        follower, result = self.plan.follower, self.plan.result
+        text = follower.text() if follower is not None else self.instruction
+        self._publish(text, sensed.vector, sensed.trust, sensed.stamp_s, sensed.quality,
+                      '' if follower is not None else f'no plan: {result.error[:80]}')
+        self.pub_plan.publish(String(data=json.dumps({
+            'instruction': self.instruction, 'valid': follower is not None,
+            'plan': plan_json(follower.steps) if follower is not None else result.text,
+            'step': follower.index if follower is not None else -1,
+            'target': follower.target if follower is not None else '',
+            'now': text, 'latency_s': round(result.latency_s, 3), 'error': result.error})))
+
     def _on_reward(self, msg: Float32) -> None:
+        if self.planning and np.isfinite(msg.data):
+            self.reward = max(self.reward, float(msg.data))
         followed = time.monotonic() - self.last_published < self.p['reward_window_s']
         if np.isfinite(msg.data) and followed:          # reward that followed our thoughts
             self.rewards = (self.rewards + [float(msg.data)])[-200:]
@@ -255,7 +329,7 @@ class CognitionNode(GuardedNode):
             except queue.Empty:
                 period = self.p['think_period_s']
                 if period and self.instruction and self.backend is not None and \
-                        time.monotonic() - self.last_thought > period:
+                        not self.planning and time.monotonic() - self.last_thought > period:
                     job = ('period', self.instruction, stamp(self), None)
                 else:
                     continue
@@ -267,7 +341,24 @@ class CognitionNode(GuardedNode):
                 sensed = self.instruction_sensing.step(text, 0.0)
                 self._publish(text, sensed.vector, sensed.trust, when, sensed.quality)
                 continue
+            if self.planning and kind == 'instruction':
+                self._plan(text, when)
+                continue
             self._think(text, when, embed, action)
+
+    def _plan(self, text, when) -> None:
+        """Plan a new instruction (the model thinks here, off the executor)."""
+        self.busy = True
+        try:
+            result = self.plan.plan(text, self._stopping.is_set)
+        finally:
+            self.busy = False
+        if result.steps is None:
+            self.failures += 1
+        with self._plan_lock:
+            self.reward = 0.0
+            sensed = self.plan.start(text, result, when)
+            self._publish_plan_step(sensed)
 
     def _think(self, instruction, when, embed, action=None) -> None:
         """Think once, with ``busy`` set while it lasts."""
@@ -317,10 +408,12 @@ class CognitionNode(GuardedNode):
                     'messages': messages, 'answer': text, 'trust': scored['trust'],
                     'latency_s': thought.latency_s, 'tokens': int(thought.tokens),
                     'reward_before': reward_avg})
-            self._publish(text, vector, scored['trust'], when,
-                          {**{k: v for k, v in scored.items() if k != 'trust'},
-                           'latency_s': thought.latency_s, 'tokens': float(thought.tokens)},
-                          why(scored, thought.latency_s, self.p['latency_budget_s']))
+            if not self.planning:        # a planner's feature is its plan, not a musing
+                self._publish(text, vector, scored['trust'], when,
+                              {**{k: v for k, v in scored.items() if k != 'trust'},
+                               'latency_s': thought.latency_s,
+                               'tokens': float(thought.tokens)},
+                              why(scored, thought.latency_s, self.p['latency_budget_s']))
         if action is not None:
             action['done'].set_result((text, scored['trust'], thought.latency_s,
                                        thought.cancelled, ''))

@@ -131,7 +131,7 @@ EXAMPLES = (
     ('go to red and then come back to where you started', ((GO, 'red'), ('return', 'none'))),
     ('visit the green beacon, then return to the start', ((GO, 'green'), ('return', 'none'))),
 )
-SHOTS = 6
+SHOTS = 4
 PREAMBLE = ('A robot turns instructions into JSON plans. Beacons: red, green, blue, yellow. '
             'Steps: go_to a beacon; go_near a beacon (the beacon nearest it); go_except a '
             'beacon (any other beacon); return (to the start); explore; stop. Each '
@@ -321,15 +321,24 @@ class PlanSensing:
 
         ValueError when nothing printable is left of ``text``.
         """
-        sensed = self.sensing.step(text, stamp_s)
-        self.follower, self.result = None, None
+        return self.start(text, self.plan(text, should_stop), stamp_s)
+
+    def plan(self, text: str, should_stop: Callable[[], bool] = lambda: False):
+        """Return the planner's result for ``text`` (slow: a model thinks; None without one)."""
         if self.planner is None:
+            return None
+        return self.planner.plan(self.sensing.clean(text), should_stop)
+
+    def start(self, text: str, result: PlanResult | None, stamp_s: float) -> Sensed:
+        """Follow ``result`` (from ``plan``) for the instruction ``text``; the first feature."""
+        sensed = self.sensing.step(text, stamp_s)
+        self.follower, self.result = None, result
+        if result is None:
             return sensed
-        self.result = self.planner.plan(self.sensing.clean(text), should_stop)
-        if self.result.steps is None:
+        if result.steps is None:
             return Sensed(sensed.vector, 0.5, {'plan_valid': 0.0,
-                                               'latency_s': self.result.latency_s}, stamp_s)
-        self.follower = PlanFollower(self.result.steps)
+                                               'latency_s': result.latency_s}, stamp_s)
+        self.follower = PlanFollower(result.steps)
         return self._sensed(stamp_s)
 
     def _sensed(self, stamp_s: float) -> Sensed:

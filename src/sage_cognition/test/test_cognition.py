@@ -32,7 +32,7 @@ def local():
 @pytest.fixture(scope='module')
 def server(local):
     """A real OpenAI-compatible chat server (streaming SSE) around the embedded model."""
-    state = {'fail_next': 0, 'garbage': False, 'words': False}
+    state = {'fail_next': 0, 'garbage': False, 'words': False, 'answer': '', 'requests': []}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -43,6 +43,7 @@ def server(local):
                 self.send_error(404)
                 return
             body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
+            state['requests'].append(body)
             if state['fail_next']:
                 state['fail_next'] -= 1
                 self.send_error(503, 'busy')
@@ -73,7 +74,9 @@ def server(local):
                 chunk = {'choices': [{'index': 0, 'delta': {'content': piece}}]}
                 self.wfile.write(f'data: {json.dumps(chunk)}\n\n'.encode())
                 self.wfile.flush()
-            if state['words']:                      # a broken model repeating itself
+            if state['answer']:                     # a fixed answer (a plan)
+                send(state['answer'])
+            elif state['words']:                    # a broken model repeating itself
                 for _ in range(10):
                     send('left ')
             else:
@@ -349,3 +352,62 @@ def test_node_hot_swaps_an_announced_adapter_and_refuses_a_bad_one(adapter, tmp_
         assert g.wait_for(lambda: n.adapter_checkpoint == base.path, 60)
         assert n.backend.adapter is None and not os.path.exists(unpacked)
         assert 'purple' not in n.backend.generate(QUESTION, 10).text
+
+
+def test_the_node_plans_follows_the_plan_and_survives_a_garbled_one(server):
+    """A sequence instruction: plan, step done by memory, step done by reward, stop."""
+    from nav_msgs.msg import Odometry
+    from sage_cognition.embedding import embed
+    from sage_testing.places import places
+    url, state = server
+    state['answer'] = ('{"steps": [{"do": "go_to", "to": "red"}, '
+                       '{"do": "go_to", "to": "blue"}]}')
+    try:
+        with Graph() as g:
+            n = node(g, name='main', backend='openai', url=url, plan=True)
+            features = g.collect(Feature, 'sage/features/cognition_main')
+            plans = g.collect(String, 'sage/cognition/main/plan', qos_from_name('LATCHED'))
+            place = g.publisher(Feature, 'sage/features/places', qos_from_name('SENSOR_DATA'))
+            odom = g.publisher(Odometry, 'odom', qos_from_name('SENSOR_DATA'))
+            reward = g.publisher(Float32, 'sage/reward')
+            instruction = g.publisher(String, 'sage/instruction', qos_from_name('LATCHED'))
+            instruction.publish(String(data='first red, then blue'))
+
+            def now(text):
+                return lambda: plans and json.loads(plans[-1].data)['now'] == text and \
+                    features and np.allclose(features[-1].data, embed(text), atol=1e-5)
+            assert g.wait_for(now('go to the red beacon'), 30), [p.data for p in plans]
+            sent = state['requests'][-1]
+            assert sent['response_format']['json_schema']['schema']['required'] == ['steps']
+            assert 'first red, then blue' in sent['messages'][0]['content']
+            first = json.loads(plans[-1].data)
+            assert first['valid'] and first['step'] == 0 and features[-1].trust > 0.9
+            for bad in (Feature(modality='places', data=[float('nan')] * 396),
+                        Feature(modality='places', data=[1.0] * 7)):
+                place.publish(bad)                      # rejected, the node runs on
+            o = Odometry()
+            o.pose.pose.position.x, o.pose.pose.orientation.w = 1.7, 1.0
+            odom.publish(o)
+            time.sleep(0.3)
+
+            def arrive():
+                place.publish(Feature(modality='places',
+                                      data=places(('red', 0.3, 0.0)).tolist()))
+                return now('go to the blue beacon')()
+            assert g.wait_for(arrive, 20)                # memory: red is under the robot
+            assert json.loads(plans[-1].data)['step'] == 1
+
+            def bonus():
+                reward.publish(Float32(data=1.0))
+                place.publish(Feature(modality='places', data=places().tolist()))
+                return now('stop')()
+            assert g.wait_for(bonus, 20)                 # the world's arrival bonus
+            state['answer'] = 'sure! go left, then maybe right'   # a model off the rails
+            n.plan.planner.constrained = False           # (a server that ignores the schema)
+            instruction.publish(String(data='go to the green beacon'))
+            assert g.wait_for(lambda: not json.loads(plans[-1].data)['valid'], 30)
+            assert features[-1].trust == 0.5
+            assert np.allclose(features[-1].data, embed('go to the green beacon'), atol=1e-5)
+            assert n.context.ok() and n._worker.is_alive() and n.failures >= 1
+    finally:
+        state['answer'] = ''
