@@ -54,8 +54,12 @@ def model_latency(root, backend, n=300, device='cpu'):
     return float(np.median(times)), float(np.percentile(times, 99))
 
 
-def loop_latency(seconds=25.0, camera_hz=30.0):
+def loop_latency(seconds=25.0, camera_hz=30.0, listen=None):
     """Camera frame -> decision in wall time, with the full graph in one process per node.
+
+    Returns {p50, p99, model_p50, frames_decided, frames_seen, samples: [(frame heard,
+    latency ms)], started}; ``listen(node, started)`` may add subscriptions of its own
+    (``started``: monotonic time of the graph's start).
 
     The world steps 0.1 s of sim time per frame; ``camera_hz`` frames per wall
     second is its real_time_factor (3 for 30 Hz), so the graph carries that load.
@@ -75,10 +79,13 @@ def loop_latency(seconds=25.0, camera_hz=30.0):
         text = f.read().replace('real_time_factor: 1.0', f'real_time_factor: {camera_hz / 10}')
     with open(params, 'w') as f:
         f.write(text)
+    started = time.monotonic()
     proc = subprocess.Popen(['sage', 'run', '--processes', '--params-file', params, '--duration',
                              str(seconds + 15)], stdout=subprocess.DEVNULL)
     rclpy.init()
     node = rclpy.create_node('bench_latency')
+    if listen is not None:
+        listen(node, started)
     frames, cycles = {}, []
 
     def ns(stamp):
@@ -104,10 +111,12 @@ def loop_latency(seconds=25.0, camera_hz=30.0):
         k = int(np.argmin(np.abs(stamps - frame)))
         if abs(stamps[k] - frame) < 5_000_000:  # 5 ms: frames are 100 ms of sim time apart
             first.setdefault(int(stamps[k]), (heard, m.latency_ms))
-    lat = [1e3 * (heard - frames[f]) for f, (heard, _) in first.items()]
-    model = [ms for _, ms in first.values()]
-    return (float(np.median(lat)), float(np.percentile(lat, 99)), float(np.median(model)),
-            len(lat), len(frames))
+    samples = [(frames[f], 1e3 * (heard - frames[f])) for f, (heard, _) in first.items()]
+    lat = [ms for _, ms in samples]
+    return {'p50': float(np.median(lat)), 'p99': float(np.percentile(lat, 99)),
+            'model_p50': float(np.median([ms for _, ms in first.values()])),
+            'frames_decided': len(lat), 'frames_seen': len(frames), 'samples': samples,
+            'started': started}
 
 
 def gpu_main(root):
@@ -143,7 +152,8 @@ def main():
     learned = success(root, FAULTY)
     uniform = success(root, FAULTY, uniform=True)
     lat = {b: model_latency(root, b) for b in ('torch', 'onnxruntime')}
-    p50, p99, model_p50, n, n_frames = loop_latency()
+    loop = loop_latency()
+    p50, p99, model_p50 = loop['p50'], loop['p99'], loop['model_p50']
     summary = {'success': ours.success_rate, 'random_success': rand.success_rate,
                'oracle_success': oracle.success_rate,
                'fault_success_learned_trust': learned.success_rate,
@@ -166,7 +176,8 @@ def main():
             ('  model time p50 in the graph, ms', f'{model_p50:.2f}'),
             *[(f'model latency {b} p50 / p99 ms (batch 1, CPU)', f'{v[0]:.2f} / {v[1]:.2f}')
               for b, v in lat.items()]]
-    write('coherence', summary, rows, {'frames_decided': n, 'frames_seen': n_frames,
+    write('coherence', summary, rows, {'frames_decided': loop['frames_decided'],
+                                       'frames_seen': loop['frames_seen'],
                                        'episodes': ours.episodes})
 
 

@@ -17,10 +17,16 @@ Plans are made once per instruction on one CPU thread (greedy decoding: the same
 give the same plan; the episodes reuse it). Summary: success_language_<planner>,
 plan_accuracy_<planner> (the plan's steps, resolved on the true layout, reach what the
 instruction asks), parse_rate_<planner>, plan_latency_p50_s / _p90_s of the best, and
-success_morning with the best planner.
+success_morning with the best planner. Then the default graph (`sage run --processes`,
+config/sage.yaml, the world at 30 Hz): first_plan_s_in_graph (start -> the first valid
+plan on sage/cognition/main/plan) and loop_latency_p99_ms_thinking (camera frame ->
+decision, for frames heard while the model was generating a plan: from an instruction
+to the plan that answered it). `--graph-only` runs just that part.
 """
 
+import json
 import os
+import sys
 import time
 
 import common  # noqa: F401  (first: ROS on localhost, a run-unique domain)
@@ -83,7 +89,58 @@ class Expected:
         return PlanResult(self.plans[instruction], '', 0.0)
 
 
+def in_graph(seconds: float = 60.0) -> dict:
+    """First plan and loop latency while planning, in the default graph (see the doc)."""
+    from coherence import loop_latency
+    from sage_ros.common import qos_from_name
+    from std_msgs.msg import String
+    plans, instructions = [], []
+
+    def listen(node, started):
+        node.create_subscription(String, 'sage/cognition/main/plan', lambda m: plans.append(
+            (time.monotonic(), json.loads(m.data))), qos_from_name('LATCHED'))
+        node.create_subscription(String, 'sage/instruction', lambda m: instructions.append(
+            time.monotonic()), qos_from_name('LATCHED'))
+    loop = loop_latency(seconds, listen=listen)
+    first = next((t - loop['started'] for t, p in plans if p['valid']), None)
+    windows = [(t, next((tp for tp, _ in plans if tp > t), t)) for t in instructions]
+    thinking = [ms for heard, ms in loop['samples'] if any(a <= heard <= b for a, b in windows)]
+    return {'first_plan_s': first, 'loop_p50_ms': loop['p50'], 'loop_p99_ms': loop['p99'],
+            'thinking_frames': len(thinking),
+            'thinking_p99_ms': float(np.percentile(thinking, 99)) if thinking else None,
+            'thinking_s': sum(b - a for a, b in windows),
+            'plans': [p for _, p in plans], 'frames_decided': loop['frames_decided']}
+
+
+def graph_rows(summary: dict, rows: list, detail: dict) -> None:
+    """Add the in-graph figures to the summary and the table."""
+    g = in_graph()
+    detail['graph'] = g
+    summary['first_plan_s_in_graph'] = None if g['first_plan_s'] is None else round(
+        g['first_plan_s'], 1)
+    summary['loop_latency_p99_ms_thinking'] = None if g['thinking_p99_ms'] is None else round(
+        g['thinking_p99_ms'], 1)
+    summary['loop_latency_p99_ms_graph'] = round(g['loop_p99_ms'], 1)
+    rows.append(('default graph: first plan after start, s', summary['first_plan_s_in_graph']))
+    rows.append(('  loop p99 ms while a plan is generated / all',
+                 f'{summary["loop_latency_p99_ms_thinking"]} / {g["loop_p99_ms"]:.1f} '
+                 f'({g["thinking_frames"]} frames in {g["thinking_s"]:.0f} s of thinking)'))
+
+
 def main():
+    if '--graph-only' in sys.argv[1:]:
+        summary, rows, detail = {}, [('measure', 'value')], {}
+        graph_rows(summary, rows, detail)
+        old = os.path.join(RESULTS, 'language.json')
+        if os.path.exists(old):                 # keep the offline figures of the last run
+            with open(old) as f:
+                kept = json.load(f)
+            summary = {**kept['summary'], **summary}
+            detail = {**kept['detail'], **detail}
+            rows = [tuple(r) for r in kept['rows'] if not r[0].startswith(
+                ('default graph', '  loop p99'))] + rows[1:]
+        write('language', summary, rows, detail)
+        return
     torch.set_num_threads(1)
     root = resolve_path('models')
     install_base(root)
@@ -148,6 +205,7 @@ def main():
     morning = evaluate(lambda w: policy(runtime, planners[best]), MORNING, workers=WORKERS)
     summary['success_morning'] = round(morning.success_rate, 3)
     rows.append((f'morning with {best}', f'{morning.success_rate:.2f}'))
+    graph_rows(summary, rows, detail)
     write('language', summary, rows, detail)
     plot(summary, [n for n in planners])
 

@@ -182,10 +182,10 @@ class LocalBackend:
                 ids = self._tok.apply_chat_template(messages, add_generation_prompt=True,
                                                     return_tensors='pt')
             ids = (ids if isinstance(ids, torch.Tensor) else ids['input_ids']).to(self.device)
-            processors = []
             if json_schema:
-                import xgrammar as xgr
-                processors.append(xgr.contrib.hf.LogitsProcessor(self._grammar(json_schema)))
+                text, tokens = self._constrained(ids, self._grammar(json_schema), max_tokens,
+                                                 on_token, should_stop)
+                return Thought(text, tokens, time.monotonic() - start, bool(should_stop()))
             streamer = TextIteratorStreamer(self._tok, skip_prompt=True,
                                             skip_special_tokens=True)
 
@@ -201,8 +201,7 @@ class LocalBackend:
                 with torch.inference_mode():
                     out['ids'] = self._model.generate(
                         ids, max_new_tokens=max_tokens, do_sample=False, streamer=streamer,
-                        stopping_criteria=[Stop()], pad_token_id=self._tok.eos_token_id,
-                        logits_processor=processors)
+                        stopping_criteria=[Stop()], pad_token_id=self._tok.eos_token_id)
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
             pieces = []
@@ -213,6 +212,45 @@ class LocalBackend:
             worker.join()
         tokens = int(out['ids'].shape[1] - ids.shape[1]) if 'ids' in out else 0
         return Thought(''.join(pieces), tokens, time.monotonic() - start, bool(should_stop()))
+
+    def _constrained(self, ids, grammar, max_tokens, on_token, should_stop):
+        """Greedy decoding under a grammar, with jump-forward: returns (text, tokens).
+
+        Each step masks the tokens the grammar forbids (xgrammar) and takes the best
+        one; whatever the grammar then forces (keys, quotes, brackets) is appended
+        without asking the model and fed back in one forward pass, so a plan costs a
+        model step per choice, not per token. It ends when the JSON is complete.
+        """
+        import torch
+        import xgrammar as xgr
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        matcher = xgr.GrammarMatcher(grammar)
+        mask = xgr.allocate_token_bitmask(1, grammar.tokenizer_info.vocab_size)
+        out, past, feed, said = [], None, ids, ''
+        with torch.inference_mode():
+            while len(out) < max_tokens and not should_stop():
+                result = self._model(input_ids=feed, past_key_values=past, use_cache=True,
+                                     logits_to_keep=1)
+                past = result.past_key_values
+                logits = result.logits[:, -1].float().cpu()
+                matcher.fill_next_token_bitmask(mask)
+                xgr.apply_token_bitmask_inplace(logits, mask)
+                token = int(logits.argmax(-1))
+                if token in matcher.stop_token_ids or not matcher.accept_token(token):
+                    break
+                new = [token] + matcher.find_jump_forward_tokens()
+                for forced in new[1:]:
+                    matcher.accept_token(forced)
+                out += new
+                text = self._tok.decode(out, skip_special_tokens=True)
+                if on_token and text[len(said):]:
+                    on_token(text[len(said):])
+                said = text
+                if matcher.is_completed() or matcher.is_terminated():
+                    break
+                feed = torch.tensor([new], device=self.device)
+        return said, len(out)
 
 
 class OpenAIBackend:

@@ -214,8 +214,10 @@ class CognitionNode(GuardedNode):
     def _on_odom(self, msg: Odometry) -> None:
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
         yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
-        if all(map(math.isfinite, (p.x, p.y, yaw))):
+        if all(map(math.isfinite, (p.x, p.y, yaw))) and max(abs(p.x), abs(p.y)) < 1e6:
             self.pose = (float(p.x), float(p.y), yaw)
+        else:
+            self.diag.set('WARN', 'ignored odom: a position non-finite or beyond 1000 km')
 
     def _on_places(self, msg: Feature) -> None:
         """Follow the plan: a step done or resolved anew publishes the next one."""
@@ -223,8 +225,9 @@ class CognitionNode(GuardedNode):
             if self.plan.follower is None:
                 return
             data = np.asarray(msg.data, np.float32)
-            if not np.all(np.isfinite(data)):
-                self.diag.set('WARN', 'ignored sage/features/places with non-finite numbers')
+            if not np.all(np.isfinite(data)) or np.abs(data).max(initial=0.0) > 10.0:
+                self.diag.set('WARN', 'ignored sage/features/places: numbers non-finite or '
+                              'beyond 10 (tokens hold values near [-1.5, 1.5])')
                 return
             try:
                 sensed = self.plan.follow(data, self.pose,
@@ -347,7 +350,15 @@ class CognitionNode(GuardedNode):
             self._think(text, when, embed, action)
 
     def _plan(self, text, when) -> None:
-        """Plan a new instruction (the model thinks here, off the executor)."""
+        """Plan a new instruction (the model thinks here, off the executor).
+
+        Until the plan is ready the instruction's own embedding stands in (as with
+        backend none), so the robot never follows the previous instruction meanwhile.
+        """
+        sensed = self.instruction_sensing.step(text, 0.0)
+        with self._plan_lock:
+            self.plan.follower = None
+            self._publish(text, sensed.vector, sensed.trust, when, sensed.quality)
         self.busy = True
         try:
             result = self.plan.plan(text, self._stopping.is_set)

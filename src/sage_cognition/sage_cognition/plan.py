@@ -104,32 +104,41 @@ def say(step: Step | None, target: str = '') -> str:
 # nearest last: a small model copies the structure of a similar example best
 GO, NEAR, EXCEPT = 'go_to', 'go_near', 'go_except'
 EXAMPLES = (
-    ('go to the red beacon', ((GO, 'red'),)),
-    ('find the blue beacon', ((GO, 'blue'),)),
-    ('go to the beacon the colour of a ripe tomato', ((GO, 'red'),)),
-    ('find the one that looks like a lemon', ((GO, 'yellow'),)),
-    ('go to the beacon the colour of a frog', ((GO, 'green'),)),
-    ('find the one that looks like the sea', ((GO, 'blue'),)),
-    ('go to the beacon the colour of a fire engine', ((GO, 'red'),)),
-    ('find the one that looks like a leaf', ((GO, 'green'),)),
-    ('go to the beacon the colour of a banana', ((GO, 'yellow'),)),
-    ('go to the beacon the colour of blueberries', ((GO, 'blue'),)),
-    ('go to the beacon nearest the blue one', ((NEAR, 'blue'),)),
-    ('find the beacon closest to yellow', ((NEAR, 'yellow'),)),
-    ('go to the beacon nearest the red one', ((NEAR, 'red'),)),
-    ('find the beacon closest to green', ((NEAR, 'green'),)),
-    ('visit green, then red', ((GO, 'green'), (GO, 'red'))),
-    ('go to the yellow beacon and after that the blue one', ((GO, 'yellow'), (GO, 'blue'))),
-    ('visit blue, then yellow', ((GO, 'blue'), (GO, 'yellow'))),
-    ('go to the red beacon and after that the green one', ((GO, 'red'), (GO, 'green'))),
-    ('go to any beacon except red', ((EXCEPT, 'red'),)),
-    ('any beacon but the green one', ((EXCEPT, 'green'),)),
-    ('go to any beacon except yellow', ((EXCEPT, 'yellow'),)),
-    ('any beacon but the blue one', ((EXCEPT, 'blue'),)),
-    ('go to yellow and then come back to where you started', ((GO, 'yellow'), ('return', 'none'))),
-    ('visit the blue beacon, then return to the start', ((GO, 'blue'), ('return', 'none'))),
-    ('go to red and then come back to where you started', ((GO, 'red'), ('return', 'none'))),
-    ('visit the green beacon, then return to the start', ((GO, 'green'), ('return', 'none'))),
+    ('name', 'go to the red beacon', ((GO, 'red'),)),
+    ('name', 'find the blue beacon', ((GO, 'blue'),)),
+    ('name', 'please drive to green', ((GO, 'green'),)),
+    ('name', 'head for the yellow one', ((GO, 'yellow'),)),
+    ('name', 'your target is the red beacon', ((GO, 'red'),)),
+    ('knowledge', 'go to the beacon the colour of a ripe tomato', ((GO, 'red'),)),
+    ('knowledge', 'find the one that looks like a lemon', ((GO, 'yellow'),)),
+    ('knowledge', 'go to the beacon the colour of a frog', ((GO, 'green'),)),
+    ('knowledge', 'find the one that looks like the sea', ((GO, 'blue'),)),
+    ('knowledge', 'go to the beacon the colour of a fire engine', ((GO, 'red'),)),
+    ('knowledge', 'find the one that looks like a leaf', ((GO, 'green'),)),
+    ('knowledge', 'go to the beacon the colour of a banana', ((GO, 'yellow'),)),
+    ('knowledge', 'go to the beacon the colour of blueberries', ((GO, 'blue'),)),
+    ('relation', 'go to the beacon nearest the blue one', ((NEAR, 'blue'),)),
+    ('relation', 'find the beacon closest to yellow', ((NEAR, 'yellow'),)),
+    ('relation', 'go to the beacon nearest the red one', ((NEAR, 'red'),)),
+    ('relation', 'find the beacon closest to green', ((NEAR, 'green'),)),
+    ('sequence', 'visit green, then red', ((GO, 'green'), (GO, 'red'))),
+    ('sequence', 'go to the yellow beacon and after that the blue one',
+     ((GO, 'yellow'), (GO, 'blue'))),
+    ('sequence', 'visit blue, then yellow', ((GO, 'blue'), (GO, 'yellow'))),
+    ('sequence', 'go to the red beacon and after that the green one',
+     ((GO, 'red'), (GO, 'green'))),
+    ('exclusion', 'go to any beacon except red', ((EXCEPT, 'red'),)),
+    ('exclusion', 'any beacon but the green one', ((EXCEPT, 'green'),)),
+    ('exclusion', 'go to any beacon except yellow', ((EXCEPT, 'yellow'),)),
+    ('exclusion', 'any beacon but the blue one', ((EXCEPT, 'blue'),)),
+    ('return', 'go to yellow and then come back to where you started',
+     ((GO, 'yellow'), ('return', 'none'))),
+    ('return', 'visit the blue beacon, then return to the start',
+     ((GO, 'blue'), ('return', 'none'))),
+    ('return', 'go to red and then come back to where you started',
+     ((GO, 'red'), ('return', 'none'))),
+    ('return', 'visit the green beacon, then return to the start',
+     ((GO, 'green'), ('return', 'none'))),
 )
 SHOTS = 4
 PREAMBLE = ('A robot turns instructions into JSON plans. Beacons: red, green, blue, yellow. '
@@ -139,20 +148,32 @@ PREAMBLE = ('A robot turns instructions into JSON plans. Beacons: red, green, bl
 _pool: dict = {}
 
 
-def shots(instruction: str, k: int = SHOTS) -> list:
-    """Return the ``k`` examples nearest ``instruction`` in meaning, the nearest last."""
+def shots(instruction: str, k: int = SHOTS, per_kind: bool = False) -> list:
+    """Return the ``k`` examples nearest ``instruction`` in meaning, the nearest last.
+
+    ``per_kind``: the nearest example of each kind instead (every kind shown once).
+    """
     from sage_cognition.embedding import embed
     if 'vectors' not in _pool:
-        _pool['vectors'] = embed([text for text, _ in EXAMPLES])
-    order = np.argsort(_pool['vectors'] @ embed(instruction))[-k:]
-    return [(EXAMPLES[i][0], tuple(Step(*s) for s in EXAMPLES[i][1])) for i in order]
+        _pool['vectors'] = embed([text for _, text, _ in EXAMPLES])
+    similarity = _pool['vectors'] @ embed(instruction)
+    order = list(np.argsort(similarity))
+    if per_kind:
+        best = {}
+        for i in order:                          # ascending: the last of a kind is its best
+            best[EXAMPLES[i][0]] = i
+        order = sorted(best.values(), key=lambda i: similarity[i])
+    else:
+        order = order[-k:]
+    return [(EXAMPLES[i][1], tuple(Step(*s) for s in EXAMPLES[i][2])) for i in order]
 
 
-def prompt(instruction: str, max_chars: int = 240, k: int = SHOTS) -> str:
+def prompt(instruction: str, max_chars: int = 240, k: int = SHOTS,
+           per_kind: bool = False) -> str:
     """Return the few-shot prompt for one instruction (sanitised: one line, no control chars)."""
     instruction = sanitize(instruction, max_chars)
     examples = ''.join(f'Instruction: {text}\nPlan: {plan_json(steps)}\n\n'
-                       for text, steps in shots(instruction or ' ', k))
+                       for text, steps in shots(instruction or ' ', k, per_kind))
     return f'{PREAMBLE}{examples}Instruction: {instruction}\nPlan: '
 
 

@@ -85,12 +85,15 @@ def test_the_prompt_keeps_an_instruction_on_one_data_line():
 
 
 def test_few_shot_examples_use_training_phrasings_only():
+    import re
     from sage_sim.language import COLOURED, TEMPLATES
-    held_out = [t.split('{')[0] for train, test in TEMPLATES.values() for t in test]
-    held_out += [thing for train, test in COLOURED.values() for thing in test]
-    for text, _ in EXAMPLES:
-        assert not any(h and h in text for h in held_out), text
-        parse_plan(json.dumps({'steps': [{'do': d, 'to': t} for d, t in _]}))
+    held_out = [re.escape(t).replace(r'\{a\}', '.+').replace(r'\{b\}', '.+')
+                for train, test in TEMPLATES.values() for t in test]
+    things = [thing for train, test in COLOURED.values() for thing in test]
+    for _, text, steps in EXAMPLES:
+        assert not any(re.fullmatch(h, text) for h in held_out), text
+        assert not any(re.search(rf'\b{thing}\b', text) for thing in things), text
+        parse_plan(json.dumps({'steps': [{'do': d, 'to': t} for d, t in steps]}))
 
 
 @pytest.mark.slow

@@ -23,8 +23,8 @@ def landmarks(vector, label_vectors: dict, range_scale_m: float = RANGE_SCALE_M)
     """Return the remembered landmarks as (label, x, y) in ``base_link``, nearest first.
 
     ``label_vectors`` maps the labels to read to their sentence embeddings; a token
-    takes the label whose embedding matches its own best (frontier and empty tokens
-    are skipped). Raises ValueError when the vector is not whole tokens.
+    takes the label whose embedding is its own (tokens of other labels, the frontier
+    and empty tokens are skipped). Raises ValueError when the vector is not whole tokens.
     """
     v = np.asarray(vector, np.float32).reshape(-1)
     if v.size % TOKEN_DIM:
@@ -40,7 +40,10 @@ def landmarks(vector, label_vectors: dict, range_scale_m: float = RANGE_SCALE_M)
     for t in v.reshape(-1, TOKEN_DIM):
         if t[valid] < 0.5 or t[frontier] > 0.5:
             continue
-        label = names[int(np.argmax(table @ t[len(FIELDS):]))]
+        match = table @ t[len(FIELDS):]
+        if match.max() < 0.95:          # a place of another label (pillar, the start)
+            continue
+        label = names[int(np.argmax(match))]
         r = float(t[rng]) * range_scale_m
         angle = math.atan2(float(t[sin]), float(t[cos]))
         out.append((label, r * math.cos(angle), r * math.sin(angle)))

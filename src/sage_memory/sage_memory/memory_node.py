@@ -84,6 +84,8 @@ PARAMS = [
           "coherence model's size; 0: not published)", low=0, high=256),
     Param('places_routes', True, "each places token's waypoint follows the shortest path over "
           'the remembered grid (false: the straight line)'),
+    Param('places_start', True, 'a places token for where the robot started (the odom origin, '
+          'labelled "where you started"), so "go back to where you started" has a place'),
     Param('forget_places_each_episode', True, 'clear landmarks and grid when sage/episode '
           'says an episode ended (the built-in world lays out a new arena and odom restarts)'),
 ]
@@ -150,7 +152,8 @@ class MemoryNode(GuardedNode):
             self.create_service(QueryLandmarks, 'sage/memory/query', self._query)
             if self.p['places_tokens']:
                 self.places = PlacesFeature(PlacesConfig(max_tokens=self.p['places_tokens'],
-                                                         routes=self.p['places_routes']))
+                                                         routes=self.p['places_routes'],
+                                                         start_place=self.p['places_start']))
                 self.places.load()          # the sentence model now, not at the first frame
                 self.pub_places = self.create_publisher(Feature, 'sage/features/places',
                                                         qos_from_name('SENSOR_DATA'))

@@ -30,7 +30,9 @@ from sage_common.features import Sensed
 from sage_common.places_layout import EMBED_DIM, FIELDS, RANGE_SCALE_M
 
 from sage_memory.route import RouteConfig, Routes
-from sage_memory.spatial import SpatialMemory
+from sage_memory.spatial import Landmark, SpatialMemory
+
+START_LABEL = 'where you started'     # the start place's label: "go back to where you started"
 
 
 @dataclass
@@ -46,6 +48,7 @@ class PlacesConfig:
     frontier_min_m: float = 0.75      # nearer frontier cells are under the robot's nose
     frontier_turn_m: float = 1.0      # a radian of turning costs as much as a metre of path
     routes: bool = True               # False: the straight line (what the routes add)
+    start_place: bool = True          # a token for where the robot started (the odom origin)
     route: RouteConfig | None = None  # None: RouteConfig's defaults
 
     @property
@@ -90,13 +93,17 @@ class PlacesFeature:
         x, y, yaw = (float(v) for v in pose)
         tokens = np.zeros((c.max_tokens, c.token_dim), np.float32)
         slots = c.max_tokens - int(c.frontier)
-        nearest = sorted(memory.landmarks, key=lambda m: math.hypot(m.mean[0] - x,
-                                                                    m.mean[1] - y))
+        places = list(memory.landmarks)
+        if c.start_place:             # remembered from the start, long out of view
+            places.append(Landmark(START_LABEL, np.zeros(2), np.eye(2) * 0.01, 0.0,
+                                   t - c.age_scale_s))
+        nearest = sorted(places, key=lambda m: math.hypot(m.mean[0] - x, m.mean[1] - y))
         best = 0.0
         routes = Routes(memory, x, y, c.route, plan=c.routes)
         for token, m in zip(tokens, nearest[:slots]):
             confidence = math.exp(-m.std_m / c.confidence_scale_m)
-            best = max(best, confidence)
+            if m.label != START_LABEL:
+                best = max(best, confidence)
             self._place(token, routes, m.mean[0], m.mean[1], yaw)
             token[4:8] = (confidence, min(1.0, (t - m.last_seen) / c.age_scale_s),
                           min(1.0, math.log1p(m.times_seen) / 5.0),

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 from sage_cognition.embedding import embed
 from sage_memory.places import FIELDS, PlacesConfig, PlacesFeature, tokens
 from sage_memory.spatial import SpatialMemory
@@ -59,7 +60,7 @@ def test_label_embeddings_match_the_instruction_that_names_them():
 
 
 def test_empty_memory_padding_frontier_and_the_token_limit():
-    places = PlacesFeature(PlacesConfig(max_tokens=4))
+    places = PlacesFeature(PlacesConfig(max_tokens=4, start_place=False))
     empty = places.step(SpatialMemory(), (0.0, 0.0, 0.0), 0.0)
     assert not np.any(empty.vector) and empty.trust == 1.0
     assert empty.vector.shape == (4 * (N + 384),)
@@ -76,3 +77,21 @@ def test_empty_memory_padding_frontier_and_the_token_limit():
     tk = tokens(places.step(mem, (0.0, 0.0, 0.0), 1.0).vector, places.cfg)
     assert tk[:, 0].tolist() == [1, 1, 1, 1] and tk[3, 8] == 1
     assert np.allclose(tk[:3, 3] * 8.0, [1.0, 2.0, 3.0], atol=0.05)   # the nearest first
+
+
+def test_the_start_is_a_place_that_a_return_instruction_matches():
+    from sage_memory.places import START_LABEL
+    places = PlacesFeature()
+    tk = tokens(places.step(SpatialMemory(), (1.5, -2.0, math.pi / 2), 100.0).vector)
+    start = tk[0]
+    assert start[0] == 1 and start[8] == 0                      # a place, not the frontier
+    assert start[3] * 8.0 == pytest.approx(2.5, abs=1e-5)       # the odom origin, 2.5 m away
+    bearing = math.atan2(start[2], start[1])                    # world bearing -> base_link
+    assert bearing == pytest.approx(math.atan2(2.0, -1.5) - math.pi / 2, abs=1e-5)
+    assert start[5] == 1.0 and start[7] == 0.0                  # long out of view
+    assert np.array_equal(start[len(FIELDS):], embed(START_LABEL))
+    back, red = embed('go back to where you started'), embed('go to the red beacon')
+    labels = ['red', 'green', 'blue', 'yellow', 'pillar']
+    assert embed(START_LABEL) @ back > max(embed(lb) @ back for lb in labels) + 0.3
+    assert embed(START_LABEL) @ red < embed('red') @ red - 0.15
+    assert places.step(SpatialMemory(), (0, 0, 0), 0.0).trust == 1.0   # not a memory

@@ -3,7 +3,7 @@
 import math
 
 import numpy as np
-from sage_memory.places import FIELDS, PlacesFeature, tokens
+from sage_memory.places import FIELDS, PlacesConfig, PlacesFeature, tokens
 from sage_memory.route import Routes
 from sage_memory.spatial import SpatialMemory
 
@@ -59,7 +59,7 @@ def test_no_known_path_is_none_and_a_near_goal_is_the_goal_itself():
 
 def test_the_places_token_carries_the_route_and_falls_back_to_the_straight_line():
     from types import SimpleNamespace as Det
-    places = PlacesFeature()
+    places = PlacesFeature(PlacesConfig(start_place=False))
     for mem, turned in ((walled(), True), (walled(gap_y=0.0), False)):
         d = Det(class_id='red', score=1.0, bearing=0.0, bearing_variance=1e-4, range=2.0,
                 range_variance=1e-3)

@@ -73,8 +73,9 @@ PARAMS = [
           'an operator (sees only what the camera has shown: searches, then the shortest '
           'path)', choices=TEACHERS),
     Param('scene', 'random', 'episode layout: random (seeded), recall (the target in view, '
-          'then turned away from) or detour (a wall of pillars before the target), as the '
-          'suites of sage_sim.evaluate', choices=SCENES),
+          'then turned away from), detour (a wall of pillars before the target) or language '
+          '(a held-out instruction that needs understanding), as the suites of '
+          'sage_sim.evaluate', choices=SCENES),
     Param('opening_s', 0.0, 'each episode opens with the world turning the robot left this '
           'long, its commands ignored (the recall suite: 2.6)', low=0.0, high=60.0),
     Param('start_after', [''], 'topics to hear before the first episode starts: until then '
