@@ -144,6 +144,7 @@ class CognitionNode(GuardedNode):
         self.pose = (0.0, 0.0, 0.0)
         self.reward = 0.0
         self.instruction = ''
+        self._instruction_heard = -1e9
         if self.planning:
             self.pub_plan = self.create_publisher(String, f'sage/cognition/{name}/plan',
                                                   qos_from_name('LATCHED'))
@@ -194,6 +195,11 @@ class CognitionNode(GuardedNode):
         if not text:
             self.diag.set('WARN', 'ignored an empty or unprintable instruction')
             return
+        now = time.monotonic()
+        repeated = text == self.instruction and now - self._instruction_heard < 1.0
+        self._instruction_heard = now
+        if repeated:        # the same words re-sent (a world holding its first frame): one task
+            return
         self.instruction = text
         self._submit(('instruction', text, stamp(self), None))
 
@@ -237,19 +243,20 @@ class CognitionNode(GuardedNode):
                 return
             self.reward = 0.0            # an arrival reward counts once
             if sensed is not None:
-                self._publish_plan_step(sensed)
+                self._publish_plan_step(sensed, 'step')
 
-    def _publish_plan_step(self, sensed) -> None:
+    def _publish_plan_step(self, sensed, event: str) -> None:
         follower, result = self.plan.follower, self.plan.result
         text = follower.text() if follower is not None else self.instruction
         self._publish(text, sensed.vector, sensed.trust, sensed.stamp_s, sensed.quality,
                       '' if follower is not None else f'no plan: {result.error[:80]}')
         self.pub_plan.publish(String(data=json.dumps({
-            'instruction': self.instruction, 'valid': follower is not None,
+            'instruction': self.plan.instruction, 'valid': follower is not None,
             'plan': plan_json(follower.steps) if follower is not None else result.text,
             'step': follower.index if follower is not None else -1,
             'target': follower.target if follower is not None else '',
-            'now': text, 'latency_s': round(result.latency_s, 3), 'error': result.error})))
+            'now': text, 'event': event, 'cached': result.cached,
+            'latency_s': round(result.latency_s, 3), 'error': result.error})))
 
     def _on_reward(self, msg: Float32) -> None:
         if self.planning and np.isfinite(msg.data):
@@ -369,7 +376,7 @@ class CognitionNode(GuardedNode):
         with self._plan_lock:
             self.reward = 0.0
             sensed = self.plan.start(text, result, when)
-            self._publish_plan_step(sensed)
+            self._publish_plan_step(sensed, 'planned')
 
     def _think(self, instruction, when, embed, action=None) -> None:
         """Think once, with ``busy`` set while it lasts."""

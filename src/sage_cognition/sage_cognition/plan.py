@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -186,6 +186,7 @@ class PlanResult:
     latency_s: float
     tokens: int = 0
     error: str = ''
+    cached: bool = False    # the same words were planned before: no model ran now
 
 
 class Planner:
@@ -203,7 +204,7 @@ class Planner:
         """Ask the model; never raises for what the model or server does wrong."""
         from sage_cognition.backends import BackendError
         if instruction in self.cache:
-            return self.cache[instruction]
+            return replace(self.cache[instruction], cached=True)
         start = time.monotonic()
         try:
             thought = self.backend.generate(
@@ -327,6 +328,7 @@ class PlanSensing:
         self.sensing = InstructionSensing(max_chars)
         self.follower: PlanFollower | None = None
         self.result: PlanResult | None = None
+        self.instruction = ''             # what the plan being followed answers
         self._labels: dict = {}
 
     def label_vectors(self) -> dict:
@@ -354,6 +356,7 @@ class PlanSensing:
         """Follow ``result`` (from ``plan``) for the instruction ``text``; the first feature."""
         sensed = self.sensing.step(text, stamp_s)
         self.follower, self.result = None, result
+        self.instruction = self.sensing.clean(text)
         if result is None:
             return sensed
         if result.steps is None:
