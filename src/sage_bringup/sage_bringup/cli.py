@@ -72,7 +72,7 @@ def _yaml_scalar(value) -> str:
 # ---------------------------------------------------------------- in one process
 
 def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
-                   duration: float | None) -> int:
+                   duration: float | None, live: bool = True) -> int:
     """Start every node in this process.
 
     Nodes that need threads spin on a multi-threaded executor, the others on a
@@ -83,7 +83,7 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
     from sage_ros.common import make_executor, needs_threads, ParameterError
 
     rclpy.init(args=['--ros-args', '--log-level', log_level])
-    nodes, code, failures = [], 0, []
+    nodes, code, failures, line = [], 0, [], None
     stop = threading.Event()
     # Both signals only set the flag: a KeyboardInterrupt raised inside an executor can
     # leave one of its locks held, and its shutdown then waits forever for the workers.
@@ -135,6 +135,7 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
                 spinners.append(threading.Thread(target=spin, args=(executors[-1],),
                                                  daemon=True))
                 spinners[-1].start()
+        line = live_line(namespace, stop) if live else None
         if duration is not None:
             timer = threading.Timer(duration, stop.set)
             timer.daemon = True                  # an earlier stop must not wait for it
@@ -145,7 +146,7 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
         pass
     finally:
         stop.set()
-        for thread in spinners:
+        for thread in spinners + ([line] if line else []):
             thread.join(timeout=5.0)
         for executor in executors:
             executor.shutdown(timeout_sec=2.0)
@@ -193,7 +194,8 @@ UP_AFTER_S, MAX_BACKOFF_S, CRASH_LOOP, CRASH_WINDOW_S = 10.0, 30.0, 5, 120.0
 
 
 def run_processes(specs, params_file, namespace, sim_time, source, log_level,
-                  duration: float | None, respawn_delay: float | None) -> int:
+                  duration: float | None, respawn_delay: float | None,
+                  live: bool = True) -> int:
     """Start one process per node and supervise them (see UP_AFTER_S and the others).
 
     ``respawn_delay``: the first back-off in seconds; None stops the graph when a node
@@ -215,6 +217,7 @@ def run_processes(specs, params_file, namespace, sim_time, source, log_level,
         signal.signal(sig, lambda *_: stopping.set())
     deadline = None if duration is None else time.monotonic() + duration
     code = 0
+    line = live_line(namespace, stopping) if live else None
     for name in lifecycle:
         try:
             _autostart_remote(name, namespace, should_stop=stopping.is_set)
@@ -255,6 +258,9 @@ def run_processes(specs, params_file, namespace, sim_time, source, log_level,
                   f'{loop}', file=sys.stderr, flush=True)
             due[name] = now + delay
         stopping.wait(0.2)
+    stopping.set()
+    if line is not None:
+        line.join(timeout=5.0)
     for name, proc in procs.items():
         if name not in due and proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -336,6 +342,59 @@ def _autostart_remote(name: str, namespace: str, timeout: float = 60.0,
         rclpy.try_shutdown(context=context)
 
 
+def live_line(namespace: str, stop: threading.Event):
+    """On a terminal, print how the robot is doing once a second (sage_bringup.status).
+
+    Its own rclpy context and thread, so it works beside either way of running the graph;
+    returns the thread (None when stdout is not a terminal).
+    """
+    if not sys.stdout.isatty():
+        return None
+
+    def run():
+        import shutil
+
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from sage_msgs.msg import Coherence
+        from sage_ros.common import qos_from_name
+        from std_msgs.msg import String
+
+        from sage_bringup.status import LiveStatus
+        context = rclpy.Context()
+        rclpy.init(context=context, args=[], signal_handler_options=_no_signals())
+        node = rclpy.create_node('sage_live', namespace=namespace or '/', context=context)
+        status = LiveStatus()
+        node.create_subscription(String, 'sage/episode', lambda m: status.episode(m.data), 10)
+        node.create_subscription(Coherence, 'sage/coherence', lambda m: status.coherence(
+            m.modalities, m.trust_used, m.latency_ms), 10)
+        node.create_subscription(String, 'sage/cognition/main/plan',
+                                 lambda m: status.plan(m.data), qos_from_name('LATCHED'))
+        node.create_subscription(DiagnosticArray, 'diagnostics', lambda m: [
+            status.diagnostic(s.name, s.message, {v.key: v.value for v in s.values})
+            for s in m.status], 10)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        due = time.monotonic() + 1.0
+        try:
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=0.2)
+                if time.monotonic() >= due:
+                    due += 1.0
+                    width = shutil.get_terminal_size().columns
+                    sys.stdout.write('\r' + status.line(width) + '\x1b[K')
+                    sys.stdout.flush()
+        finally:
+            sys.stdout.write('\n')
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown(context=context)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def _no_signals():
     from rclpy.signals import SignalHandlerOptions
     return SignalHandlerOptions.NO
@@ -354,9 +413,10 @@ def cmd_run(args) -> int:
         if args.processes:
             return run_processes(specs, params_file, namespace, sim_time, args.source,
                                  args.log_level, args.duration,
-                                 None if args.no_respawn else args.respawn_delay)
+                                 None if args.no_respawn else args.respawn_delay,
+                                 not args.no_status_line)
         return run_in_process(specs, params_file, namespace, sim_time, args.source,
-                              args.log_level, args.duration)
+                              args.log_level, args.duration, not args.no_status_line)
     except graph.ConfigError as exc:
         print(f'sage: {exc}', file=sys.stderr)
         return EXIT_CONFIG
@@ -734,6 +794,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--respawn-delay', type=float, default=1.0, metavar='S',
                      help='with --processes: first back-off before restarting a node that '
                           'died (doubles per restart up to 30 s; default 1)')
+    run.add_argument('--no-status-line', action='store_true',
+                     help='on a terminal, do not print the live line (episode, success, '
+                          'trust per modality, plan step, decision latency, memory, sleep)')
     run.add_argument('--no-respawn', action='store_true',
                      help='with --processes: stop the graph when a node dies instead')
     run.add_argument('--only', nargs='+', metavar='NODE', help='start only these nodes')

@@ -280,3 +280,34 @@ def test_a_second_terminal_sees_the_graph_make_run_started(tmp_path):
     finally:
         first.terminate()
         first.communicate(timeout=30)
+
+
+def test_the_live_line_on_a_terminal_and_not_in_a_pipe(tmp_path):
+    """On a TTY `sage run` says once a second how it goes; piped, it stays quiet."""
+    import pty
+    params = write(tmp_path, 'world:\n  ros__parameters:\n    real_time_factor: 20.0\n'
+                             '    time_limit_s: 2.0\n'
+                             'safety:\n  ros__parameters:\n    rate_hz: 20.0\n')
+    main, child = pty.openpty()
+    proc = subprocess.Popen(['sage', 'run', '--params-file', params, '--duration', '12'],
+                            stdout=child, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    os.close(child)
+    seen = b''
+    try:
+        while proc.poll() is None or select.select([main], [], [], 0)[0]:
+            if select.select([main], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(main, 4096)
+                except OSError:
+                    break
+    finally:
+        proc.wait(timeout=30)
+        os.close(main)
+    text = seen.decode(errors='replace')
+    lines = [x for x in text.split('\r') if x.startswith('episode ')]
+    assert len(lines) >= 5, text[-2000:]                  # about once a second
+    assert any(' | success ' in x and '/' in x and 'sleep: off' in x for x in lines)
+    finished = [int(x.split('success ')[1].split('/')[1].split()[0]) for x in lines]
+    assert finished[-1] >= 2                              # 2 s episodes at 20x: counted
+    piped = sage('run', '--params-file', params, '--duration', '4')
+    assert 'episode ' not in piped.stdout and piped.returncode == 0

@@ -41,7 +41,8 @@ PARAMS = [
           'lora target learns from; the cognition node writes them'),
     Param('targets', ['coherence'], f'models to improve, subset of {TARGETS}',
           check=lambda v: None if set(v) <= set(TARGETS) else f'targets must be in {TARGETS}'),
-    Param('night_start', '01:00', 'start of the nightly window, local HH:MM', check=_hhmm),
+    Param('night_start', '01:00', 'start of the nightly window, HH:MM in local time on the '
+          'node clock (sim time when use_sim_time is set)', check=_hhmm),
     Param('night_end', '05:00', 'end of the nightly window, local HH:MM', check=_hhmm),
     Param('idle_after_s', 600.0, 'sleep after this long with low salience and activity',
           low=1.0, high=86400.0),
@@ -154,7 +155,8 @@ class SleepNode(GuardedLifecycleNode):
         now = self._now_s()
         if self.busy() or now - self._last_sleep_s < self.p['min_interval_s']:
             return
-        if self.night.contains(dt.datetime.now()):
+        # the node clock: with use_sim_time the world's /clock, so a day can be compressed
+        if self.night.contains(dt.datetime.fromtimestamp(now)):
             self._start('night')
         elif self.idle.idle(now):
             self._start('idle')

@@ -75,3 +75,39 @@ def test_sleep_action_runs_a_cycle_with_progress(tmp_path):
             assert versions == [1] and 'rolled back' in res.message
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+
+
+def test_the_night_window_follows_the_node_clock(tmp_path):
+    """Under sim time the night comes when /clock says so, not the wall clock."""
+    import datetime as dt
+    from rosgraph_msgs.msg import Clock
+    cfg = default_config()
+    CheckpointStore(str(tmp_path / 'models'), 'coherence').commit(
+        CoherenceModel(cfg).state_dict(), {'config': cfg.to_dict()})
+    ExperienceStore(str(tmp_path / 'exp.db'), cfg.modalities).close()
+    with Graph() as g:
+        status = g.collect(SleepStatus, 'sage/sleep/status')
+        clock = g.publisher(Clock, '/clock', 10)
+        node = g.add(SleepNode(context=g.context, parameter_overrides=params(
+            tmp_path, night_start='01:00', night_end='05:00', min_interval_s=0.0) + [
+            Parameter('use_sim_time', value=True)]))
+
+        seconds = [0]
+
+        def tick(day, hour):                         # local time, as the node reads it
+            seconds[0] += 1                          # a second more each time: timers run
+            msg = Clock()
+            msg.clock.sec = int(dt.datetime(1970, 1, day, hour, 0).timestamp()) + seconds[0]
+            clock.publish(msg)
+            g.wait_for(lambda: False, 0.1)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        for _ in range(30):                          # evening on the sim clock: awake
+            tick(1, 22)
+        assert not any(s.trigger == 'night' for s in status) and not node.busy()
+
+        def night():
+            tick(2, 2)
+            return any(s.trigger == 'night' for s in status)
+        assert g.wait_for(night, 30), [(s.trigger, s.phase, s.message) for s in status]
+        node.trigger_deactivate()
