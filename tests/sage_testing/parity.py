@@ -45,7 +45,7 @@ def offline(frames, chunks, imu, text: str) -> dict:
     for k in range(int(SECONDS * imu.rate_hz)):
         t = T0 + k / imu.rate_hz
         out['imu'].append(pipe.imu.step(imu.accel[k], imu.gyro[k], t, t))
-    out[COGNITION].append(pipe.instruction.step(text, T0))
+    out[COGNITION].append(pipe.plan.instruct(text, T0))
     return {m: [s for s in v if s is not None] for m, v in out.items()}
 
 

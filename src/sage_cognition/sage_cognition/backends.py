@@ -210,9 +210,9 @@ class LocalBackend:
         """
         import torch
         from transformers import StoppingCriteria, TextIteratorStreamer
-        start = time.monotonic()
         with self._lock:
             self.load()
+            start = time.monotonic()          # the answer's latency, not the first load's
             if prompt or not self._tok.chat_template:
                 text = prompt or ''.join(f'{m["role"]}: {m["content"]}\n' for m in messages)
                 ids = self._tok(text, return_tensors='pt')['input_ids']

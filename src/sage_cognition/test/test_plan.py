@@ -107,4 +107,5 @@ def test_constrained_decoding_always_gives_a_plan(model):
         result = planner.plan(text)
         assert result.steps is not None, (text, result.text, result.error)
         assert parse_plan(result.text) == result.steps
-    assert planner.plan(tricky[0]) is planner.plan(tricky[0])     # greedy: planned once
+    again = planner.plan(tricky[0])                  # greedy: the same words, planned once
+    assert again.cached and again.steps == planner.cache[tricky[0]].steps

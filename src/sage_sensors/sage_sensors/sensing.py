@@ -115,6 +115,9 @@ class MicrophoneConfig:
     mel_bands: int = 40
 
 
+MAX_CHUNK_S = 5.0
+
+
 def decode_audio(encoding: str, channels: int, rate: int, data: bytes) -> np.ndarray:
     """Interleaved S16LE bytes -> mono int16 samples; ValueError for anything else."""
     if encoding != 'S16LE' or not 1 <= channels <= 64 or not 1000 <= rate <= 384000:
@@ -122,6 +125,10 @@ def decode_audio(encoding: str, channels: int, rate: int, data: bytes) -> np.nda
                          f'(need S16LE, 1-64 channels, 1-384 kHz)')
     if len(data) % (2 * channels):
         raise ValueError(f'{len(data)} bytes is not a whole number of frames')
+    seconds = len(data) / (2 * channels * rate)
+    if seconds > MAX_CHUNK_S:       # drivers send tens of ms; this much would stall the node
+        raise ValueError(f'a chunk of {seconds:.1f} s is longer than {MAX_CHUNK_S:.0f} s '
+                         f'(send audio in short chunks)')
     samples = np.frombuffer(data, '<i2').reshape(-1, channels)
     return samples.mean(axis=1).astype(np.int16) if channels > 1 else samples[:, 0]
 

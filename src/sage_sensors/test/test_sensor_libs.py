@@ -228,3 +228,14 @@ def test_the_detector_finds_the_worlds_objects_where_they_are():
         detector.detect(np.zeros((120, 160), np.uint8), 80, 80, 80, 60)
     with pytest.raises(ValueError, match='focal'):
         detector.detect(np.zeros((120, 160, 3), np.uint8), float('nan'), 80, 80, 60)
+
+
+def test_audio_chunks_are_decoded_or_refused_with_the_reason():
+    from sage_sensors.sensing import decode_audio
+    stereo = np.array([[100, 300], [-50, 50]], '<i2').tobytes()
+    assert decode_audio('S16LE', 2, 16000, stereo).tolist() == [200, 0]
+    for args, why in [(('U8', 1, 16000, b'\0\0'), 'unsupported'),
+                      (('S16LE', 1, 16000, b'\0\0\0'), 'whole number'),
+                      (('S16LE', 1, 1000, b'\0\0' * 6000), 'longer than 5 s')]:
+        with pytest.raises(ValueError, match=why):
+            decode_audio(*args)
