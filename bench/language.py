@@ -37,7 +37,7 @@ from sage_coherence.runtime import install_base, load_runtime
 from sage_cognition.backends import LocalBackend
 from sage_cognition.plan import LABELS, PlanResult, Planner, Step
 from sage_common.paths import resolve_path
-from sage_sim.evaluate import LANGUAGE, MORNING, evaluate, start
+from sage_sim.evaluate import LANGUAGE, MORNING, evaluate, language_task
 from sage_sim.language import nearest_to
 from sage_sim.world import START, World
 from sage_sleep.agent import CoherencePolicy
@@ -46,27 +46,23 @@ WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 def layouts():
-    """Each language episode's world state at its start (instruction, goals, objects)."""
+    """Each language episode: (its task, the objects of its layout)."""
     world, out = World(LANGUAGE.config()), []
     for seed in LANGUAGE.seeds:
-        start(world, seed, LANGUAGE.scene)
-        out.append((world.instruction, world.goals, list(world.objects)))
+        world.reset(seed)
+        out.append((language_task(world, seed), list(world.objects)))
     return out
 
 
 def reaches(steps, goals, objects) -> bool:
     """Whether the plan's steps, resolved on the true layout, reach the goals in order."""
-    class Layout:
-        pass
-    layout = Layout()
-    layout.objects = objects
     if steps is None or len(steps) != len(goals):
         return False
     for step, goal in zip(steps, goals):
         if step.do == 'go_to':
             where = {step.to}
         elif step.do == 'go_near':
-            where = {nearest_to(layout, step.to)}
+            where = {nearest_to(objects, step.to)}
         elif step.do == 'go_except':
             where = set(LABELS) - {step.to}
         elif step.do == 'return':
@@ -153,13 +149,7 @@ def main():
     install_base(root)
     runtime = load_runtime(root, backend='torch')
     episodes = layouts()
-    from sage_sim.language import task
-    expected = {}
-    world = World(LANGUAGE.config())
-    for seed in LANGUAGE.seeds:
-        world.reset(seed)
-        drawn = task(world, np.random.default_rng([seed, 11]), 'test')
-        expected[drawn.text] = tuple(Step(*s) for s in drawn.plan)
+    expected = {t.text: tuple(Step(*s) for s in t.plan) for t, _ in episodes}
     planners, detail = {'embedding': None, 'expected': Expected(expected)}, {}
     for model in ('smollm2', 'gemma3'):
         backend = LocalBackend(threads=1, model=model)
@@ -170,9 +160,9 @@ def main():
             name = model if constrained else f'{model}_free'
             planner = Planner(backend, constrained=constrained)
             results = []
-            for i, (text, goals, objects) in enumerate(episodes):
-                r = planner.plan(text)
-                results.append((r, reaches(r.steps, goals, objects)))
+            for i, (t, objects) in enumerate(episodes):
+                r = planner.plan(t.text)
+                results.append((r, reaches(r.steps, t.goals, objects)))
                 print(f'\r{name}: planned {i + 1}/{len(episodes)}', end='', flush=True)
             print()
             latency = [r.latency_s for r, _ in results]
@@ -182,8 +172,8 @@ def main():
                 'plan_accuracy': float(np.mean([ok for _, ok in results])),
                 'latency_p50_s': float(np.median(latency)),
                 'latency_p90_s': float(np.percentile(latency, 90)),
-                'plans': [{'instruction': t, 'plan': r.text, 'reaches': ok, 'error': r.error}
-                          for (t, _, _), (r, ok) in zip(episodes, results)]}
+                'plans': [{'instruction': t.text, 'plan': r.text, 'reaches': ok,
+                           'error': r.error} for (t, _), (r, ok) in zip(episodes, results)]}
             planners[name] = planner
         backend._model = None            # free the memory before the next model
     summary, rows = {}, [('planner', 'success', 'plan accuracy', 'parse rate',

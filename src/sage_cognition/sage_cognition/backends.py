@@ -97,6 +97,7 @@ def save_converted(model, tokenizer, path: str) -> None:
     import shutil
     import tempfile
     from safetensors.torch import save_model
+    tmp = ''
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = tempfile.mkdtemp(dir=os.path.dirname(path), prefix='.converting-')
@@ -110,7 +111,8 @@ def save_converted(model, tokenizer, path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class LocalBackend:

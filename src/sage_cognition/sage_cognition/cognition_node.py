@@ -139,7 +139,6 @@ class CognitionNode(GuardedNode):
             Planner(self.backend, self.p['constrained'], max_chars=self.p['max_chars'])
             if self.planning else None, latency_budget_s=self.p['latency_budget_s'],
             max_chars=self.p['max_chars'])
-        self.instruction_sensing = self.plan.sensing
         self._plan_lock = threading.Lock()     # the worker starts plans, the executor follows
         self.pose = (0.0, 0.0, 0.0)
         self.reward = 0.0
@@ -191,7 +190,7 @@ class CognitionNode(GuardedNode):
 
     # ----------------------------------------------------------------- events
     def _on_instruction(self, msg: String) -> None:
-        text = self.instruction_sensing.clean(msg.data)
+        text = self.plan.sensing.clean(msg.data)
         if not text:
             self.diag.set('WARN', 'ignored an empty or unprintable instruction')
             return
@@ -348,7 +347,7 @@ class CognitionNode(GuardedNode):
                 self._write_exchanges(force=True)
                 return
             if self.backend is None:        # the instruction itself, as training sees it
-                sensed = self.instruction_sensing.step(text, 0.0)
+                sensed = self.plan.sensing.step(text, 0.0)
                 self._publish(text, sensed.vector, sensed.trust, when, sensed.quality)
                 continue
             if self.planning and kind == 'instruction':
@@ -362,9 +361,8 @@ class CognitionNode(GuardedNode):
         Until the plan is ready the instruction's own embedding stands in (as with
         backend none), so the robot never follows the previous instruction meanwhile.
         """
-        sensed = self.instruction_sensing.step(text, 0.0)
         with self._plan_lock:
-            self.plan.follower = None
+            sensed = self.plan.start(text, None, when)      # no plan yet: the words alone
             self._publish(text, sensed.vector, sensed.trust, when, sensed.quality)
         self.busy = True
         try:

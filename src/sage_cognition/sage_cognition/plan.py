@@ -148,32 +148,21 @@ PREAMBLE = ('A robot turns instructions into JSON plans. Beacons: red, green, bl
 _pool: dict = {}
 
 
-def shots(instruction: str, k: int = SHOTS, per_kind: bool = False) -> list:
-    """Return the ``k`` examples nearest ``instruction`` in meaning, the nearest last.
-
-    ``per_kind``: the nearest example of each kind instead (every kind shown once).
-    """
+def shots(instruction: str, k: int = SHOTS) -> list:
+    """Return the ``k`` examples nearest ``instruction`` in meaning, the nearest last."""
     from sage_cognition.embedding import embed
     if 'vectors' not in _pool:
         _pool['vectors'] = embed([text for _, text, _ in EXAMPLES])
     similarity = _pool['vectors'] @ embed(instruction)
-    order = list(np.argsort(similarity))
-    if per_kind:
-        best = {}
-        for i in order:                          # ascending: the last of a kind is its best
-            best[EXAMPLES[i][0]] = i
-        order = sorted(best.values(), key=lambda i: similarity[i])
-    else:
-        order = order[-k:]
+    order = np.argsort(similarity)[-k:]
     return [(EXAMPLES[i][1], tuple(Step(*s) for s in EXAMPLES[i][2])) for i in order]
 
 
-def prompt(instruction: str, max_chars: int = 240, k: int = SHOTS,
-           per_kind: bool = False) -> str:
+def prompt(instruction: str, max_chars: int = 240, k: int = SHOTS) -> str:
     """Return the few-shot prompt for one instruction (sanitised: one line, no control chars)."""
     instruction = sanitize(instruction, max_chars)
     examples = ''.join(f'Instruction: {text}\nPlan: {plan_json(steps)}\n\n'
-                       for text, steps in shots(instruction or ' ', k, per_kind))
+                       for text, steps in shots(instruction or ' ', k))
     return f'{PREAMBLE}{examples}Instruction: {instruction}\nPlan: '
 
 

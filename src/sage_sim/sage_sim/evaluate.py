@@ -110,10 +110,15 @@ def start(world: World, seed: int, kind: str = 'random'):
     """Begin episode ``seed`` of a scene ``kind`` ('random', 'recall', 'detour'); return obs."""
     obs = world.reset(seed)
     if kind == 'language':
-        from sage_sim.language import task
-        drawn = task(world, np.random.default_rng([seed, 11]), 'test')
+        drawn = language_task(world, seed)
         return world.set_task(drawn.text, drawn.goals)
     return obs if kind == 'random' else world.set_scenario(**scene(kind, seed))
+
+
+def language_task(world: World, seed: int):
+    """Return the held-out task of language episode ``seed`` (the world reset to it)."""
+    from sage_sim.language import task
+    return task(world, np.random.default_rng([seed, 11]), 'test')
 
 
 OPENING_TURN = ACTIONS[ACTION_NAMES.index('turn_left')]   # the world turns the robot away

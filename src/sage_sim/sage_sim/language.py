@@ -64,9 +64,12 @@ class Task:
     plan: tuple           # the plan that means the same: ((do, to), ...)
 
 
-def nearest_to(world, label: str) -> str:
-    """Return the beacon nearest ``label``'s beacon in the world's layout (never itself)."""
-    xy = {o[4]: (o[0], o[1]) for o in world.objects if o[4] in LABELS}
+def nearest_to(objects, label: str) -> str:
+    """Return the beacon nearest ``label``'s beacon among ``objects`` (never itself).
+
+    ``objects``: ``World.objects``, (x, y, radius, rgb, name) each.
+    """
+    xy = {o[4]: (o[0], o[1]) for o in objects if o[4] in LABELS}
     ax, ay = xy[label]
     return min((n for n in xy if n != label),
                key=lambda n: math.hypot(xy[n][0] - ax, xy[n][1] - ay))
@@ -88,7 +91,7 @@ def task(world, rng, split: str = 'test', kind: str | None = None) -> Task:
         return Task(kind, text, ((a,),), (('go_to', a),))
     text = template.format(a=a, b=b)
     if kind == 'relation':
-        return Task(kind, text, ((nearest_to(world, a),),), (('go_near', a),))
+        return Task(kind, text, ((nearest_to(world.objects, a),),), (('go_near', a),))
     if kind == 'sequence':
         return Task(kind, text, ((a,), (b,)), (('go_to', a), ('go_to', b)))
     if kind == 'exclusion':

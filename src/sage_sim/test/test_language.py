@@ -36,7 +36,7 @@ def test_each_kind_means_what_it_says_on_the_layout():
         if kind == 'relation':
             ref = t.plan[0][1]
             near = t.goals[0][0]
-            assert near == nearest_to(world, ref) != ref
+            assert near == nearest_to(world.objects, ref) != ref
             assert all(math.dist(xy[near], xy[ref]) <= math.dist(xy[n], xy[ref])
                        for n in xy if n != ref)
         elif kind == 'exclusion':
