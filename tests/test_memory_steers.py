@@ -3,7 +3,9 @@
 `sage run --processes` with the default params, the world laying out recall scenes: the
 target in view ahead, then 2.6 s of the world turning the robot away (its commands
 ignored). With the memory node's places feature the shipped model turns back and drives
-to the target; the same graph with places off (``places_tokens: 0``) does not.
+to the target; the same graph with places off (``places_tokens: 0``) does not. The
+instruction is a plain one, so cognition encodes it without its language model (whose
+load would compete with the control loop for a 2-core machine's cores).
 """
 
 from sage_testing.graph import world_episodes
@@ -16,7 +18,8 @@ def drive(tmp_path, places_tokens: int) -> list[dict]:
     if not places_tokens:       # nothing to wait for but the coherence node's first decision
         world['start_after'] = ['sage/coherence']
     done, _ = world_episodes(tmp_path / f'home{places_tokens}', len(SEEDS), 240, world,
-                             {'places_tokens': places_tokens})
+                             {'memory': {'places_tokens': places_tokens},
+                              'cognition': {'backend': 'none'}})
     return done
 
 

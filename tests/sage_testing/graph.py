@@ -97,13 +97,14 @@ class Graph:
 
 
 def world_episodes(home, count: int, timeout_s: float, world: dict | None = None,
-                   memory: dict | None = None, progress=None) -> tuple[list[dict], float]:
+                   nodes: dict | None = None, progress=None) -> tuple[list[dict], float]:
     """Run ``count`` episodes of the built-in world through `sage run --processes`.
 
     A fresh ``$SAGE_HOME`` at ``home`` (`sage init` gives it the shipped model), the
-    default params with ``world`` and ``memory`` parameters overridden; returns each
-    episode's metrics (the world's ``metrics_file``) and the wall seconds taken. Raises
-    RuntimeError with the graph's stderr if it exits, TimeoutError if too slow.
+    default params with the parameters in ``world`` and ``nodes`` ({node: {name: value}})
+    overridden; returns each episode's metrics (the world's ``metrics_file``) and the wall
+    seconds taken. Raises RuntimeError with the graph's stderr if it exits, TimeoutError if
+    too slow.
     """
     import json
     import os
@@ -118,7 +119,8 @@ def world_episodes(home, count: int, timeout_s: float, world: dict | None = None
     metrics, err = os.path.join(home, 'episodes.jsonl'), os.path.join(home, 'graph.err')
     params['world']['ros__parameters'].update(world or {}, episodes=count,
                                               metrics_file=metrics)
-    params['memory']['ros__parameters'].update(memory or {})
+    for node, overrides in (nodes or {}).items():
+        params[node]['ros__parameters'].update(overrides)
     path = os.path.join(home, 'params.yaml')
     with open(path, 'w') as f:
         yaml.safe_dump(params, f)
