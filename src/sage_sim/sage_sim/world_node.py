@@ -23,11 +23,12 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sage_ros.guard import GuardedNode
 from sage_ros.image_conv import numpy_to_image
 from sage_ros.common import Diagnostics, Param, declare_parameters, qos_from_name
-from sage_msgs.msg import Action, AudioChunk, Coherence, Feature
+from sage_msgs.msg import Action, AudioChunk, Coherence, Feature, SleepStatus
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from std_msgs.msg import Float32, String
 
-from sage_sim.evaluate import OPENING_TURN, SCENES, start
+from sage_sim.days import clock_ns, Days, next_at, parse_hhmm
+from sage_sim.evaluate import MORNING, OPENING_TURN, SCENES, start
 from sage_sim.world import (ACTION_NAMES, ACTIONS, FAULT_KINDS, Fault, TEACHERS, World,
                             WorldConfig)
 
@@ -48,6 +49,14 @@ def parse_faults(specs: list[str]) -> list[Fault]:
 def _check_faults(specs):
     try:
         parse_faults(specs)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _check_hhmm(text):
+    try:
+        parse_hhmm(text)
     except ValueError as exc:
         return str(exc)
     return None
@@ -88,6 +97,20 @@ PARAMS = [
           low=0.01, high=10.0),
     Param('episodes', 0, 'stop after this many episodes (0: run forever)', low=0,
           high=10**9),
+    Param('day_episodes', 0, 'episodes in a day; after each the world\'s clock jumps to '
+          'night_at and the world holds still (no sensors) until the sleep node has slept, '
+          'then to the next morning_at (0: no nights)', low=0, high=10**6),
+    Param('morning_episodes', 0, 'the first episodes of each day are the morning suite: '
+          'seeds morning_seed on, the same every day; the rest of a day works on new seeds '
+          'from seed on', low=0, high=10**6),
+    Param('morning_seed', MORNING.seeds[0], 'first seed of the morning suite (sage_sim.'
+          'evaluate.MORNING)', low=0, high=2**31 - 1),
+    Param('morning_at', '07:00', 'local time on the sim clock when the world starts and each '
+          'day begins (HH:MM)', check=_check_hhmm),
+    Param('night_at', '01:00', 'local time a night begins: inside the sleep node\'s window',
+          check=_check_hhmm),
+    Param('night_timeout_s', 1800.0, 'wake after this many wall seconds of night even if no '
+          'sleep cycle ended', low=1.0, high=86400.0),
     Param('metrics_file', '', 'append each episode\'s metrics as a JSON line (empty: off)'),
     Param('camera_frame', 'camera_optical_frame', 'frame of the camera (REP-103 optical)'),
     Param('imu_frame', 'imu_link', 'frame of the IMU'),
@@ -139,7 +162,11 @@ class WorldNode(GuardedNode):
                                   faults=parse_faults([s for s in self.p['faults'] if s]))
         self.world = World(self.config, seed=self.p['seed'])
         self.episode = 0
-        self.sim_ns = 0
+        self.days = Days(self.p['seed'], self.p['day_episodes'], self.p['morning_episodes'],
+                         self.p['morning_seed'])
+        self.sim_ns = clock_ns(0, self.p['morning_at'])
+        self.night_since = None         # wall time the night began; None by day
+        self.sleep_cycles = 0           # cycles the sleep node reported so far
         self.cmd = (0.0, 0.0)
         self.cmd_ns = -10**18
         self.diag = Diagnostics(self)
@@ -160,6 +187,7 @@ class WorldNode(GuardedNode):
                                                 qos_from_name('LATCHED'))
         self.create_subscription(TwistStamped, 'cmd_vel', self._on_cmd_vel, 10)
         self.create_subscription(Action, 'sage/action', self._on_action, 10)
+        self.create_subscription(SleepStatus, 'sage/sleep/status', self._on_sleep, 10)
         self.waiting = {t for t in self.p['start_after'] if t}
         for topic in self.waiting:
             kind = Coherence if topic == 'sage/coherence' else Feature
@@ -168,7 +196,29 @@ class WorldNode(GuardedNode):
         self._wait_from = time.monotonic()
         period = self.config.dt / self.p['real_time_factor']
         self.create_timer(period, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self._obs = start(self.world, self.p['seed'], self.p['scene'])
+        self._obs = start(self.world, self.days.episode(0)[2], self.p['scene'])
+        self._publish(self._obs)
+
+    def _on_sleep(self, msg: SleepStatus) -> None:
+        if self.night_since is None:        # cycles slept by day (manual, idle) do not count
+            self.sleep_cycles = max(self.sleep_cycles, msg.cycle)
+        elif msg.cycle > self.sleep_cycles and msg.phase in ('done', 'rollback', 'idle'):
+            self.sleep_cycles = msg.cycle
+            self._morning(f'slept: {msg.message}')
+
+    def _night(self) -> None:
+        self.sim_ns = next_at(self.sim_ns, self.p['night_at'])
+        self.night_since = time.monotonic()
+        self.get_logger().info(f'day {self.days.episode(self.episode - 1)[0] + 1} is over: '
+                               f'night, the robot sleeps')
+        self.diag.set('OK', 'night: waiting for the sleep node to sleep')
+
+    def _morning(self, why: str) -> None:
+        self.night_since = None
+        self.sim_ns = next_at(self.sim_ns, self.p['morning_at'])
+        self.get_logger().info(f'morning of day {self.days.episode(self.episode)[0] + 1} '
+                               f'({why[:160]})')
+        self._obs = start(self.world, self.days.episode(self.episode)[2], self.p['scene'])
         self._publish(self._obs)
 
     def _stamp(self):
@@ -194,6 +244,12 @@ class WorldNode(GuardedNode):
     def _tick(self) -> None:
         if self.p['episodes'] and self.episode >= self.p['episodes']:
             return
+        if self.night_since is not None:        # the clock runs; nothing to see or hear
+            self.sim_ns += int(round(self.config.dt * 1e9))
+            self.pub_clock.publish(ClockMsg(clock=self._stamp()))
+            if time.monotonic() - self.night_since > self.p['night_timeout_s']:
+                self._morning(f'no sleep cycle ended in {self.p["night_timeout_s"]:.0f} s')
+            return
         if self.waiting:
             waited = time.monotonic() - self._wait_from
             if waited < self.p['start_timeout_s']:
@@ -215,7 +271,9 @@ class WorldNode(GuardedNode):
             self._end_episode()
 
     def _end_episode(self) -> None:
-        metrics = dict(self.world.metrics(), episode=self.episode)
+        day, phase, _ = self.days.episode(self.episode)
+        metrics = dict(self.world.metrics(), episode=self.episode,
+                       **({'day': day, 'phase': phase} if phase else {}))
         self.pub_episode.publish(String(data=json.dumps(metrics)))
         if self.p['metrics_file']:
             with open(self.p['metrics_file'], 'a') as f:
@@ -224,9 +282,12 @@ class WorldNode(GuardedNode):
         self.diag.set('OK', f'episode {self.episode} done', episodes=self.episode,
                       last_success=metrics['success'])
         if not self.p['episodes'] or self.episode < self.p['episodes']:
+            if self.days.ends_day(self.episode - 1):
+                self._night()
+                return
             # the new episode's first frame is a step later: stamps never repeat
             self.sim_ns += int(round(self.config.dt * 1e9))
-            self._obs = start(self.world, self.p['seed'] + self.episode, self.p['scene'])
+            self._obs = start(self.world, self.days.episode(self.episode)[2], self.p['scene'])
             self._publish(self._obs)
 
     def _publish(self, obs) -> None:

@@ -7,6 +7,11 @@ candidate is committed as a new checkpoint version (atomic, see
 sage_common.checkpoints) and announced. Anything else is a rollback with a
 reason. ``should_stop`` is polled often, so a sleep yields at once when the
 robot becomes active again.
+
+The budget (``budget['train_s']``) is wall time for the whole cycle, validation
+included: the model in use is scored first, which times one evaluation; the
+candidate trains for what is left less one more evaluation (with a margin), and a
+cycle that still ran past its budget is rolled back.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any, Callable, Protocol
 from sage_common.checkpoints import Checkpoint, CheckpointStore
 
 PHASES = ('select', 'augment', 'train', 'validate', 'commit')
-# share of a target's progress bar spent in each phase
-_SPAN = {'select': (0.0, 0.05), 'augment': (0.05, 0.1), 'train': (0.1, 0.75),
-         'validate': (0.75, 0.97), 'commit': (0.97, 1.0)}
+# share of a target's progress bar spent in each step ('score': validating the model in use)
+_SPAN = {'select': (0.0, 0.05), 'augment': (0.05, 0.1), 'score': (0.1, 0.3),
+         'train': (0.3, 0.75), 'validate': (0.75, 0.97), 'commit': (0.97, 1.0)}
+EVALUATION_MARGIN = 1.25     # a candidate's evaluation may take this much longer (slower wins)
+MIN_TRAIN_S = 1.0
 
 
 class Cancelled(Exception):
@@ -67,6 +74,8 @@ class CycleResult:
     before: dict[str, float] = field(default_factory=dict)
     after: dict[str, float] = field(default_factory=dict)
     checkpoint: Checkpoint | None = None
+    elapsed_s: float = 0.0          # wall time the cycle took
+    budget_s: float = 0.0           # wall time it was given
 
 
 def run_target(target: Target, store: CheckpointStore, budget: dict,
@@ -77,7 +86,16 @@ def run_target(target: Target, store: CheckpointStore, budget: dict,
         if should_stop():
             raise Cancelled(f'stopped during {name}')
         lo, hi = _SPAN[name]
-        report(name, lo + (hi - lo) * frac, message)
+        report('validate' if name == 'score' else name, lo + (hi - lo) * frac, message)
+
+    start = time.monotonic()
+    budget_s = float(budget.get('train_s', 60.0))
+
+    def result(committed, message, before=None, after=None, ckpt=None) -> CycleResult:
+        report('commit', 1.0, f'{target.name}: {message}')
+        return CycleResult(target.name, committed, message,
+                           _metrics(before) if before else {}, _metrics(after) if after else {},
+                           ckpt, time.monotonic() - start, budget_s)
 
     current = store.open()              # verified; raises CheckpointError if corrupted
     state = store.load_state(current)
@@ -85,38 +103,42 @@ def run_target(target: Target, store: CheckpointStore, budget: dict,
     data = target.select(budget)
     if data is None:
         return CycleResult(target.name, False, 'not enough experiences to learn from',
-                           checkpoint=current)
+                           checkpoint=current, elapsed_s=time.monotonic() - start,
+                           budget_s=budget_s)
     phase('augment')
     data = target.augment(data)
-    phase('train', 0.0, f'training {target.name} from v{current.version}')
-    start = time.monotonic()
-    candidate = target.train(state, data, float(budget.get('train_s', 60.0)),
-                             lambda f: phase('train', f))
-    phase('validate', 0.0, f'trained in {time.monotonic() - start:.0f} s; validating')
+    phase('score', 0.0, f'scoring {target.name} v{current.version}')
+    t0 = time.monotonic()
     before = target.evaluate(state, data)
-    phase('validate', 0.5)
+    evaluation_s = time.monotonic() - t0
+    train_s = budget_s - (time.monotonic() - start) - EVALUATION_MARGIN * evaluation_s
+    if train_s < MIN_TRAIN_S:
+        return result(False, f'rolled back: the budget of {budget_s:.0f} s leaves no time to '
+                      f'train (scoring one model takes {evaluation_s:.0f} s)', before,
+                      ckpt=current)
+    phase('train', 0.0, f'training {target.name} from v{current.version} for {train_s:.0f} s')
+    t0 = time.monotonic()
+    candidate = target.train(state, data, train_s, lambda f: phase('train', f))
+    phase('validate', 0.0, f'trained in {time.monotonic() - t0:.0f} s; validating')
     after = target.evaluate(candidate, data)
     gain = after.score - before.score
-    better = gain > 0 and gain >= target.min_gain
-    regression_ok = after.regression >= before.regression
-    m_before, m_after = _metrics(before), _metrics(after)
-    if not (better and regression_ok):
-        why = (f'score {before.score:.3f} -> {after.score:.3f} (must rise by more than '
-               f'{target.min_gain})'
-               if not better else
-               f'regression set got worse: {before.regression:.3f} -> {after.regression:.3f}'
-               + (f' ({after.note})' if after.note else ''))
-        report('commit', 1.0, f'rolled back {target.name}: {why}')
-        return CycleResult(target.name, False, f'rolled back: {why}', m_before, m_after,
-                           current)
+    elapsed = time.monotonic() - start
+    if elapsed > budget_s:                  # a budget not kept commits nothing
+        return result(False, f'rolled back: the cycle took {elapsed:.0f} s of a '
+                      f'{budget_s:.0f} s budget', before, after, current)
+    if not (gain > 0 and gain >= target.min_gain):
+        return result(False, f'rolled back: score {before.score:.3f} -> {after.score:.3f} '
+                      f'(must rise by more than {target.min_gain})', before, after, current)
+    if after.regression < before.regression:
+        return result(False, f'rolled back: regression set got worse: '
+                      f'{before.regression:.3f} -> {after.regression:.3f}'
+                      + (f' ({after.note})' if after.note else ''), before, after, current)
     phase('commit', 0.0, f'committing {target.name}')
-    ckpt = store.commit(candidate, {'metrics': m_after, 'metrics_before': m_before,
+    ckpt = store.commit(candidate, {'metrics': _metrics(after),
+                                    'metrics_before': _metrics(before),
                                     'config': current.meta.get('config', {})})
-    report('commit', 1.0, f'committed {target.name} v{ckpt.version}: score '
-           f'{before.score:.3f} -> {after.score:.3f}')
-    return CycleResult(target.name, True,
-                       f'committed v{ckpt.version}: score {before.score:.3f} -> '
-                       f'{after.score:.3f}', m_before, m_after, ckpt)
+    return result(True, f'committed v{ckpt.version}: score {before.score:.3f} -> '
+                  f'{after.score:.3f}', before, after, ckpt)
 
 
 def _metrics(ev: Evaluation) -> dict[str, float]:

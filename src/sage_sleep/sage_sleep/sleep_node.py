@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
 from rclpy.action import CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -50,8 +51,9 @@ PARAMS = [
           low=0.0, high=1.0),
     Param('min_interval_s', 3600.0, 'at least this long between automatic sleeps',
           low=0.0, high=604800.0),
-    Param('train_s', 120.0, 'training time budget per target, seconds', low=1.0,
-          high=36000.0),
+    Param('train_s', 120.0, 'wall-time budget per target, seconds: training and scoring '
+          '(validation and regression episodes) together; a night also ends at night_end',
+          low=1.0, high=36000.0),
     Param('max_experiences', 10000, 'experiences replayed per cycle', low=10,
           high=10_000_000),
     Param('keep_versions', 5, 'checkpoint versions kept per model (plus the base)',
@@ -86,9 +88,8 @@ class SleepNode(GuardedLifecycleNode):
 
     # ----------------------------------------------------------- lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
-        from sage_sleep.targets import build_targets
         try:
-            self.targets, self.stores = build_targets(self.p)
+            self._build_targets()
         except (CheckpointError, OSError, ValueError) as exc:
             self.get_logger().error(f'cannot configure sleep: {exc}')
             return TransitionCallbackReturn.FAILURE
@@ -98,7 +99,7 @@ class SleepNode(GuardedLifecycleNode):
         self.pub_ckpt = self.create_lifecycle_publisher(Checkpoint, 'sage/checkpoint',
                                                         qos_from_name('LATCHED'))
         self.diag = Diagnostics(self)
-        self.diag.set('OK', 'configured', targets=','.join(self.targets))
+        self.diag.set('OK', 'configured', targets=','.join(self.p['targets']))
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -138,6 +139,15 @@ class SleepNode(GuardedLifecycleNode):
         self._stop_worker()
         return TransitionCallbackReturn.SUCCESS
 
+    def _build_targets(self) -> None:
+        """Build the targets; before the memory node made the store, wait for it."""
+        from sage_sleep.targets import build_targets, check_models, store_missing
+        if store_missing(self.p):
+            check_models(self.p)        # a missing model is an error now, not at night
+            self.get_logger().info('no experience store yet: the first cycle will look again')
+            return
+        self.targets, self.stores = build_targets(self.p)
+
     # ----------------------------------------------------------- triggers
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -174,9 +184,9 @@ class SleepNode(GuardedLifecycleNode):
         if self.busy():
             self.get_logger().warning('Sleep goal rejected: a cycle is already running')
             return GoalResponse.REJECT
-        if goal.targets and not set(goal.targets) <= set(self.targets):
+        if goal.targets and not set(goal.targets) <= set(self.p['targets']):
             self.get_logger().warning(f'Sleep goal rejected: targets {list(goal.targets)} '
-                                      f'not configured ({list(self.targets)})')
+                                      f'not configured ({self.p["targets"]})')
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
@@ -209,13 +219,25 @@ class SleepNode(GuardedLifecycleNode):
     # ----------------------------------------------------------- the cycle
     def _run_cycle(self, trigger: str, goal_handle):
         goal = goal_handle.request if goal_handle is not None else None
-        names = list(goal.targets) if goal is not None and goal.targets else list(self.targets)
-        budget = {'train_s': (goal.max_duration_s / max(1, len(names))
-                              if goal is not None and goal.max_duration_s > 0
-                              else self.p['train_s']),
-                  'max_experiences': (goal.max_experiences if goal is not None
-                                      and goal.max_experiences > 0
-                                      else self.p['max_experiences'])}
+        names = list(goal.targets) if goal is not None and goal.targets else self.p['targets']
+        if not self.targets:
+            try:
+                self._build_targets()
+            except (CheckpointError, OSError, ValueError) as exc:
+                self._report(trigger, 'rollback', 1.0, f'cannot sleep: {exc}', goal_handle)
+                return None
+            if not self.targets:
+                self._report(trigger, 'done', 1.0, 'nothing to learn from yet: no experience '
+                             'store (the memory node makes it)', goal_handle)
+                return []
+        total_s = (goal.max_duration_s if goal is not None and goal.max_duration_s > 0
+                   else self.p['train_s'] * len(names))
+        if trigger == 'night':          # the night ends at night_end on the node clock
+            total_s = min(total_s, self.night.seconds_left(
+                dt.datetime.fromtimestamp(self._now_s())))
+        deadline = time.monotonic() + total_s
+        max_experiences = (goal.max_experiences if goal is not None and goal.max_experiences > 0
+                           else self.p['max_experiences'])
         self._cycles += 1
         results = []
 
@@ -226,6 +248,9 @@ class SleepNode(GuardedLifecycleNode):
         for i, name in enumerate(names):
             def report(phase, frac, message, i=i):
                 self._report(trigger, phase, (i + frac) / len(names), message, goal_handle)
+            # what is left is shared by the targets still to run: a quick one leaves more
+            budget = {'train_s': max(0.0, deadline - time.monotonic()) / (len(names) - i),
+                      'max_experiences': max_experiences}
             try:
                 result = run_target(self.targets[name], self.stores[name], budget, report,
                                     should_stop)
@@ -244,7 +269,9 @@ class SleepNode(GuardedLifecycleNode):
                                           for k in result.before]
             if result.committed:
                 self._announce(name, result.checkpoint)
-        self._report(trigger, 'done', 1.0, '; '.join(r.message for r in results), goal_handle)
+        self._report(trigger, 'done', 1.0, '; '.join(
+            f'{r.target}: {r.message} ({r.elapsed_s:.0f} s of {r.budget_s:.0f})'
+            for r in results), goal_handle)
         self.diag.set('OK', f'last cycle: {self._status.message}', cycles=self._cycles)
         return results
 

@@ -368,13 +368,24 @@ def lora_base(ckpts: CheckpointStore) -> None:
 TARGETS = (CoherenceTarget.name, EncoderTarget.name, LoraTarget.name)
 
 
+def store_missing(params: dict) -> bool:
+    """Return True if a target needs the experience store and it does not exist yet."""
+    return bool(set(params['targets']) & {'coherence', 'vision_encoder'}) and \
+        not os.path.exists(resolve_path(params['store_path']))
+
+
+def check_models(params: dict) -> None:
+    """Raise CheckpointError (saying how to get one) if the coherence model is missing."""
+    if 'coherence' in params['targets']:
+        CheckpointStore(resolve_path(params['model_dir']), 'coherence').open()
+
+
 def build_targets(params: dict):
     """Build the sleep node's targets and checkpoint stores from its parameters."""
     model_dir = resolve_path(params['model_dir'])
     targets, stores = {}, {}
     store_path = resolve_path(params['store_path'])
-    if set(params['targets']) & {'coherence', 'vision_encoder'} and \
-            not os.path.exists(store_path):
+    if store_missing(params):
         raise ValueError(f'no experience store at {store_path}: run SAGE with the memory '
                          f'node first')
     for name in params['targets']:

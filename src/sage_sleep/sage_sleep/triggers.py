@@ -5,14 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-
-def parse_hhmm(text: str) -> dt.time:
-    """Parse 'HH:MM' (24 h) or raise ValueError with the expected format."""
-    try:
-        hours, minutes = (int(x) for x in text.split(':'))
-        return dt.time(hours, minutes)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f'expected a local time as HH:MM (24 h), got {text!r}') from exc
+from sage_sim.days import parse_hhmm
 
 
 @dataclass
@@ -35,6 +28,13 @@ class NightWindow:
         if self.start < self.end:
             return self.start <= t < self.end
         return t >= self.start or t < self.end
+
+    def seconds_left(self, when: dt.datetime) -> float:
+        """Return the seconds from ``when`` to the window's next end."""
+        end = dt.datetime.combine(when.date(), self.end, when.tzinfo)
+        if end <= when:
+            end += dt.timedelta(days=1)
+        return (end - when).total_seconds()
 
 
 class IdleDetector:

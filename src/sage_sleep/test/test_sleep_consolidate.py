@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -28,9 +29,9 @@ def test_improvement_is_committed_and_reported(tmp_path):
                         lambda: False)
     assert result.committed and store.latest_version() == 2
     assert result.after['val_mse'] < result.before['val_mse']
-    names = [p for p, _ in phases]
-    assert names.index('select') < names.index('train') < names.index('validate') \
-        < names.index('commit')
+    names = [p for p, _ in phases]      # the model in use is scored before training
+    assert names.index('select') < names.index('validate') < names.index('train') \
+        < len(names) - 1 - names[::-1].index('validate') < names.index('commit')
     progress = [f for _, f in phases]
     assert progress == sorted(progress) and progress[-1] == 1.0
     assert store.open(1).meta['note'] == 'base'  # the base is never overwritten
@@ -57,6 +58,48 @@ def test_yields_when_asked(tmp_path):
     with pytest.raises(Cancelled):
         run_target(LinearTarget(), store, {}, lambda *a: None, should_stop)
     assert store.latest_version() == 1
+
+
+class Timed(LinearTarget):
+    """Evaluations that take ``eval_s`` (the candidate's ``slower`` times more); training
+    that uses all the time it is given, as the coherence and encoder targets do."""
+
+    def __init__(self, eval_s, slower=1.0):
+        super().__init__()
+        self.eval_s, self.slower, self.given, self.evaluations = eval_s, slower, None, 0
+
+    def train(self, state, data, budget_s, progress):
+        self.given = budget_s
+        end = time.monotonic() + budget_s
+        while time.monotonic() < end:
+            time.sleep(0.01)
+        return super().train(state, data, budget_s, progress)
+
+    def evaluate(self, state, data):
+        time.sleep(self.eval_s * (self.slower if self.evaluations else 1.0))
+        self.evaluations += 1
+        return super().evaluate(state, data)
+
+
+def test_validation_counts_against_the_budget(tmp_path):
+    target = Timed(eval_s=0.4)
+    result = run_target(target, base_store(tmp_path), {'train_s': 3.0}, lambda *a: None,
+                        lambda: False)
+    assert result.committed, result.message
+    assert result.budget_s == 3.0 and result.elapsed_s <= 3.0
+    assert 3.0 - 0.4 - 2 * 0.4 < target.given < 3.0 - 0.4   # what one more scoring leaves
+
+
+def test_a_budget_too_small_to_validate_or_kept_only_by_overrunning_commits_nothing(tmp_path):
+    store = base_store(tmp_path)
+    target = Timed(eval_s=0.6)
+    result = run_target(target, store, {'train_s': 1.0}, lambda *a: None, lambda: False)
+    assert not result.committed and 'no time to train' in result.message
+    assert target.given is None and target.evaluations == 1
+    slow = Timed(eval_s=0.3, slower=8.0)        # the candidate takes 2.4 s to score
+    result = run_target(slow, store, {'train_s': 2.0}, lambda *a: None, lambda: False)
+    assert not result.committed and 'took' in result.message
+    assert store.versions() == [1]
 
 
 @pytest.mark.parametrize('phase', ['select', 'train', 'validate', 'commit'])

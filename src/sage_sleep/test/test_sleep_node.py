@@ -21,7 +21,7 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 
 def params(tmp_path, **extra):
     base = {'model_dir': str(tmp_path / 'models'), 'store_path': str(tmp_path / 'exp.db'),
-            'validation_episodes': 2, 'regression_episodes': 2, 'train_s': 5.0,
+            'validation_episodes': 1, 'regression_episodes': 1, 'train_s': 5.0,
             'idle_after_s': 3600.0, 'night_start': '00:00', 'night_end': '00:00'}
     base.update(extra)
     return [Parameter(k, value=v) for k, v in base.items()]
@@ -54,7 +54,7 @@ def test_sleep_action_runs_a_cycle_with_progress(tmp_path):
         client = ActionClient(g.probe, Sleep, 'sage/sleep')
         assert client.wait_for_server(timeout_sec=10)
         feedback = []
-        send = client.send_goal_async(Sleep.Goal(max_duration_s=5.0),
+        send = client.send_goal_async(Sleep.Goal(max_duration_s=25.0),
                                       feedback_callback=lambda m: feedback.append(m.feedback))
         assert g.wait_for(send.done, 10) and send.result().accepted
         result = send.result().get_result_async()
