@@ -45,9 +45,9 @@ from sage_common.paths import resolve_path
 from sage_memory.store import ExperienceStore
 from sage_sim.evaluate import Suite
 from sage_sleep.consolidate import run_target
-from sage_sleep.learn import record_day, train
-from sage_sleep.targets import (CoherenceTarget, encoder_base, EncoderTarget,
-                                episodes_from_store, VALIDATION)
+from sage_sleep.learn import record_day
+from sage_sleep.targets import (CoherenceTarget, demonstration_day, encoder_base,
+                                EncoderTarget, VALIDATION)
 
 
 WORKERS = max(1, min(4, os.cpu_count() or 1))   # evaluation episodes in parallel
@@ -90,14 +90,10 @@ def morning_model(args, seed, store, cfg, base, base_store):
     if args.base == 'shipped':
         model.load_state_dict(base_store.load_state(base))
         return model, 'shipped base'
-    torch.manual_seed(seed)
-    demo_seeds = range(1000 * seed, 1000 * seed + args.demo_episodes)
-    record_day(CoherenceModel(cfg), demo_seeds, store, driver='teacher', workers=args.workers,
-               episode_offset=100_000)
-    demos = episodes_from_store(store, [e[0] for e in store.episodes()])
-    train(model, demos, updates=args.base_updates, batch=128, lr=2e-3, seed=seed,
-          device=args.device)
-    return model, f'behaviour cloning on {len(demos)} demonstrations'
+    model, day = demonstration_day(cfg, range(1000 * seed, 1000 * seed + args.demo_episodes),
+                                   store, updates=args.base_updates, seed=seed,
+                                   workers=args.workers, device=args.device)
+    return model, f'behaviour cloning on {day["demonstrations"]} demonstrations'
 
 
 def run_seed(args, seed, cfg, base, base_store):

@@ -117,8 +117,9 @@ def world_episodes(home, count: int, timeout_s: float, world: dict | None = None
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     params = yaml.safe_load(open(os.path.join(root, 'config', 'sage.yaml')))
     metrics, err = os.path.join(home, 'episodes.jsonl'), os.path.join(home, 'graph.err')
-    params['world']['ros__parameters'].update(world or {}, episodes=count,
-                                              metrics_file=metrics)
+    world_params = params['world']['ros__parameters']
+    world_params.update(day_episodes=0)         # no nights unless asked: seed, seed + 1, ...
+    world_params.update(world or {}, episodes=count, metrics_file=metrics)
     for node, overrides in (nodes or {}).items():
         params[node]['ros__parameters'].update(overrides)
     path = os.path.join(home, 'params.yaml')

@@ -3,6 +3,7 @@
     sage run                      the whole graph on the built-in world
     sage run --source bag ...     the same graph fed from a rosbag
     sage status                   nodes, topics and diagnostics of a running graph
+    sage life --days 5            days and nights in the graph: does SAGE get better?
 
 `sage <command> --help` explains each command.
 """
@@ -836,11 +837,18 @@ def build_parser() -> argparse.ArgumentParser:
     sleep.add_argument('--namespace', default='')
     sleep.add_argument('--targets', nargs='+', help='models to improve (default: all enabled)')
     sleep.add_argument('--max-duration', type=float, default=0.0, metavar='S',
-                       help='wall-time budget in seconds (default: the node\'s)')
+                       help='wall-time budget in seconds, validation included (default: '
+                       'the node\'s train_s per target)')
     sleep.add_argument('--max-experiences', type=int, default=0)
     sleep.add_argument('--wait', type=float, default=10.0,
                        help='seconds to wait for the sleep node')
     sleep.set_defaults(func=cmd_sleep)
+    from sage_bringup import life
+    days = sub.add_parser('life', help='live days and nights in the graph: do nights help?',
+                          description=life.__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    life.add_args(days)
+    days.set_defaults(func=life.cmd_life)
     think = sub.add_parser('think', help='ask a cognition node to think about an instruction',
                            description='Send a Think goal to a running cognition node with a '
                            'language model and stream its text; prints the final thought with '

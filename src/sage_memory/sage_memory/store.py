@@ -69,6 +69,39 @@ class Step:
     salience: float
 
 
+ABSENT_AGE_S = 2.0      # the age the coherence buffer gives a modality it dropped
+
+
+def relayout(features: np.ndarray, trust: np.ndarray, age: np.ndarray, source: dict,
+             target: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return steps ([T, F], [T, M], [T, M]) of layout ``source`` in layout ``target``.
+
+    Layouts map modality names to sizes. A modality of ``target`` that ``source`` lacks
+    is absent, as the coherence node sees a dropped one: zeros, trust 0, age
+    ABSENT_AGE_S. (The memory node does not store its own places feature, 4.7 k floats
+    a step; a model trained on stored steps sees places absent.)
+    """
+    features, trust, age = (np.atleast_2d(np.asarray(a, np.float32))
+                            for a in (features, trust, age))
+    for name, size in target.items():
+        if name in source and source[name] != size:
+            raise StoreError(f'{name} has {source[name]} values in one layout, {size} in '
+                             f'the other')
+    starts = dict(zip(source, np.cumsum([0] + list(source.values()))))
+    names = list(source)
+    blocks, trusts, ages = [], [], []
+    for name, size in target.items():
+        if name in source:
+            blocks.append(features[:, starts[name]:starts[name] + size])
+            trusts.append(trust[:, names.index(name)])
+            ages.append(age[:, names.index(name)])
+        else:
+            blocks.append(np.zeros((len(features), size), np.float32))
+            trusts.append(np.zeros(len(features), np.float32))
+            ages.append(np.full(len(features), ABSENT_AGE_S, np.float32))
+    return np.concatenate(blocks, 1), np.stack(trusts, 1), np.stack(ages, 1)
+
+
 class ExperienceStore:
     """SQLite experience store with a salience-based size cap."""
 

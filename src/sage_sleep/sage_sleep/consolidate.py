@@ -11,7 +11,7 @@ robot becomes active again.
 The budget (``budget['train_s']``) is wall time for the whole cycle, validation
 included: the model in use is scored first, which times one evaluation; the
 candidate trains for what is left less one more evaluation (with a margin), and a
-cycle that still ran past its budget is rolled back.
+cycle that still ran more than 10 % past its budget is rolled back.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ PHASES = ('select', 'augment', 'train', 'validate', 'commit')
 # share of a target's progress bar spent in each step ('score': validating the model in use)
 _SPAN = {'select': (0.0, 0.05), 'augment': (0.05, 0.1), 'score': (0.1, 0.3),
          'train': (0.3, 0.75), 'validate': (0.75, 0.97), 'commit': (0.97, 1.0)}
-EVALUATION_MARGIN = 1.25     # a candidate's evaluation may take this much longer (slower wins)
+EVALUATION_MARGIN = 1.5      # a candidate's scoring may take longer (a worse model's episodes
+#                              run to their time limit)
+OVERRUN = 0.1                # a cycle that took 10 % more than its budget commits nothing
 MIN_TRAIN_S = 1.0
 
 
@@ -123,7 +125,7 @@ def run_target(target: Target, store: CheckpointStore, budget: dict,
     after = target.evaluate(candidate, data)
     gain = after.score - before.score
     elapsed = time.monotonic() - start
-    if elapsed > budget_s:                  # a budget not kept commits nothing
+    if elapsed > budget_s * (1 + OVERRUN):      # a budget not kept commits nothing
         return result(False, f'rolled back: the cycle took {elapsed:.0f} s of a '
                       f'{budget_s:.0f} s budget', before, after, current)
     if not (gain > 0 and gain >= target.min_gain):

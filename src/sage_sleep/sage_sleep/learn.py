@@ -329,7 +329,7 @@ def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
     none), as the memory node does with ``frame_period_s``. Episodes run in
     ``workers`` forked processes; the store gets them in seed order.
     """
-    from sage_memory.store import Step
+    from sage_memory.store import relayout, Step
     if driver not in DRIVERS:
         raise ValueError(f'unknown driver {driver!r}; choose one of {DRIVERS}')
     seeds = [int(s) for s in seeds]
@@ -337,10 +337,12 @@ def record_day(model: CoherenceModel, seeds, store, episode_offset: int = 0,
            frame_every)
     wins = steps = 0
     lived = forked_imap(_live_episode, seeds, workers, _init_day, (job,), progress)
+    layout = model.cfg.modalities
     for i, (rows, frames, success) in enumerate(lived):
         episode = episode_offset + i
-        for row in rows:
-            store.insert(Step(episode, *row))
+        for t, features, trust, age, *labels in rows:      # in the store's layout
+            features, trust, age = relayout(features, trust, age, layout, store.modalities)
+            store.insert(Step(episode, t, features[0], trust[0], age[0], *labels))
         for t, image, salience in frames:
             store.insert_frame(episode, t, image, salience)
         steps += len(rows)

@@ -37,30 +37,63 @@ from sage_common.checkpoints import CheckpointStore
 from sage_coherence.model import CoherenceConfig, CoherenceModel
 from sage_coherence.runtime import TorchRuntime
 from sage_common.paths import resolve_path
-from sage_memory.store import ExperienceStore
+from sage_memory.store import ExperienceStore, relayout
 from sage_sim.evaluate import MORNING, Suite, evaluate
 
 from sage_sleep.agent import CoherencePolicy
 from sage_sleep.consolidate import Evaluation
-from sage_sleep.learn import Episode, train
+from sage_sleep.learn import collect, Episode, train
 
 VALIDATION = Suite('validation', tuple(range(20_000, 20_100)))
 # The morning suite is the regression set; training seeds are below 10 000 (disjoint).
 
 
-def episodes_from_store(store: ExperienceStore, ids) -> list[Episode]:
-    """Turn stored episodes into training episodes (teacher-labelled steps only)."""
+def episodes_from_store(store: ExperienceStore, ids, layout: dict | None = None) -> list[Episode]:
+    """Turn stored episodes into training episodes (teacher-labelled steps only), in the
+    model's modality ``layout`` (default: the store's; see sage_memory.store.relayout)."""
     out = []
     for eid in ids:
         steps = [s for s in store.episode(eid) if s.teacher >= 0]
         if len(steps) < 2:
             continue
-        out.append(Episode(np.stack([s.features for s in steps]),
-                           np.stack([s.trust for s in steps]), np.stack([s.age for s in steps]),
-                           np.array([s.teacher for s in steps]),
+        features, trust, age = relayout(np.stack([s.features for s in steps]),
+                                        np.stack([s.trust for s in steps]),
+                                        np.stack([s.age for s in steps]), store.modalities,
+                                        layout or store.modalities)
+        out.append(Episode(features, trust, age, np.array([s.teacher for s in steps]),
                            np.array([s.reward for s in steps], np.float32),
                            meta={'episode': int(eid)}))
     return out
+
+
+def store_episodes(store: ExperienceStore, episodes: list[Episode], layout: dict,
+                   episode_offset: int, salience: float = 0.5) -> None:
+    """Write training episodes (in ``layout``) into the store (in its own layout)."""
+    from sage_memory.store import Step
+    for k, ep in enumerate(episodes):
+        features, trust, age = relayout(ep.features, ep.trust, ep.age, layout,
+                                        store.modalities)
+        for t in range(len(features)):
+            store.insert(Step(episode_offset + k, 0.1 * t, features[t], trust[t], age[t],
+                              int(ep.teacher[t]), int(ep.teacher[t]), float(ep.reward[t]),
+                              salience))
+
+
+def demonstration_day(cfg: CoherenceConfig, seeds, store: ExperienceStore,
+                      teacher: str = 'oracle', updates: int = 300, seed: int = 0,
+                      workers: int = 1, device: str = 'cpu',
+                      episode_offset: int = 100_000) -> tuple[CoherenceModel, dict]:
+    """A robot's first day: the teacher drives ``seeds`` and a new model learns them by
+    behaviour cloning (on every input, places too); the day also goes to ``store`` (in
+    its layout) for the nights to rehearse. Return the model and the day's summary."""
+    torch.manual_seed(seed)
+    demos = collect(seeds, None, beta=1.0, seed=seed, workers=workers, teacher=teacher)
+    store_episodes(store, demos, cfg.modalities, episode_offset)
+    model = CoherenceModel(cfg)
+    train(model, demos, updates=updates, batch=128, lr=2e-3, seed=seed, device=device)
+    return model, {'episodes': len(demos), 'steps': int(sum(len(d.teacher) for d in demos)),
+                   'success': float(np.mean([d.success for d in demos])),
+                   'demonstrations': len(demos)}
 
 
 class CoherenceTarget:
@@ -95,7 +128,7 @@ class CoherenceTarget:
                 break
             chosen.append(eid)
             steps += eps[eid]
-        data = episodes_from_store(self.store, chosen)
+        data = episodes_from_store(self.store, chosen, self.config.modalities)
         if len(data) < self.min_episodes:
             return None
         held = [e for e in data if e.meta['episode'] % 5 == 0] or data[:1]
@@ -408,8 +441,9 @@ def build_targets(params: dict):
         current = ckpts.open()     # no base model: CheckpointError tells how to train one
         config = CoherenceConfig.from_dict(current.meta['config'])
         store = ExperienceStore(store_path)
-        if store.modalities != config.modalities:
-            raise ValueError(f'store modalities {store.modalities} differ from the model\'s')
+        if any(config.modalities.get(m) != n for m, n in store.modalities.items()):
+            raise ValueError(f'the store\'s modalities {store.modalities} are not among the '
+                             f'model\'s {config.modalities}')
         validation = Suite('validation', VALIDATION.seeds[:params['validation_episodes']])
         regression = Suite(MORNING.name, MORNING.seeds[:params['regression_episodes']])
         targets[name] = CoherenceTarget(store, config, seed=params['seed'],

@@ -111,3 +111,34 @@ def test_a_demonstration_day_is_driven_by_the_teacher_and_workers_change_nothing
     with pytest.raises(ValueError, match='unknown teacher'):     # from the world, unstored
         record_day(model, [310], stores[0], teacher='oracel')
     assert stores[0].count() == demo['steps']
+
+
+def test_a_store_without_places_trains_the_model_with_places_absent(tmp_path, demos):
+    """The memory node stores its own layout (no places); the model's layout comes back."""
+    from sage_memory.store import ABSENT_AGE_S
+    from sage_sleep.targets import build_targets, store_episodes
+    cfg = default_config()
+    memory = {m: n for m, n in cfg.modalities.items() if m != 'places'}
+    store = ExperienceStore(str(tmp_path / 'exp.db'), memory)
+    train_eps, _ = demos
+    store_episodes(store, train_eps[:2], cfg.modalities, episode_offset=40)
+    back = episodes_from_store(store, [40, 41], cfg.modalities)
+    names = list(cfg.modalities)
+    places = names.index('places')
+    width = sum(memory.values())         # places is the last block of the model's layout
+    for original, stored in zip(train_eps[:2], back):
+        assert stored.features.shape == original.features.shape
+        assert np.allclose(stored.features[:, :width], original.features[:, :width])
+        assert not stored.features[:, width:].any()
+        assert not stored.trust[:, places].any() and (stored.age[:, places] == ABSENT_AGE_S).all()
+        assert np.array_equal(stored.teacher, original.teacher)
+    with pytest.raises(StoreError, match='values'):      # a block of another size is refused
+        episodes_from_store(store, [40], dict(cfg.modalities, imu=3))
+    from sage_common.checkpoints import CheckpointStore
+    CheckpointStore(str(tmp_path / 'models'), 'coherence').commit(
+        CoherenceModel(cfg).state_dict(), {'config': cfg.to_dict()})
+    targets, _ = build_targets({'targets': ['coherence'], 'model_dir': str(tmp_path / 'models'),
+                                'store_path': str(tmp_path / 'exp.db'), 'keep_versions': 3,
+                                'seed': 0, 'validation_episodes': 1, 'regression_episodes': 1})
+    data = targets['coherence'].select({'max_experiences': 10_000})
+    assert data is None                  # two episodes: fewer than a cycle needs

@@ -18,6 +18,7 @@ that shows them at a glance.
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import foxglove
@@ -53,6 +54,21 @@ PARAMS = [
 def _pose(x: float, y: float, z: float = 0.0, yaw: float = 0.0) -> Pose:
     return Pose(position=Vector3(x=x, y=y, z=z),
                 orientation=Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2)))
+
+
+def layout_file() -> str:
+    """Return the path of the Foxglove layout (installed share, else the source tree)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        path = os.path.join(get_package_share_directory('sage_bringup'), 'config', 'foxglove',
+                            'sage_layout.json')
+        if os.path.exists(path):
+            return os.path.realpath(path)
+    except Exception:  # not installed: the repository layout
+        pass
+    here = os.path.dirname(os.path.realpath(__file__))
+    return os.path.normpath(os.path.join(here, '..', '..', '..', 'config', 'foxglove',
+                                         'sage_layout.json'))
 
 
 def world_scene(layout: dict, robot, stamp: Timestamp) -> SceneUpdate:
@@ -101,8 +117,12 @@ class FoxgloveNode(GuardedNode):
         # the SDK server on an internal port; the relay serves both protocol names
         self.server = foxglove.start_server(name='SAGE', host='127.0.0.1', port=0,
                                             context=self.fox)
-        self.relay = ProtocolRelay(self.p['host'], self.p['port'],
-                                   f'ws://127.0.0.1:{self.server.port}')
+        upstream = f'ws://127.0.0.1:{self.server.port}'
+        try:
+            self.relay = ProtocolRelay(self.p['host'], self.p['port'], upstream)
+        except OSError as exc:      # e.g. another SAGE on this machine: a viewer still helps
+            self.get_logger().warning(f'{exc}; serving on a free port instead (set port)')
+            self.relay = ProtocolRelay(self.p['host'], 0, upstream)
         self.port = self.relay.port
         self.channels = {name: foxglove.Channel(name, message_encoding='json',
                                                 context=self.fox)
@@ -132,6 +152,8 @@ class FoxgloveNode(GuardedNode):
                                          'node': n, 'text': msg.data}), 10)
         self.diag.set('OK', f'serving ws://{self.p["host"]}:{self.port} (foxglove.websocket.v1 '
                       f'and foxglove.sdk.v1)', port=self.port, mcap=self.p['mcap_path'])
+        self.get_logger().info(f'Foxglove: open ws://{self.p["host"]}:{self.port} and load the '
+                               f'layout {layout_file()}')
 
     def _log(self, channel: str, data: dict) -> None:
         self.channels[channel].log(data)
