@@ -61,6 +61,7 @@ def start_home(args, home: str, memory: dict) -> dict:
     from sage_coherence.model import CoherenceConfig
     from sage_coherence.runtime import install_base
     from sage_common.checkpoints import CheckpointStore
+    from sage_memory.memory import shared_spans
     from sage_memory.store import ExperienceStore
     from sage_sleep.targets import demonstration_day
     models = os.path.join(home, 'models')
@@ -68,8 +69,9 @@ def start_home(args, home: str, memory: dict) -> dict:
     ckpts = CheckpointStore(models, 'coherence')
     shipped = ckpts.open()
     cfg = CoherenceConfig.from_dict(shipped.meta['config'])
-    store = ExperienceStore(os.path.join(home, memory['store_path']),
-                            dict(zip(memory['modalities'], memory['dims'])))
+    layout = dict(zip(memory['modalities'], memory['dims']))
+    store = ExperienceStore(os.path.join(home, memory['store_path']), layout,
+                            shared=shared_spans(layout))
     print(f'demonstration day: the {args.teacher} drives {args.demo_episodes} episodes',
           flush=True)
     model, day = demonstration_day(cfg, range(args.demo_episodes), store, args.teacher,

@@ -29,6 +29,22 @@ from sage_memory.store import ExperienceStore, Step, StoreError
 MAX_ABS_REWARD = 1e3
 
 
+def shared_spans(modalities: dict) -> list[tuple[int, int]]:
+    """Spans of a step's features that repeat across steps, for the store to keep once:
+    each places token's label embedding, and a cognition feature whole (a plan step or an
+    instruction's embedding holds for many steps)."""
+    from sage_common.places_layout import EMBED_DIM, FIELDS, TOKEN_DIM
+    spans, start = [], 0
+    for name, size in modalities.items():
+        if name == 'places' and size % TOKEN_DIM == 0:
+            spans += [(start + k * TOKEN_DIM + len(FIELDS), EMBED_DIM)
+                      for k in range(size // TOKEN_DIM)]
+        elif name.startswith('cognition'):
+            spans.append((start, size))
+        start += size
+    return spans
+
+
 @dataclass
 class MemoryConfig:
     """The memory node's parameters of the same names (defaults as in config/sage.yaml)."""
@@ -74,7 +90,8 @@ class Memory:
         dims = list(c.modalities.values())
         self.snarc = Snarc(dims, c.weights, weight_lr=c.learn_weights)
         self.store = ExperienceStore(c.store_path, dict(c.modalities), max_rows=c.max_rows,
-                                     max_frames=c.max_frames)
+                                     max_frames=c.max_frames,
+                                     shared=shared_spans(c.modalities))
         self.sidecar_note = ''
         self.sidecar = self._load_sidecar(sum(dims))
         self.buffer = FeatureBuffer(dict(c.modalities), 0.5, 2.0)
@@ -128,11 +145,14 @@ class Memory:
 
     # ----------------------------------------------------------------- the step
     def step(self, now_s: float, wall_s: float | None = None) -> Recollection | None:
-        """Score and remember the current moment; None before any feature arrived."""
+        """Score and remember the current moment; None while nothing is sensed (before any
+        feature arrived, or every modality dropped: a robot asleep has no moments)."""
         if not self.buffer.latest:
             return None
-        wall_s = time.monotonic() if wall_s is None else wall_s
         vectors, trust, age = self.buffer.snapshot(now_s)
+        if all(age[i] >= self.buffer.drop_after[m] for i, m in enumerate(self.buffer.dims)):
+            return None
+        wall_s = time.monotonic() if wall_s is None else wall_s
         x = np.concatenate([vectors[m] for m in self.config.modalities]).astype(np.float32)
         key = self.sidecar.key(x)
         recalled, confidence = self.sidecar.read(key=key)

@@ -22,6 +22,7 @@ import numpy as np
 
 from sage_common.features import FeatureRejected
 from sage_common.paths import inside, resolve_path, sage_home
+from sage_common.places_layout import TOKEN_DIM
 from sage_common.validate import parse_json
 from sage_ros.guard import GuardedNode
 from sage_ros.common import (Diagnostics, Param, ParameterError, QOS_CHOICES, Throttle,
@@ -104,6 +105,10 @@ class MemoryNode(GuardedNode):
         if len(names) != len(dims) or not names:
             raise ParameterError(f'memory: modalities {names} and dims {dims} must have the '
                                  f'same, non-zero length')
+        tokens = self.p['places_tokens'] * TOKEN_DIM
+        if 'places' in names and tokens and dims[names.index('places')] != tokens:
+            raise ParameterError(f'memory: places is {self.p["places_tokens"]} tokens of '
+                                 f'{TOKEN_DIM}: set its dims entry to {tokens}')
         self.diag = Diagnostics(self)
         config = MemoryConfig(
             modalities=dict(zip(names, dims)), store_path=resolve_path(self.p['store_path']),

@@ -3,7 +3,11 @@
 One row per stored time step: time, episode id, the fused features with their
 trust and age (float32 blobs; the modality layout is recorded once in the
 ``meta`` table), the action taken, the teacher's action (-1 if none), the
-reward and the salience. Camera frames of salient moments sit beside them
+reward and the salience. Spans of the features that repeat from step to step
+(``shared``: sentence embeddings of labels and instructions, 384 numbers each)
+are kept once in the ``vectors`` table and referenced: the places feature is
+4,752 numbers, of which 144 are not embeddings, so a step takes ~1 KB instead of
+~21 KB. Camera frames of salient moments sit beside them
 (PNG, at most ``FRAME_WIDTH`` wide) for the vision encoder to train on. Size
 caps are kept by deleting the least salient rows first. WAL mode lets one
 writer (the memory node) and readers in other processes (sleep, export) work
@@ -13,6 +17,7 @@ step being written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -36,6 +41,11 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE INDEX IF NOT EXISTS steps_episode ON steps (episode, t);
 CREATE INDEX IF NOT EXISTS steps_salience ON steps (salience);
+CREATE TABLE IF NOT EXISTS vectors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest BLOB NOT NULL UNIQUE,
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS frames (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     episode INTEGER NOT NULL,
@@ -78,8 +88,7 @@ def relayout(features: np.ndarray, trust: np.ndarray, age: np.ndarray, source: d
 
     Layouts map modality names to sizes. A modality of ``target`` that ``source`` lacks
     is absent, as the coherence node sees a dropped one: zeros, trust 0, age
-    ABSENT_AGE_S. (The memory node does not store its own places feature, 4.7 k floats
-    a step; a model trained on stored steps sees places absent.)
+    ABSENT_AGE_S (a store of a memory node whose ``modalities`` left out places).
     """
     features, trust, age = (np.atleast_2d(np.asarray(a, np.float32))
                             for a in (features, trust, age))
@@ -106,7 +115,7 @@ class ExperienceStore:
     """SQLite experience store with a salience-based size cap."""
 
     def __init__(self, path: str, modalities: dict | None = None, max_rows: int = 200_000,
-                 max_frames: int = 5000):
+                 max_frames: int = 5000, shared: list | None = None):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path, self.max_rows, self.max_frames = path, max_rows, max_frames
         self.db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
@@ -120,13 +129,56 @@ class ExperienceStore:
             with self.db:
                 self.db.execute("INSERT INTO meta VALUES ('modalities', ?)",
                                 (json.dumps(modalities),))
+                self.db.execute("INSERT INTO meta VALUES ('shared', ?)",
+                                (json.dumps([list(map(int, x)) for x in shared or []]),))
             self.modalities = dict(modalities)
         else:
             self.modalities = json.loads(row[0])
             if modalities is not None and dict(modalities) != self.modalities:
                 raise StoreError(f'{path} holds modalities {self.modalities}, not {modalities}')
+        if 'refs' not in [c[1] for c in self.db.execute('PRAGMA table_info(steps)')]:
+            with self.db:       # a store written before shared spans: none of its rows has any
+                self.db.execute('ALTER TABLE steps ADD COLUMN refs BLOB')
+        row = self.db.execute("SELECT value FROM meta WHERE key='shared'").fetchone()
+        self.shared = [tuple(x) for x in json.loads(row[0])] if row else []
         self.feature_size = sum(self.modalities.values())
+        self._own = np.ones(self.feature_size, bool)        # positions stored in the row
+        for start, size in self.shared:
+            if start < 0 or start + size > self.feature_size:
+                raise StoreError(f'shared span {start}+{size} lies outside the '
+                                 f'{self.feature_size} features')
+            self._own[start:start + size] = False
+        self._vector_ids: dict[bytes, int] = {}
+        self._vectors: dict[int, np.ndarray] = {}
         self._inserts = 0
+
+    def _ref(self, vector: np.ndarray) -> int:
+        data = vector.tobytes()
+        digest = hashlib.sha1(data).digest()
+        vid = self._vector_ids.get(digest)
+        if vid is None:
+            self.db.execute('INSERT OR IGNORE INTO vectors (digest, data) VALUES (?, ?)',
+                            (digest, data))
+            vid = self.db.execute('SELECT id FROM vectors WHERE digest=?',
+                                  (digest,)).fetchone()[0]
+            self._vector_ids[digest] = vid
+        return vid
+
+    def _features(self, own: bytes, refs: bytes | None) -> np.ndarray:
+        if not refs:
+            return np.frombuffer(own, np.float32)
+        out = np.empty(self.feature_size, np.float32)
+        out[self._own] = np.frombuffer(own, np.float32)
+        for (start, size), vid in zip(self.shared, np.frombuffer(refs, np.int64)):
+            vector = self._vectors.get(int(vid))
+            if vector is None:
+                row = self.db.execute('SELECT data FROM vectors WHERE id=?',
+                                      (int(vid),)).fetchone()
+                if row is None:
+                    raise StoreError(f'a step refers to vector {vid}, which the store lacks')
+                vector = self._vectors[int(vid)] = np.frombuffer(row[0], np.float32)
+            out[start:start + size] = vector
+        return out
 
     def insert(self, step: Step) -> None:
         """Store one step (validated: finite values, right sizes)."""
@@ -140,12 +192,14 @@ class ExperienceStore:
                 and np.isfinite(step.reward) and np.isfinite(step.salience)):
             raise StoreError('step contains NaN or Inf')
         with self.db:
+            refs = (np.array([self._ref(f[a:a + n]) for a, n in self.shared], np.int64).tobytes()
+                    if self.shared else None)
             self.db.execute(
                 'INSERT INTO steps (episode, t, features, trust, age, action, teacher, reward, '
-                'salience) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                (int(step.episode), float(step.t), f.tobytes(), tr.tobytes(), ag.tobytes(),
-                 int(step.action), int(step.teacher), float(step.reward),
-                 float(step.salience)))
+                'salience, refs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                (int(step.episode), float(step.t), f[self._own].tobytes(), tr.tobytes(),
+                 ag.tobytes(), int(step.action), int(step.teacher), float(step.reward),
+                 float(step.salience), refs))
         self._inserts += 1
         if self._inserts % 1000 == 0:
             self.enforce_cap()
@@ -226,9 +280,9 @@ class ExperienceStore:
     def episode(self, episode: int) -> list[Step]:
         """All stored steps of one episode in time order."""
         rows = self.db.execute('SELECT episode, t, features, trust, age, action, teacher, '
-                               'reward, salience FROM steps WHERE episode=? ORDER BY t',
+                               'reward, salience, refs FROM steps WHERE episode=? ORDER BY t',
                                (int(episode),))
-        return [Step(r[0], r[1], np.frombuffer(r[2], np.float32), np.frombuffer(r[3], np.float32),
+        return [Step(r[0], r[1], self._features(r[2], r[9]), np.frombuffer(r[3], np.float32),
                      np.frombuffer(r[4], np.float32), r[5], r[6], r[7], r[8]) for r in rows]
 
     def sample_episodes(self, n: int, rng: np.random.Generator) -> list[int]:
@@ -251,8 +305,8 @@ class ExperienceStore:
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
-        query = ('SELECT episode, t, features, trust, age, action, teacher, reward, salience '
-                 'FROM steps WHERE t >= ? AND t <= ?')
+        query = ('SELECT episode, t, features, trust, age, action, teacher, reward, salience, '
+                 'refs FROM steps WHERE t >= ? AND t <= ?')
         args = [float(t_min), float(t_max)]
         if episodes is not None:
             ids = [int(e) for e in episodes]
@@ -264,7 +318,8 @@ class ExperienceStore:
             'episode': [r[0] for r in rows], 't': [r[1] for r in rows],
             'action': [r[5] for r in rows], 'teacher': [r[6] for r in rows],
             'reward': [r[7] for r in rows], 'salience': [r[8] for r in rows],
-            'trust': vec(3), 'age': vec(4), 'features': vec(2)})
+            'trust': vec(3), 'age': vec(4),
+            'features': [self._features(r[2], r[9]).tolist() for r in rows]})
         table = table.replace_schema_metadata({'sage_modalities': json.dumps(self.modalities)})
         tmp = f'{path}.tmp-{os.getpid()}'
         pq.write_table(table, tmp)

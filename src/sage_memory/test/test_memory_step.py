@@ -34,6 +34,9 @@ def test_step_scores_stores_labels_and_expires_them(tmp_path):
     assert [r.teacher for r in rows] == [3] * 5 + [-1]
     assert rows[0].reward == 1.0 and rows[-1].reward == 0.0   # reward belongs to its step
     assert mem.steps == 6 and mem.sidecar.writes >= 6      # every salient step is written
+    assert mem.step(2.9, wall_s=2.9) is not None          # 1.9 s old: still sensed
+    assert mem.step(3.1, wall_s=3.1) is None               # every modality dropped: asleep
+    assert mem.steps == 7
 
 
 def test_bad_inputs_are_refused_with_reasons_and_the_state_is_kept(tmp_path):

@@ -116,3 +116,31 @@ def test_frames_round_trip_shrink_cap_and_sample_by_salience(tmp_path):
         store.insert_frame(0, 0.0, photo[:, :, 0], 0.5)
     with pytest.raises(StoreError):
         store.insert_frame(0, 0.0, photo, float('nan'))
+
+
+def test_shared_spans_are_kept_once_and_steps_come_back_whole(tmp_path):
+    """Places tokens' label embeddings and the cognition feature repeat from step to step."""
+    from sage_common.places_layout import TOKEN_DIM
+    from sage_memory.memory import shared_spans
+    from sage_memory.store import ExperienceStore, Step
+    layout = {'vision': 4, 'cognition_main': 384, 'places': 3 * TOKEN_DIM}
+    rng = np.random.default_rng(0)
+    labels = rng.normal(size=(2, 384)).astype(np.float32)
+    instruction = rng.normal(size=384).astype(np.float32)
+    path = str(tmp_path / 'exp.db')
+    store = ExperienceStore(path, layout, shared=shared_spans(layout))
+    steps = []
+    for t in range(50):
+        tokens = rng.normal(size=(3, TOKEN_DIM)).astype(np.float32)
+        tokens[:, 12:] = labels[[0, 1, t % 2]]
+        features = np.concatenate([rng.normal(size=4).astype(np.float32), instruction,
+                                   tokens.reshape(-1)])
+        steps.append(features)
+        store.insert(Step(0, 0.1 * t, features, np.ones(3, np.float32),
+                          np.zeros(3, np.float32), 1, 2, 0.0, 0.5))
+    assert store.db.execute('SELECT COUNT(*) FROM vectors').fetchone()[0] == 3
+    reopened = ExperienceStore(path)             # the layout and spans come from the file
+    back = reopened.episode(0)
+    assert all(np.array_equal(b.features, f) for b, f in zip(back, steps))
+    own = store.db.execute('SELECT LENGTH(features) FROM steps LIMIT 1').fetchone()[0]
+    assert own == 4 * (4 + 3 * 12)               # only what is not shared is in the row

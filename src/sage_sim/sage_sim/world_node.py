@@ -76,8 +76,9 @@ PARAMS = [
     Param('height', 120, 'camera height, px', low=12, high=1080),
     Param('faults', [''], 'scheduled faults kind:start_s:end_s[:severity]',
           check=lambda v: _check_faults([s for s in v if s])),
-    Param('command_source', 'cmd_vel', 'which command drives the robot',
-          choices=('cmd_vel', 'action')),
+    Param('command_source', 'cmd_vel', 'which command drives the robot: cmd_vel, '
+          'sage/action, or the teacher (a demonstration: the robot only watches)',
+          choices=('cmd_vel', 'action', 'teacher')),
     Param('teacher', 'oracle', 'who labels sage/teacher_action: the oracle (knows the map) or '
           'an operator (sees only what the camera has shown: searches, then the shortest '
           'path)', choices=TEACHERS),
@@ -261,6 +262,8 @@ class WorldNode(GuardedNode):
             self.waiting.clear()
         fresh = self.sim_ns - self.cmd_ns <= self.p['command_timeout_s'] * 1e9
         v, w = self.cmd if fresh else (0.0, 0.0)
+        if self.p['command_source'] == 'teacher':
+            v, w = ACTIONS[self.world.teacher_action(self.p['teacher'])][1:]
         if self.world.t < self.p['opening_s'] - 1e-9:
             v, w = OPENING_TURN[1:]
         obs, _, done, _ = self.world.step(v, w)
