@@ -147,6 +147,8 @@ def test_night_window_crossing_midnight():
     assert w.contains(dt.datetime(2026, 1, 2, 4, 59))
     assert not w.contains(dt.datetime(2026, 1, 2, 5, 0))
     assert not w.contains(dt.datetime(2026, 1, 2, 12, 0))
+    assert w.seconds_left(dt.datetime(2026, 1, 1, 23, 30)) == 5.5 * 3600   # a night's budget
+    assert w.seconds_left(dt.datetime(2026, 1, 2, 4, 59)) == 60
     with pytest.raises(ValueError, match='HH:MM'):
         NightWindow.parse('25h', '05:00')
 
