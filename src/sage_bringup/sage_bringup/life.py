@@ -44,7 +44,7 @@ def add_args(p) -> None:
 
 
 def _night(status) -> dict:
-    """What one night did, from the sleep node's final SleepStatus."""
+    """Return what one night did, from the sleep node's final SleepStatus."""
     parts = {}
     for part in status.message.split('; '):
         m = re.match(r'(\w+): (.*?)(?: \((\d+) s of (\d+)\))?$', part)
@@ -56,8 +56,10 @@ def _night(status) -> dict:
 
 
 def start_home(args, home: str, memory: dict) -> dict:
-    """Make ``home``: the shipped models, then the demonstration day (in the store laid out
-    as the memory node's ``memory`` params say) and the model it gave."""
+    """Make ``home``: the shipped models, the demonstration day and the model it gave.
+
+    The store is laid out as the memory node's ``memory`` params say.
+    """
     from sage_coherence.model import CoherenceConfig
     from sage_coherence.runtime import install_base
     from sage_common.checkpoints import CheckpointStore
@@ -102,7 +104,7 @@ def params_file(args, home: str) -> tuple[str, dict]:
 
 
 def teacher_success(args) -> float:
-    """The teacher's success on the morning suite (the world alone: it needs no graph)."""
+    """Return the teacher's morning-suite success (the world alone: it needs no graph)."""
     from sage_sim.evaluate import MORNING, OperatorPolicy, Suite, evaluate
     if args.teacher == 'oracle':
         return 1.0 if args.morning else 0.0     # the oracle knows the map
@@ -165,7 +167,7 @@ def live(args, home: str, path: str) -> tuple[list, list, dict]:
 
 
 def summarize(args, start: dict, episodes, nights, agreement, teacher: float) -> dict:
-    """The report: summary figures, per day and per night."""
+    """Return the report: summary figures, per day and per night."""
     by_day = []
     for day in range(args.days):
         morning = [e['success'] for e in episodes if e.get('day') == day

@@ -30,9 +30,11 @@ MAX_ABS_REWARD = 1e3
 
 
 def shared_spans(modalities: dict) -> list[tuple[int, int]]:
-    """Spans of a step's features that repeat across steps, for the store to keep once:
-    each places token's label embedding, and a cognition feature whole (a plan step or an
-    instruction's embedding holds for many steps)."""
+    """Return the spans of a step's features that repeat across steps (kept once).
+
+    Each places token's label embedding, and a cognition feature whole (a plan step or an
+    instruction's embedding holds for many steps).
+    """
     from sage_common.places_layout import EMBED_DIM, FIELDS, TOKEN_DIM
     spans, start = [], 0
     for name, size in modalities.items():
@@ -145,8 +147,11 @@ class Memory:
 
     # ----------------------------------------------------------------- the step
     def step(self, now_s: float, wall_s: float | None = None) -> Recollection | None:
-        """Score and remember the current moment; None while nothing is sensed (before any
-        feature arrived, or every modality dropped: a robot asleep has no moments)."""
+        """Score and remember the current moment; None while nothing is sensed.
+
+        Nothing is sensed before any feature arrived, or when every modality dropped: a
+        robot asleep has no moments.
+        """
         if not self.buffer.latest:
             return None
         vectors, trust, age = self.buffer.snapshot(now_s)

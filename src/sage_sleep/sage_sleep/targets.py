@@ -49,8 +49,11 @@ VALIDATION = Suite('validation', tuple(range(20_000, 20_100)))
 
 
 def episodes_from_store(store: ExperienceStore, ids, layout: dict | None = None) -> list[Episode]:
-    """Turn stored episodes into training episodes (teacher-labelled steps only), in the
-    model's modality ``layout`` (default: the store's; see sage_memory.store.relayout)."""
+    """Turn stored episodes into training episodes (teacher-labelled steps only).
+
+    They come in the model's modality ``layout`` (default: the store's; see
+    sage_memory.store.relayout).
+    """
     out = []
     for eid in ids:
         steps = [s for s in store.episode(eid) if s.teacher >= 0]
@@ -83,9 +86,12 @@ def demonstration_day(cfg: CoherenceConfig, seeds, store: ExperienceStore,
                       teacher: str = 'oracle', updates: int = 300, seed: int = 0,
                       workers: int = 1, device: str = 'cpu',
                       episode_offset: int = 100_000) -> tuple[CoherenceModel, dict]:
-    """A robot's first day: the teacher drives ``seeds`` and a new model learns them by
-    behaviour cloning (on every input, places too); the day also goes to ``store`` (in
-    its layout) for the nights to rehearse. Return the model and the day's summary."""
+    """Live a robot's first day; return the model it gave and the day's summary.
+
+    The teacher drives ``seeds`` and a new model learns them by behaviour cloning (on
+    every input, places too); the day also goes to ``store`` (in its layout) for the
+    nights to rehearse.
+    """
     torch.manual_seed(seed)
     demos = collect(seeds, None, beta=1.0, seed=seed, workers=workers, teacher=teacher)
     store_episodes(store, demos, cfg.modalities, episode_offset)
