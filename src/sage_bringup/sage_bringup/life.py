@@ -31,6 +31,8 @@ def add_args(p) -> None:
     p.add_argument('--work', type=int, default=10, help='work episodes a day')
     p.add_argument('--demo-episodes', type=int, default=40,
                    help='episodes of the demonstration day the robot starts from')
+    p.add_argument('--demo-train-s', type=float, default=300.0,
+                   help='wall seconds of behaviour cloning on the demonstration day')
     p.add_argument('--teacher', choices=('operator', 'oracle'), default='operator',
                    help='who labels (and drove the demonstrations)')
     p.add_argument('--targets', nargs='+', default=['coherence'],
@@ -74,10 +76,13 @@ def start_home(args, home: str, memory: dict) -> dict:
     layout = dict(zip(memory['modalities'], memory['dims']))
     store = ExperienceStore(os.path.join(home, memory['store_path']), layout,
                             shared=shared_spans(layout))
-    print(f'demonstration day: the {args.teacher} drives {args.demo_episodes} episodes',
-          flush=True)
+    print(f'demonstration day: the {args.teacher} drives {args.demo_episodes} episodes; '
+          f'a new model learns them for {args.demo_train_s:.0f} s', flush=True)
+    t0 = time.monotonic()
     model, day = demonstration_day(cfg, range(args.demo_episodes), store, args.teacher,
-                                   episode_offset=DEMO_OFFSET, workers=os.cpu_count() or 1)
+                                   episode_offset=DEMO_OFFSET, workers=os.cpu_count() or 1,
+                                   time_budget_s=args.demo_train_s)
+    day['wall_s'] = round(time.monotonic() - t0)
     store.close()
     ckpt = ckpts.commit(model.state_dict(), {'config': cfg.to_dict(),
                                              'trained_by': 'sage life: demonstration day'})

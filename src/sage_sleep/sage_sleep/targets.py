@@ -84,8 +84,8 @@ def store_episodes(store: ExperienceStore, episodes: list[Episode], layout: dict
 
 def demonstration_day(cfg: CoherenceConfig, seeds, store: ExperienceStore,
                       teacher: str = 'oracle', updates: int = 300, seed: int = 0,
-                      workers: int = 1, device: str = 'cpu',
-                      episode_offset: int = 100_000) -> tuple[CoherenceModel, dict]:
+                      workers: int = 1, device: str = 'cpu', episode_offset: int = 100_000,
+                      time_budget_s: float = float('inf')) -> tuple[CoherenceModel, dict]:
     """Live a robot's first day; return the model it gave and the day's summary.
 
     The teacher drives ``seeds`` and a new model learns them by behaviour cloning (on
@@ -96,7 +96,8 @@ def demonstration_day(cfg: CoherenceConfig, seeds, store: ExperienceStore,
     demos = collect(seeds, None, beta=1.0, seed=seed, workers=workers, teacher=teacher)
     store_episodes(store, demos, cfg.modalities, episode_offset)
     model = CoherenceModel(cfg)
-    train(model, demos, updates=updates, batch=128, lr=2e-3, seed=seed, device=device)
+    train(model, demos, updates=updates, batch=128, lr=2e-3, seed=seed, device=device,
+          time_budget_s=time_budget_s)
     return model, {'episodes': len(demos), 'steps': int(sum(len(d.teacher) for d in demos)),
                    'success': float(np.mean([d.success for d in demos])),
                    'demonstrations': len(demos)}
