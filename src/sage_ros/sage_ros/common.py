@@ -95,6 +95,17 @@ class Param:
         return None
 
 
+def parsed_by(parse: Callable[[Any], Any]) -> Callable[[Any], str | None]:
+    """Return a ``Param`` check that runs ``parse`` and gives its ValueError's message."""
+    def check(value):
+        try:
+            parse(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return check
+
+
 class ParameterError(ValueError):
     """A node was given a parameter value it cannot use."""
 

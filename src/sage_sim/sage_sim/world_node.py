@@ -22,7 +22,8 @@ from rclpy.clock import Clock, ClockType
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sage_ros.guard import GuardedNode
 from sage_ros.image_conv import numpy_to_image
-from sage_ros.common import Diagnostics, Param, declare_parameters, qos_from_name
+from sage_ros.common import (Diagnostics, Param, declare_parameters, parsed_by,
+                             qos_from_name)
 from sage_msgs.msg import Action, AudioChunk, Coherence, Feature, SleepStatus
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from std_msgs.msg import Float32, String
@@ -46,22 +47,6 @@ def parse_faults(specs: list[str]) -> list[Fault]:
     return faults
 
 
-def _check_faults(specs):
-    try:
-        parse_faults(specs)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _check_hhmm(text):
-    try:
-        parse_hhmm(text)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
 def _check_start_after(topics):
     bad = [t for t in topics if t != 'sage/coherence' and not t.startswith('sage/features/')]
     return f'{bad} are neither sage/coherence nor sage/features/<name>' if bad else None
@@ -75,7 +60,7 @@ PARAMS = [
     Param('width', 160, 'camera width, px', low=16, high=1920),
     Param('height', 120, 'camera height, px', low=12, high=1080),
     Param('faults', [''], 'scheduled faults kind:start_s:end_s[:severity]',
-          check=lambda v: _check_faults([s for s in v if s])),
+          check=lambda v: parsed_by(parse_faults)([s for s in v if s])),
     Param('command_source', 'cmd_vel', 'which command drives the robot: cmd_vel, '
           'sage/action, or the teacher (a demonstration: the robot only watches)',
           choices=('cmd_vel', 'action', 'teacher')),
@@ -107,9 +92,9 @@ PARAMS = [
     Param('morning_seed', MORNING.seeds[0], 'first seed of the morning suite (sage_sim.'
           'evaluate.MORNING)', low=0, high=2**31 - 1),
     Param('morning_at', '07:00', 'local time on the sim clock when the world starts and each '
-          'day begins (HH:MM)', check=_check_hhmm),
+          'day begins (HH:MM)', check=parsed_by(parse_hhmm)),
     Param('night_at', '01:00', 'local time a night begins: inside the sleep node\'s window',
-          check=_check_hhmm),
+          check=parsed_by(parse_hhmm)),
     Param('night_timeout_s', 1800.0, 'wake after this many wall seconds of night even if no '
           'sleep cycle ended', low=1.0, high=86400.0),
     Param('metrics_file', '', 'append each episode\'s metrics as a JSON line (empty: off)'),

@@ -18,21 +18,13 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 from sage_common.checkpoints import CheckpointError
 from sage_ros.guard import GuardedLifecycleNode, guarded_action_server
-from sage_ros.common import (Diagnostics, Param, declare_parameters, qos_from_name,
-                             stamp)
+from sage_ros.common import (Diagnostics, Param, declare_parameters, parsed_by,
+                             qos_from_name, stamp)
 from sage_msgs.action import Sleep
 from sage_msgs.msg import Checkpoint, Salience, SleepStatus
 from sage_sleep.consolidate import Cancelled, run_target
 from sage_sleep.targets import TARGETS
 from sage_sleep.triggers import IdleDetector, NightWindow, parse_hhmm
-
-
-def _hhmm(value: str):
-    try:
-        parse_hhmm(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 PARAMS = [
@@ -43,8 +35,9 @@ PARAMS = [
     Param('targets', ['coherence'], f'models to improve, subset of {TARGETS}',
           check=lambda v: None if set(v) <= set(TARGETS) else f'targets must be in {TARGETS}'),
     Param('night_start', '01:00', 'start of the nightly window, HH:MM in local time on the '
-          'node clock (sim time when use_sim_time is set)', check=_hhmm),
-    Param('night_end', '05:00', 'end of the nightly window, local HH:MM', check=_hhmm),
+          'node clock (sim time when use_sim_time is set)', check=parsed_by(parse_hhmm)),
+    Param('night_end', '05:00', 'end of the nightly window, local HH:MM',
+          check=parsed_by(parse_hhmm)),
     Param('idle_after_s', 600.0, 'sleep after this long with low salience and activity',
           low=1.0, high=86400.0),
     Param('idle_salience', 0.2, 'salience under which the robot counts as idle',
