@@ -4,9 +4,9 @@
 from its current version with a small learning rate and a time bound
 (behaviour cloning on the teacher's labels: the day's own states labelled by
 the teacher make a DAgger round; sensor-fault augmentation teaches trust), and
-scores a candidate by closed-loop success on a validation suite of the world,
-with the morning suite as the regression set and the accuracy on held-out
-stored episodes reported beside them.
+scores a candidate by closed-loop success on a validation suite of the world
+(ties, common on a few episodes, go to the better teacher agreement on held-out
+stored episodes), with the morning suite as the regression set.
 
 ``EncoderTarget`` trains the camera node's frame autoencoder on the camera
 frames the memory node stored with salient steps, and scores a candidate by
@@ -44,6 +44,7 @@ from sage_sleep.agent import CoherencePolicy
 from sage_sleep.consolidate import Evaluation
 from sage_sleep.learn import collect, Episode, train
 
+TIE_BREAK = 1e-3
 VALIDATION = Suite('validation', tuple(range(20_000, 20_100)))
 # The morning suite is the regression set; training seeds are below 10 000 (disjoint).
 
@@ -164,7 +165,10 @@ class CoherenceTarget:
         val = evaluate(policy, self.validation, workers=self.workers)
         reg = evaluate(policy, self.regression, workers=self.workers)
         acc = heldout_accuracy(model, data['held_out'])
-        return Evaluation(score=val.success_rate, regression=reg.success_rate,
+        # closed-loop success decides; a tie goes to the better teacher agreement on held-out
+        # stored steps (worth less than one validation episode in a thousand)
+        return Evaluation(score=val.success_rate + TIE_BREAK * acc,
+                          regression=reg.success_rate,
                           metrics={'validation_success': val.success_rate,
                                    'success': reg.success_rate, 'heldout_accuracy': acc})
 

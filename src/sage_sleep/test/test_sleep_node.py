@@ -54,7 +54,7 @@ def test_sleep_action_runs_a_cycle_with_progress(tmp_path):
         client = ActionClient(g.probe, Sleep, 'sage/sleep')
         assert client.wait_for_server(timeout_sec=10)
         feedback = []
-        send = client.send_goal_async(Sleep.Goal(max_duration_s=25.0),
+        send = client.send_goal_async(Sleep.Goal(max_duration_s=60.0),
                                       feedback_callback=lambda m: feedback.append(m.feedback))
         assert g.wait_for(send.done, 10) and send.result().accepted
         result = send.result().get_result_async()
