@@ -23,7 +23,7 @@ from sage_common.features import FeatureBuffer
 
 from sage_memory.sidecar import Sidecar, SidecarError
 from sage_memory.snarc import Scores, Snarc
-from sage_memory.store import ExperienceStore, Step, StoreError
+from sage_memory.store import ExperienceStore, LayoutMismatch, set_aside, Step, StoreError
 
 # Rewards are small per step; a larger one is a broken publisher, not an event.
 MAX_ABS_REWARD = 1e3
@@ -91,9 +91,12 @@ class Memory:
         self.log = log
         dims = list(c.modalities.values())
         self.snarc = Snarc(dims, c.weights, weight_lr=c.learn_weights)
-        self.store = ExperienceStore(c.store_path, dict(c.modalities), max_rows=c.max_rows,
-                                     max_frames=c.max_frames,
-                                     shared=shared_spans(c.modalities))
+        try:
+            self.store = self._open_store()
+        except LayoutMismatch as exc:       # e.g. a SAGE before places were stored: keep it
+            kept = set_aside(c.store_path)
+            log(f'{exc}: kept it as {kept}; storing anew')
+            self.store = self._open_store()
         self.sidecar_note = ''
         self.sidecar = self._load_sidecar(sum(dims))
         self.buffer = FeatureBuffer(dict(c.modalities), 0.5, 2.0)
@@ -146,6 +149,11 @@ class Memory:
                 self.teacher if wall_s - self.teacher_at <= limit else -1)
 
     # ----------------------------------------------------------------- the step
+    def _open_store(self) -> ExperienceStore:
+        c = self.config
+        return ExperienceStore(c.store_path, dict(c.modalities), max_rows=c.max_rows,
+                               max_frames=c.max_frames, shared=shared_spans(c.modalities))
+
     def step(self, now_s: float, wall_s: float | None = None) -> Recollection | None:
         """Score and remember the current moment; None while nothing is sensed.
 

@@ -64,6 +64,23 @@ class StoreError(RuntimeError):
     """The store cannot be used as asked (layout mismatch, bad row); says why."""
 
 
+class LayoutMismatch(StoreError):
+    """The file holds steps of another modality layout."""
+
+
+def set_aside(path: str) -> str:
+    """Rename a store file (and its WAL and shared-memory files) aside; return the new name.
+
+    For a store of another layout: its steps are kept, under a name that says when.
+    """
+    import time
+    kept = f'{path}.{time.strftime("%Y%m%d-%H%M%S")}'
+    for suffix in ('-wal', '-shm', ''):     # the database last: a crash leaves it whole
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, kept + suffix)
+    return kept
+
+
 @dataclass
 class Step:
     """One time step as stored."""
@@ -135,7 +152,9 @@ class ExperienceStore:
         else:
             self.modalities = json.loads(row[0])
             if modalities is not None and dict(modalities) != self.modalities:
-                raise StoreError(f'{path} holds modalities {self.modalities}, not {modalities}')
+                self.db.close()
+                raise LayoutMismatch(f'{path} holds modalities {self.modalities}, not '
+                                     f'{modalities}')
         if 'refs' not in [c[1] for c in self.db.execute('PRAGMA table_info(steps)')]:
             with self.db:       # a store written before shared spans: none of its rows has any
                 self.db.execute('ALTER TABLE steps ADD COLUMN refs BLOB')

@@ -1,5 +1,7 @@
 """The memory step without ROS: what the node calls, on real SQLite and a real sidecar."""
 
+import os
+
 import numpy as np
 import pytest
 from sage_common.features import FeatureRejected
@@ -65,3 +67,20 @@ def test_a_full_disk_is_counted_not_raised(tmp_path):
     mem.store.close()                                      # every write now fails
     out = mem.step(0.0, 0.0)
     assert not out.stored and mem.store_errors == 1 and mem.store_error
+
+
+def test_a_store_of_another_layout_is_kept_aside_and_a_new_one_started(tmp_path):
+    """An older SAGE's store (other modalities) is renamed, never lost, never refused."""
+    from sage_memory.store import ExperienceStore, Step
+    old = ExperienceStore(str(tmp_path / 'exp.db'), {'vision': 6})
+    old.insert(Step(0, 0.0, np.zeros(6, np.float32), np.ones(1, np.float32),
+                    np.zeros(1, np.float32), 0, 0, 0.0, 0.5))
+    old.close()
+    notes = []
+    mem = Memory(MemoryConfig(modalities=DIMS, store_path=str(tmp_path / 'exp.db'),
+                              sidecar_path=str(tmp_path / 'side.npz'), key_dim=32, slots=16),
+                 log=notes.append)
+    assert mem.store.modalities == DIMS and mem.store.count() == 0
+    kept = [n for n in os.listdir(tmp_path) if n.startswith('exp.db.')]
+    assert len(kept) == 1 and 'kept it as' in notes[0]
+    assert ExperienceStore(str(tmp_path / kept[0])).count() == 1
