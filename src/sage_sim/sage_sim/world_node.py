@@ -96,7 +96,8 @@ PARAMS = [
     Param('night_at', '01:00', 'local time a night begins: inside the sleep node\'s window',
           check=parsed_by(parse_hhmm)),
     Param('night_timeout_s', 1800.0, 'wake after this many wall seconds of night even if no '
-          'sleep cycle ended', low=1.0, high=86400.0),
+          'sleep cycle ended (with no sleep node in the graph, at once)', low=1.0,
+          high=86400.0),
     Param('metrics_file', '', 'append each episode\'s metrics as a JSON line (empty: off)'),
     Param('camera_frame', 'camera_optical_frame', 'frame of the camera (REP-103 optical)'),
     Param('imu_frame', 'imu_link', 'frame of the IMU'),
@@ -195,6 +196,9 @@ class WorldNode(GuardedNode):
     def _night(self) -> None:
         self.sim_ns = next_at(self.sim_ns, self.p['night_at'])
         self.night_since = time.monotonic()
+        if not self.count_publishers('sage/sleep/status'):    # nobody to sleep: no night
+            self._morning('no sleep node in the graph')
+            return
         self.get_logger().info(f'day {self.days.episode(self.episode - 1)[0] + 1} is over: '
                                f'night, the robot sleeps')
         self.diag.set('OK', 'night: waiting for the sleep node to sleep')

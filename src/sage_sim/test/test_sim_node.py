@@ -91,3 +91,21 @@ def test_the_operator_teacher_labels_a_search_where_the_oracle_would_not():
         assert g.wait_for(lambda: len(labels) >= 5, 10)
         assert {m.source for m in labels} == {'operator'}
         assert labels[0].discrete_name == 'turn_left'          # searching: the robot stands
+
+
+def test_without_a_sleep_node_a_day_ends_in_the_next_morning_not_a_night():
+    """Days in a graph with nobody to sleep: the world skips the night, never waits it out."""
+    import datetime as dt
+    with Graph() as g:
+        episodes = g.collect(String, 'sage/episode', 10)
+        clock = g.collect(Clock, '/clock', 1000)
+        g.add(WorldNode(context=g.context, parameter_overrides=[
+            Parameter('real_time_factor', value=20.0), Parameter('time_limit_s', value=1.0),
+            Parameter('day_episodes', value=1), Parameter('episodes', value=2),
+            Parameter('night_timeout_s', value=600.0)]))
+        assert g.wait_for(lambda: len(episodes) >= 2, 30), len(episodes)
+    days = [json.loads(m.data)['day'] for m in episodes]
+    assert days == [0, 1]
+    hours = {dt.datetime.fromtimestamp(c.clock.sec).replace(minute=0, second=0)
+             for c in clock}
+    assert dt.datetime(2000, 1, 2, 7) in hours           # the next morning came at once

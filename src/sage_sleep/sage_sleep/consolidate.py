@@ -22,7 +22,6 @@ from typing import Any, Callable, Protocol
 
 from sage_common.checkpoints import Checkpoint, CheckpointStore
 
-PHASES = ('select', 'augment', 'train', 'validate', 'commit')
 # share of a target's progress bar spent in each step ('score': validating the model in use)
 _SPAN = {'select': (0.0, 0.05), 'augment': (0.05, 0.1), 'score': (0.1, 0.3),
          'train': (0.3, 0.75), 'validate': (0.75, 0.97), 'commit': (0.97, 1.0)}
