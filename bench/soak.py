@@ -7,9 +7,13 @@ advisor: SmolLM2 thinking about the instruction every minute) in a fresh $SAGE_H
 samples every ``--every`` seconds: each node process's RSS, the control loop's latency
 (camera frame heard -> decision heard, wall clock, as bench/coherence.py measures it),
 the experience store's rows and frames against their caps, dropped and rejected
-messages from diagnostics, and restarts. Summary: hours, rss_growth_pct_per_h_max (per
-node, from the first sample after warm-up to the last), p99_latency_drift_pct (last
-window's p99 against the first's), restarts.
+messages from diagnostics, restarts, and what each night's consolidation did. The
+world lives days and nights (config/sage.yaml): at night it publishes only /clock while
+the sleep node trains, so the loop is measured while awake. Summary: hours,
+rss_growth_pct_per_h_max (per node, awake sample to awake sample: from the first after
+warm-up and after the first night, when the sleep node has trained once, to the last),
+p99_latency_drift_pct (the last ten awake minutes' p99 against the first ten's),
+restarts, nights, sleep_rss_peak_mb.
 """
 
 import argparse
@@ -65,7 +69,7 @@ def main():
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from sage_msgs.msg import Coherence
+    from sage_msgs.msg import Coherence, SleepStatus
     from sage_ros.common import qos_from_name
     from sensor_msgs.msg import Image
 
@@ -85,7 +89,7 @@ def main():
 
     rclpy.init()
     node = rclpy.create_node('bench_soak')
-    frames, cycles, diag = {}, [], {}
+    frames, cycles, diag, nights = {}, [], {}, []
 
     def ns(stamp):
         return stamp.sec * 1_000_000_000 + stamp.nanosec
@@ -102,6 +106,8 @@ def main():
         ns(m.header.stamp), time.monotonic()), qos_from_name('SENSOR_DATA'))
     node.create_subscription(Coherence, 'sage/coherence', on_cycle, 50)
     node.create_subscription(DiagnosticArray, 'diagnostics', on_diag, 50)
+    node.create_subscription(SleepStatus, 'sage/sleep/status', lambda m: nights.append(
+        m.message) if m.phase == 'done' else None, 10)
 
     start = time.monotonic()
     end = start + args.hours * 3600
@@ -136,7 +142,7 @@ def main():
             samples.append({'t_s': round(now - start, 1), 'rss_mb': rss,
                             'latency_ms': lat, 'store': store_counts(
                                 os.path.join(home, memory['store_path'])),
-                            'dropped': dropped})
+                            'dropped': dropped, 'nights': len(nights)})
             p99 = f'{np.percentile(lat, 99):.1f}' if lat else 'n/a'
             print(f'soak {(now - start) / 60:6.1f} min: loop p99 {p99} ms, '
                   f'RSS {sum(rss.values()):.0f} MB over {len(rss)} nodes', flush=True)
@@ -146,15 +152,16 @@ def main():
         proc.terminate()
         proc.wait(60)
     hours = (time.monotonic() - start) / 3600
-    base = next((s for s in samples if s['t_s'] >= args.warmup), samples[0])
-    last = samples[-1]
+    awake = [s for s in samples if s['t_s'] >= args.warmup and s['latency_ms']]
+    slept = [s for s in awake if s['nights'] > 0]
+    base = (slept or awake or samples)[0]
+    last = (awake or samples)[-1]
     growth = {n: 100 * (last['rss_mb'][n] - base['rss_mb'][n]) / base['rss_mb'][n]
               / max(1e-6, (last['t_s'] - base['t_s']) / 3600)
               for n in base['rss_mb'] if n in last['rss_mb']}
     window = max(1, int(600 / args.every))          # ten minutes of samples
-    after = [s for s in samples if s['t_s'] >= base['t_s']]
-    first = [x for s in after[:window] for x in s['latency_ms']]
-    final = [x for s in after[-window:] for x in s['latency_ms']]
+    first = [x for s in awake[:window] for x in s['latency_ms']]
+    final = [x for s in awake[-window:] for x in s['latency_ms']]
     p99_first, p99_last = np.percentile(first, 99), np.percentile(final, 99)
     restarts = open(err_path).read().count('respawning')
     summary = {'hours': round(hours, 2),
@@ -166,12 +173,15 @@ def main():
                'store_rows_end': last['store'].get('steps', 0),
                'store_rows_cap': memory['max_rows'],
                'frames_end': last['store'].get('frames', 0),
-               'dropped_or_rejected': last['dropped']}
+               'dropped_or_rejected': last['dropped'],
+               'nights': len(nights),
+               'sleep_rss_peak_mb': round(max(s['rss_mb'].get('sleep', 0) for s in samples))}
     rows = [('node', 'RSS start MB', 'RSS end MB', 'growth %/h')]
     rows += [(n, f'{base["rss_mb"][n]:.0f}', f'{last["rss_mb"][n]:.0f}', f'{g:.2f}')
              for n, g in sorted(growth.items())]
     rows += [(k, '', '', v) for k, v in summary.items()]
-    common.write('soak', summary, rows, {'samples': samples, 'rss_growth_pct_per_h': growth})
+    common.write('soak', summary, rows, {'samples': samples, 'rss_growth_pct_per_h': growth,
+                                         'night_messages': nights})
 
 
 if __name__ == '__main__':

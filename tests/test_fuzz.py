@@ -14,3 +14,6 @@ def test_fuzzed_messages_on_every_topic_stop_no_node(tmp_path):
     assert summary['node_exits'] == 0, (detail, result['stderr_tail'])
     assert summary['cmd_vel_violations'] == 0 and detail['cmd_vel_seen'] > 0
     assert summary['nonfinite_stored'] == 0
+    world = detail['world']     # the world node, fuzzed alone: its night ends on sleep status
+    assert {'/sage/sleep/status', '/cmd_vel', '/sage/action'} <= set(world['types']), world
+    assert world['alive'] and world['poses_seen'] > 0, world

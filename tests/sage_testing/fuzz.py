@@ -7,7 +7,9 @@ mixed with NaN, ±Inf, ±3.4e38, integer extremes, empty and oversized arrays, l
 width/height/step, wrong encodings, malformed and deeply nested JSON, megabyte strings
 and control characters. Then it checks that no node process exited, that every cmd_vel
 was finite and within the safety node's limits, that nothing non-finite reached the
-experience store, and that every node still reports on ``diagnostics``.
+experience store, and that every node still reports on ``diagnostics``. The world node is
+not in the bag graph, so it is fuzzed alone afterwards (its commands, the sleep status
+that ends its night): it must live on, keep publishing and keep the robot's pose finite.
 
 ``/clock`` is left out: time itself is rclpy's, and a fuzzed clock only moves stamps.
 """
@@ -156,8 +158,90 @@ def nonfinite_stored(store_path: str) -> int:
     return bad
 
 
+def _fuzz_topics(g, topics: dict, messages: int, seed: int, log, counts: dict) -> float:
+    """Publish ``messages`` fuzzed messages over ``topics``; count them; return seconds."""
+    from hypothesis import seed as hypothesis_seed
+    pubs = {t: g.probe.create_publisher(cls, t, qos) for t, (cls, qos) in topics.items()}
+    strategies = {t: message_strategy(cls) for t, (cls, _) in topics.items()}
+    names = sorted(topics)
+    counts.update(dict.fromkeys(names, 0))
+    start = time.monotonic()
+
+    def fuzz_topic(topic, share):
+        @hypothesis_seed(seed)
+        @settings(max_examples=share, deadline=None, database=None,
+                  phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+        @given(msg=strategies[topic])
+        def publish(msg):
+            pubs[topic].publish(msg)
+            counts[topic] += 1
+            sent = sum(counts[n] for n in names)
+            if sent % 1000 == 0:
+                log(f'fuzz: {sent}/{messages} messages, '
+                    f'{sent / (time.monotonic() - start):.0f}/s')
+        publish()
+    for i, topic in enumerate(names):   # an equal share of what is left: a type
+        left = messages - sum(counts[n] for n in names)    # with few values (Bool) runs out
+        fuzz_topic(topic, max(1, left // (len(names) - i)))
+    return time.monotonic() - start
+
+
+def _start_graph(workdir: str, name: str, env: dict, *args: str):
+    stderr_path = os.path.join(workdir, f'{name}.err')
+    return stderr_path, subprocess.Popen(
+        ['sage', 'run', '--processes', '--use-sim-time', 'false', *args], env=env,
+        stdout=open(os.path.join(workdir, f'{name}.out'), 'w'), stderr=open(stderr_path, 'w'))
+
+
+def _stop_graph(graph) -> None:
+    graph.send_signal(signal.SIGINT)
+    try:
+        graph.wait(60)
+    except subprocess.TimeoutExpired:
+        graph.kill()
+
+
+def _fuzz_world(workdir: str, env: dict, messages_per_topic: int, seed: int, log,
+                counts: dict) -> dict:
+    """Fuzz the world node alone (it is not in the bag graph): its commands, the sleep
+    status that ends its night, and what it waits for before the first episode. It must
+    live on, keep publishing frames and keep the robot's pose finite."""
+    from sage_testing.graph import Graph
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import CameraInfo
+    import psutil
+    stderr_path, graph = _start_graph(workdir, 'world', env, '--only', 'world')
+    out: dict = {}
+    try:
+        with Graph() as g:
+            info = g.collect(CameraInfo, 'camera/camera_info', 100)
+            poses = g.collect(PoseStamped, 'sage/world/robot_pose', 10000)
+            assert g.wait_for(lambda: info, 120), \
+                'the world did not come up: ' + open(stderr_path).read()
+            topics = {t: v for t, v in subscribed_topics(g.probe).items()
+                      if any(s.node_name == 'world'
+                             for s in g.probe.get_subscriptions_info_by_topic(t))}
+            children = {p.pid for p in psutil.Process(graph.pid).children()}
+            out['fuzz_s'] = _fuzz_topics(g, topics, messages_per_topic * len(topics), seed,
+                                         log, counts)
+            info.clear()
+            out['alive'] = g.wait_for(lambda: len(info) >= 3, 30)
+            out['gone'] = len(children - {p.pid for p in psutil.Process(graph.pid).children()})
+            out['nonfinite_poses'] = sum(
+                1 for p in poses if not all(map(math.isfinite, (
+                    p.pose.position.x, p.pose.position.y, p.pose.orientation.z,
+                    p.pose.orientation.w))))
+            out['poses_seen'] = len(poses)
+            out['types'] = {t: cls.__name__ for t, (cls, _) in topics.items()}
+    finally:
+        _stop_graph(graph)
+    out['exits'] = open(stderr_path).read().count('exited with code')
+    return out
+
+
 def run_fuzz(workdir: str, messages: int, seed: int = 0, log=print) -> dict:
-    """Fuzz the default graph with ``messages`` messages; return the summary and detail."""
+    """Fuzz the default graph with ``messages`` messages, then the world node alone with
+    as many per topic; return the summary and detail."""
     from sage_testing.graph import Graph
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import TwistStamped
@@ -169,18 +253,15 @@ def run_fuzz(workdir: str, messages: int, seed: int = 0, log=print) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     params = yaml.safe_load(open(os.path.join(root, 'config', 'sage.yaml')))
     limits = params['safety']['ros__parameters']
-    stderr_path = os.path.join(workdir, 'graph.err')
-    graph = subprocess.Popen(['sage', 'run', '--processes', '--source', 'bag',
-                              '--use-sim-time', 'false'], env=env,
-                             stdout=open(os.path.join(workdir, 'graph.out'), 'w'),
-                             stderr=open(stderr_path, 'w'))
+    stderr_path, graph = _start_graph(workdir, 'graph', env, '--source', 'bag')
     detail: dict = {'per_topic': {}}
+    counts: dict = {}
     try:
         with Graph() as g:
             cmd_vel = g.collect(TwistStamped, '/cmd_vel', 1000)
             diags = g.collect(DiagnosticArray, '/diagnostics', 1000)
             expected = {'camera', 'microphone', 'imu', 'cognition', 'memory', 'safety',
-                        'coherence', 'markers'}
+                        'coherence', 'markers', 'sleep'}
 
             def reporting():
                 return {s.name.strip('/').split('/')[-1] for d in diags for s in d.status}
@@ -188,32 +269,7 @@ def run_fuzz(workdir: str, messages: int, seed: int = 0, log=print) -> dict:
                 f'graph did not come up: {sorted(reporting())}; ' + open(stderr_path).read()
             topics = subscribed_topics(g.probe)
             children = {p.pid for p in psutil.Process(graph.pid).children()}
-            pubs = {t: g.probe.create_publisher(cls, t, qos)
-                    for t, (cls, qos) in topics.items()}
-            strategies = {t: message_strategy(cls) for t, (cls, _) in topics.items()}
-            names = sorted(topics)
-            counts = dict.fromkeys(names, 0)
-            start = time.monotonic()
-
-            from hypothesis import seed as hypothesis_seed
-
-            def fuzz_topic(topic, share):
-                @hypothesis_seed(seed)
-                @settings(max_examples=share, deadline=None, database=None,
-                          phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-                @given(msg=strategies[topic])
-                def publish(msg):
-                    pubs[topic].publish(msg)
-                    counts[topic] += 1
-                    sent = sum(counts.values())
-                    if sent % 1000 == 0:
-                        log(f'fuzz: {sent}/{messages} messages, '
-                            f'{sent / (time.monotonic() - start):.0f}/s')
-                publish()
-            for i, topic in enumerate(names):   # an equal share of what is left: a type
-                left = messages - sum(counts.values())     # with few values (Bool) runs out
-                fuzz_topic(topic, max(1, left // (len(names) - i)))
-            fuzz_s = time.monotonic() - start
+            fuzz_s = _fuzz_topics(g, topics, messages, seed, log, counts)
             diags.clear()                           # every node must still report after it
             alive = g.wait_for(lambda: expected <= reporting(), 30)
             still = {p.pid for p in psutil.Process(graph.pid).children()}
@@ -222,26 +278,34 @@ def run_fuzz(workdir: str, messages: int, seed: int = 0, log=print) -> dict:
                 if not (math.isfinite(c.twist.linear.x) and math.isfinite(c.twist.angular.z))
                 or abs(c.twist.linear.x) > limits['max_linear'] + 1e-6
                 or abs(c.twist.angular.z) > limits['max_angular'] + 1e-6)
-            detail['per_topic'] = {t: {'type': topics[t][0].__name__, 'messages': counts[t]}
-                                   for t in names}
             detail['cmd_vel_seen'] = len(cmd_vel)
-            detail['fuzz_s'] = round(fuzz_s, 1)
             detail['nodes_reporting_after'] = sorted(reporting())
     finally:
-        graph.send_signal(signal.SIGINT)
-        try:
-            graph.wait(60)
-        except subprocess.TimeoutExpired:
-            graph.kill()
+        _stop_graph(graph)
     err = open(stderr_path).read()
     exits = err.count('exited with code')
     detail.update(graph_exit_code=graph.returncode, exit_lines=[
         line for line in err.splitlines() if 'exited with code' in line][:20],
         processes_gone=len(children - still), all_reporting_after=alive)
-    summary = {'topics_fuzzed': len(names), 'messages': sum(counts.values()),
-               'node_exits': exits + len(children - still) + (0 if alive else 1),
+    world_counts: dict = {}
+    world = _fuzz_world(workdir, env, max(1, messages // max(len(topics), 1)), seed, log,
+                        world_counts)
+    detail['world'] = world
+    per_topic = {t: {'type': topics[t][0].__name__, 'messages': counts[t]} for t in counts}
+    for t, n in world_counts.items():    # the world's topics, fuzzed at the world alone
+        entry = per_topic.setdefault(t, {'type': world['types'][t], 'messages': 0})
+        entry['messages'] += n
+        entry['world'] = n
+    detail['per_topic'] = per_topic
+    sent = sum(counts.values()) + sum(world_counts.values())
+    fuzz_s = fuzz_s + world['fuzz_s']
+    detail['fuzz_s'] = round(fuzz_s, 1)
+    summary = {'topics_fuzzed': len(per_topic), 'messages': sent,
+               'node_exits': exits + len(children - still) + (0 if alive else 1)
+               + world['exits'] + world['gone'] + (0 if world['alive'] else 1),
                'cmd_vel_violations': violations,
                'nonfinite_stored': nonfinite_stored(os.path.join(home, 'memory',
-                                                                 'experiences.db')),
-               'messages_per_s': round(sum(counts.values()) / max(fuzz_s, 1e-6))}
+                                                                 'experiences.db'))
+               + world['nonfinite_poses'],
+               'messages_per_s': round(sent / max(fuzz_s, 1e-6))}
     return {'summary': summary, 'detail': detail, 'stderr_tail': err[-3000:]}
