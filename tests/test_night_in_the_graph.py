@@ -48,7 +48,8 @@ def test_the_robot_sleeps_at_night_and_drives_the_committed_model_next_morning(t
     metrics = os.path.join(home, 'episodes.jsonl')
     params['world']['ros__parameters'].update(
         seed=5000, day_episodes=4, morning_episodes=0, episodes=5, time_limit_s=12.0,
-        command_source='teacher', metrics_file=metrics)
+        command_source='teacher', teacher='operator', metrics_file=metrics)
+    params.pop('teacher')                   # the world's operator drives and labels
     params['cognition']['ros__parameters'].update(backend='none')   # plain instructions
     params['sleep']['ros__parameters'].update(
         targets=['coherence'], train_s=100.0, validation_episodes=4, regression_episodes=2)

@@ -21,6 +21,7 @@ setup(
     entry_points={
         'console_scripts': [
             'sleep_node = sage_sleep.sleep_node:main',
+            'teacher_node = sage_sleep.teacher_node:main',
         ],
     },
 )

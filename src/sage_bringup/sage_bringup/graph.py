@@ -96,6 +96,9 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
     NodeSpec('sleep', 'sage_sleep', 'sleep_node', 'sage_sleep.sleep_node:SleepNode',
              'lifecycle: consolidates stored experience into new model versions',
              lifecycle=True, nice=BACKGROUND),
+    NodeSpec('teacher', 'sage_sleep', 'teacher_node', 'sage_sleep.teacher_node:TeacherNode',
+             'sage/features/places + the instruction -> sage/teacher_action (the planner '
+             'labels; it never drives)', nice=BACKGROUND),
 ]}
 
 

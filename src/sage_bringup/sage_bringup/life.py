@@ -32,8 +32,10 @@ def add_args(p) -> None:
                    help='episodes of the demonstration day the robot starts from')
     p.add_argument('--demo-train-s', type=float, default=300.0,
                    help='wall seconds of behaviour cloning on the demonstration day')
-    p.add_argument('--teacher', choices=('operator', 'oracle'), default='operator',
-                   help='who labels (and drove the demonstrations)')
+    p.add_argument('--teacher', choices=('planner', 'operator', 'oracle'), default='planner',
+                   help='who labels (and drove the demonstrations): the planner reads only '
+                   "the robot's own features (the teacher node); the operator and the oracle "
+                   'are the world\'s and know more than any feature carries')
     p.add_argument('--targets', nargs='+', default=['coherence'],
                    help='what the nights improve (sleep node targets)')
     p.add_argument('--train-s', type=float, default=240.0,
@@ -82,8 +84,13 @@ def params_file(args, home: str) -> tuple[str, dict]:
     from sage_bringup.graph import default_params_file
     params = yaml.safe_load(open(default_params_file()))
     per_day = args.morning + args.work
+    planner = args.teacher == 'planner'
+    if planner:
+        params.setdefault('teacher', {'ros__parameters': {}})
+    else:
+        params.pop('teacher', None)         # the world labels
     params['world']['ros__parameters'].update(
-        seed=WORK_SEED, teacher=args.teacher, day_episodes=per_day,
+        seed=WORK_SEED, teacher='none' if planner else args.teacher, day_episodes=per_day,
         morning_episodes=args.morning, episodes=args.days * per_day,
         metrics_file=os.path.join(home, 'episodes.jsonl'))
     params['sleep']['ros__parameters'].update(
@@ -95,16 +102,21 @@ def params_file(args, home: str) -> tuple[str, dict]:
     return path, params
 
 
-def teacher_success(args) -> float:
-    """Return the teacher's morning-suite success (the world alone: it needs no graph)."""
+def teacher_success(args) -> dict:
+    """Return the morning-suite success of the operator (the goal's reference) and of the
+    teacher that labels (offline: the same steps, no graph needed)."""
     from sage_sim.evaluate import MORNING, OperatorPolicy, Suite, evaluate
-    if args.teacher == 'oracle':
-        return 1.0 if args.morning else 0.0     # the oracle knows the map
+    from sage_sleep.agent import PlannerPolicy
     suite = Suite(MORNING.name, MORNING.seeds[:args.morning])
-    return evaluate(lambda world: OperatorPolicy(world), suite).success_rate
+    operator = evaluate(lambda world: OperatorPolicy(world), suite).success_rate
+    labeller = {'operator': operator, 'oracle': 1.0,       # the oracle knows the map
+                'planner': None}[args.teacher]
+    if labeller is None:
+        labeller = evaluate(PlannerPolicy, suite).success_rate
+    return {'operator': operator, 'labeller': labeller}
 
 
-def summarize(args, start: dict, episodes, nights, agreement, teacher: float) -> dict:
+def summarize(args, start: dict, episodes, nights, agreement, teachers: dict) -> dict:
     """Return the report: summary figures, per day and per night."""
     by_day = []
     for day in range(args.days):
@@ -121,7 +133,9 @@ def summarize(args, start: dict, episodes, nights, agreement, teacher: float) ->
                       if c and k + 1 < len(success) and success[k + 1] < success[k])
     overrun = [t['elapsed_s'] / t['budget_s'] - 1 for n in nights
                for t in n['targets'].values() if t['budget_s']]
+    teacher = teachers['operator']
     summary = {'days': args.days, 'success_by_day': success, 'teacher_success': teacher,
+               'labeller': args.teacher, 'labeller_success': teachers['labeller'],
                'nights_committed': sum(committed),
                'nights_rolled_back': len(nights) - sum(committed), 'regressions': regressions,
                'max_budget_overrun': round(max(overrun), 3) if overrun else None,
@@ -142,7 +156,10 @@ def plot(report: dict, path: str) -> None:
     ax.plot(days, [d['teacher_agreement'] for d in report['by_day']], 's--',
             label='agreement with the teacher (day)')
     ax.axhline(report['summary']['teacher_success'], color='grey', ls=':',
-               label='teacher success')
+               label='operator teacher success')
+    if report['summary']['labeller'] != 'operator':
+        ax.axhline(report['summary']['labeller_success'], color='tab:purple', ls=':',
+                   label=f'{report["summary"]["labeller"]} (labels) success')
     for k, night in enumerate(report['nights']):
         kept = night['targets'].get('coherence', {}).get('committed', False)
         ax.annotate('kept' if kept else 'rolled back', (k + 1.5, 0.02), ha='center',
@@ -170,17 +187,18 @@ def cmd_life(args) -> int:
     t0 = time.monotonic()
     path, params = params_file(args, home)
     start = start_home(args, home, params['memory']['ros__parameters'])
-    teacher = teacher_success(args)
+    teachers = teacher_success(args)
     from sage_bringup.life_node import live
     episodes, nights, agreement = live(args, home, path)
-    report = summarize(args, start, episodes, nights, agreement, teacher)
+    report = summarize(args, start, episodes, nights, agreement, teachers)
     report['wall_s'] = round(time.monotonic() - t0)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:
         json.dump(report, f, indent=1)
     plot(report, os.path.splitext(args.out)[0] + '.png')
     s = report['summary']
-    print(f'morning success by day {s["success_by_day"]} (teacher {teacher:.2f}); nights '
+    print(f'morning success by day {s["success_by_day"]} (operator '
+          f'{s["teacher_success"]:.2f}, {args.teacher} {s["labeller_success"]:.2f}); nights '
           f'committed {s["nights_committed"]}, rolled back {s["nights_rolled_back"]}, '
           f'regressions {s["regressions"]}; wrote {args.out}')
     return 0

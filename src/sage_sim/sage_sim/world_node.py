@@ -22,8 +22,8 @@ from rclpy.clock import Clock, ClockType
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sage_ros.guard import GuardedNode
 from sage_ros.image_conv import numpy_to_image
-from sage_ros.common import (Diagnostics, Param, declare_parameters, parsed_by,
-                             qos_from_name)
+from sage_ros.common import (Diagnostics, Param, ParameterError, declare_parameters,
+                             parsed_by, qos_from_name)
 from sage_msgs.msg import Action, AudioChunk, Coherence, Feature, SleepStatus
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from std_msgs.msg import Float32, String
@@ -64,9 +64,10 @@ PARAMS = [
     Param('command_source', 'cmd_vel', 'which command drives the robot: cmd_vel, '
           'sage/action, or the teacher (a demonstration: the robot only watches)',
           choices=('cmd_vel', 'action', 'teacher')),
-    Param('teacher', 'oracle', 'who labels sage/teacher_action: the oracle (knows the map) or '
+    Param('teacher', 'oracle', 'who labels sage/teacher_action: the oracle (knows the map), '
           'an operator (sees only what the camera has shown: searches, then the shortest '
-          'path)', choices=TEACHERS),
+          'path), or none (another node labels, e.g. the planner of sage_sleep\'s teacher node)',
+          choices=(*TEACHERS, 'none')),
     Param('scene', 'random', 'episode layout: random (seeded), recall (the target in view, '
           'then turned away from), detour (a wall of pillars before the target) or language '
           '(a held-out instruction that needs understanding), as the suites of '
@@ -142,6 +143,9 @@ class WorldNode(GuardedNode):
     def __init__(self, **kwargs):
         super().__init__(kwargs.pop('node_name', 'world'), **kwargs)
         self.p = declare_parameters(self, PARAMS)
+        if self.p['command_source'] == 'teacher' and self.p['teacher'] == 'none':
+            raise ParameterError('world: command_source teacher needs a teacher that drives: '
+                                 'set teacher to oracle or operator')
         self.config = WorldConfig(width=self.p['width'], height=self.p['height'],
                                   time_limit_s=self.p['time_limit_s'],
                                   odom_slip=self.p['odom_slip'],
@@ -314,6 +318,8 @@ class WorldNode(GuardedNode):
         pose.pose.orientation.w = math.cos(self.world.yaw / 2)
         self.pub_pose.publish(pose)
         self.pub_reward.publish(Float32(data=obs.reward))
+        if self.p['teacher'] == 'none':
+            return
         a = self.world.teacher_action(self.p['teacher'])
         teacher = Action(discrete_id=a, discrete_name=ACTION_NAMES[a],
                          continuous=[ACTIONS[a][1], ACTIONS[a][2]], confidence=1.0,

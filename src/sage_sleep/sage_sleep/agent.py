@@ -136,34 +136,33 @@ class CoherencePolicy:
         return d.continuous
 
 
-class PlannerPolicy:
-    """Drives by the places feature and the instruction alone, as the coherence model sees them.
+class PlannerTeacher:
+    """Labels a step from the places feature and the instruction alone, as the coherence model
+    sees them: the 'planner' teacher, offline and in the graph (sage_sleep.teacher_node).
 
     The instruction names the detector's label whose sentence embedding is nearest its
     own. With a landmark of that label remembered, it steers at the landmark's waypoint
     (the next point of the shortest path over the remembered grid, sage_memory.route);
     without one, it first turns once around where it stands, then drives to the
     frontier's waypoint. It reads only what the graph's features carry, so it is both
-    the reference for what memory can give and an honest teacher ('planner').
+    the reference for what memory can give and an honest teacher.
     """
 
     TURN = ACTION_NAMES.index('turn_left')
 
-    def __init__(self, world=None, pipeline: SensePipeline | None = None,
-                 config: WorldConfig | None = None, places: PlacesConfig | None = None):
-        self.pipeline = pipeline or SensePipeline(places=places)
+    def __init__(self, places: PlacesFeature | None = None, step_s: float = WorldConfig.dt):
+        self.places = places or PlacesFeature()
         self.labels = list(Detector().cfg.classes)
-        self.turn_step = ACTIONS[self.TURN][2] * (config or WorldConfig()).dt  # rad per step
+        self.turn_step = ACTIONS[self.TURN][2] * step_s     # rad per labelled step
         self.reset()
 
     def reset(self) -> None:
-        """Start an episode: fresh senses, no turn yet."""
-        self.pipeline.reset()
+        """Start an episode: no turn yet."""
         self.turned = 0.0
 
     def label(self, vectors: dict) -> int:
-        """Return the action for the features of this step."""
-        places = self.pipeline.places
+        """Return the action for this step's features (one step of ``step_s``)."""
+        places = self.places
         instruction = vectors[COGNITION]
         want = places.label_vector(max(self.labels, key=lambda lb: float(
             places.label_vector(lb) @ instruction)))
@@ -179,6 +178,25 @@ class PlannerPolicy:
         if goal is None:
             return self.TURN
         return steer(math.atan2(goal[via_sin], goal[via_cos]))
+
+
+class PlannerPolicy:
+    """Drives as the planner teacher labels (``PlannerTeacher``), through the sensing steps."""
+
+    def __init__(self, world=None, pipeline: SensePipeline | None = None,
+                 config: WorldConfig | None = None, places: PlacesConfig | None = None):
+        self.pipeline = pipeline or SensePipeline(places=places)
+        self.teacher = PlannerTeacher(self.pipeline.places, (config or WorldConfig()).dt)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start an episode: fresh senses, no turn yet."""
+        self.pipeline.reset()
+        self.teacher.reset()
+
+    def label(self, vectors: dict) -> int:
+        """Return the action for the features of this step."""
+        return self.teacher.label(vectors)
 
     def act(self, obs):
         """Return (v, w) for this observation (the policy drives)."""
