@@ -8,7 +8,7 @@ from sage_sleep.agent import CoherencePolicy
 from sage_sleep.learn import collect, train, default_config
 
 teacher = sys.argv[1]
-demo_n, demo_s, night_s, days = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+demo_n, demo_u, night_u, days = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(2)
 cfg = default_config()
 def score(model, n=30):
@@ -21,7 +21,7 @@ print(f'demo {len(demos)} eps success {np.mean([d.success for d in demos]):.2f} 
 torch.manual_seed(0)
 model = CoherenceModel(cfg)
 t0 = time.monotonic()
-terms = train(model, demos, updates=100000, batch=128, lr=2e-3, seed=0, time_budget_s=demo_s)
+terms = train(model, demos, updates=demo_u, batch=128, lr=2e-3, seed=0)
 print(f'BC {time.monotonic()-t0:.0f}s {terms}; morning {score(model):.2f}', flush=True)
 data = list(demos)
 for day in range(days):
@@ -32,6 +32,6 @@ for day in range(days):
     print(f'day {day+1}: robot success {np.mean([e.success for e in eps]):.2f} in {time.monotonic()-t0:.0f}s', flush=True)
     cand = copy.deepcopy(model)
     t0 = time.monotonic()
-    train(cand, data, epochs=20, lr=1e-3, time_budget_s=night_s, seed=day)
+    train(cand, data, updates=night_u, lr=1e-3, seed=day)
     model = cand
     print(f'night {day+1}: trained {time.monotonic()-t0:.0f}s; morning {score(model):.2f}', flush=True)

@@ -261,7 +261,7 @@ def run_fuzz(workdir: str, messages: int, seed: int = 0, log=print) -> dict:
             cmd_vel = g.collect(TwistStamped, '/cmd_vel', 1000)
             diags = g.collect(DiagnosticArray, '/diagnostics', 1000)
             expected = {'camera', 'microphone', 'imu', 'cognition', 'memory', 'safety',
-                        'coherence', 'markers', 'sleep'}
+                        'coherence', 'markers', 'sleep', 'teacher'}
 
             def reporting():
                 return {s.name.strip('/').split('/')[-1] for d in diags for s in d.status}

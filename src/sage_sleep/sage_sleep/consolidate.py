@@ -16,6 +16,8 @@ cycle that still ran more than 10 % past its budget is rolled back.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -144,3 +146,17 @@ def run_target(target: Target, store: CheckpointStore, budget: dict,
 
 def _metrics(ev: Evaluation) -> dict[str, float]:
     return {**ev.metrics, 'score': ev.score, 'regression': ev.regression}
+
+
+def release_memory() -> None:
+    """Give what a cycle freed back to the system.
+
+    A cycle allocates hundreds of MB (episodes, training windows) and frees them, but glibc
+    keeps freed heap in its arenas: a long-lived sleep node's RSS climbed night after night
+    (the soak: 324 -> 2,621 MB over four nights). ``malloc_trim`` returns it.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):    # not glibc (macOS, musl): nothing to trim
+        pass

@@ -22,7 +22,7 @@ from sage_ros.common import (Diagnostics, Param, declare_parameters, parsed_by,
                              qos_from_name, stamp)
 from sage_msgs.action import Sleep
 from sage_msgs.msg import Checkpoint, Salience, SleepStatus
-from sage_sleep.consolidate import Cancelled, run_target
+from sage_sleep.consolidate import Cancelled, release_memory, run_target
 from sage_sleep.targets import TARGETS
 from sage_sleep.triggers import IdleDetector, NightWindow, parse_hhmm
 
@@ -211,6 +211,12 @@ class SleepNode(GuardedLifecycleNode):
 
     # ----------------------------------------------------------- the cycle
     def _run_cycle(self, trigger: str, goal_handle):
+        try:
+            return self._cycle(trigger, goal_handle)
+        finally:
+            release_memory()        # a node that lives for months gives each night back
+
+    def _cycle(self, trigger: str, goal_handle):
         goal = goal_handle.request if goal_handle is not None else None
         names = list(goal.targets) if goal is not None and goal.targets else self.p['targets']
         if not self.targets:
