@@ -42,6 +42,9 @@ PARAMS = [
           low=1.0, high=86400.0),
     Param('idle_salience', 0.2, 'salience under which the robot counts as idle',
           low=0.0, high=1.0),
+    Param('yield_grace_s', 10.0, 'salience this soon after a cycle starts does not stop it '
+          '(the day\'s last steps are still being scored); later, the robot is active again '
+          'and the sleep yields', low=0.0, high=3600.0),
     Param('min_interval_s', 3600.0, 'at least this long between automatic sleeps',
           low=0.0, high=604800.0),
     Param('train_s', 120.0, 'wall-time budget per target, seconds: training and scoring '
@@ -147,7 +150,8 @@ class SleepNode(GuardedLifecycleNode):
 
     def _on_salience(self, msg: Salience) -> None:
         self.idle.observe(self._now_s(), salience=msg.total)
-        if self.busy() and self.idle.busy_since(self._sleep_started_s):
+        if self.busy() and self.idle.busy_since(self._sleep_started_s +
+                                                self.p['yield_grace_s']):
             self._stop.set()  # the robot became active: yield at once
 
     def busy(self) -> bool:

@@ -27,6 +27,13 @@ def params(tmp_path, **extra):
     return [Parameter(k, value=v) for k, v in base.items()]
 
 
+def untrained_model_and_empty_store(tmp_path) -> None:
+    cfg = default_config()
+    CheckpointStore(str(tmp_path / 'models'), 'coherence').commit(
+        CoherenceModel(cfg).state_dict(), {'config': cfg.to_dict()})
+    ExperienceStore(str(tmp_path / 'exp.db'), cfg.modalities).close()
+
+
 def test_configure_fails_clearly_without_a_base_model(tmp_path):
     with Graph() as g:
         node = g.add(SleepNode(context=g.context, parameter_overrides=params(tmp_path)))
@@ -81,10 +88,7 @@ def test_the_night_window_follows_the_node_clock(tmp_path):
     """Under sim time the night comes when /clock says so, not the wall clock."""
     import datetime as dt
     from rosgraph_msgs.msg import Clock
-    cfg = default_config()
-    CheckpointStore(str(tmp_path / 'models'), 'coherence').commit(
-        CoherenceModel(cfg).state_dict(), {'config': cfg.to_dict()})
-    ExperienceStore(str(tmp_path / 'exp.db'), cfg.modalities).close()
+    untrained_model_and_empty_store(tmp_path)
     with Graph() as g:
         status = g.collect(SleepStatus, 'sage/sleep/status')
         clock = g.publisher(Clock, '/clock', 10)
@@ -110,4 +114,38 @@ def test_the_night_window_follows_the_node_clock(tmp_path):
             tick(2, 2)
             return any(s.trigger == 'night' for s in status)
         assert g.wait_for(night, 30), [(s.trigger, s.phase, s.message) for s in status]
+        node.trigger_deactivate()
+
+
+def test_the_days_last_salience_does_not_wake_a_starting_sleep(tmp_path):
+    """Salience right after a cycle starts (the day's last steps still being scored) is not
+    the robot waking up; salience after yield_grace_s is, and the sleep yields."""
+    import threading
+    import time
+    from sage_msgs.msg import Salience
+    untrained_model_and_empty_store(tmp_path)
+    with Graph() as g:
+        salience = g.publisher(Salience, 'sage/salience')
+        node = g.add(SleepNode(context=g.context, parameter_overrides=params(
+            tmp_path, yield_grace_s=1.0)))
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        asleep = threading.Event()          # a cycle that runs until it is told to stop
+        node._worker = threading.Thread(target=lambda: asleep.wait(30) or node._stop.wait(30))
+        node._stop.clear()
+        node._sleep_started_s = node._now_s()
+        node._worker.start()
+        start = time.monotonic()
+        while time.monotonic() - start < 0.5:     # inside the grace: the day's last steps
+            salience.publish(Salience(total=1.0))
+            g.wait_for(lambda: False, 0.05)
+        assert not node._stop.is_set()
+        g.wait_for(lambda: time.monotonic() - start > 1.2, 5)
+
+        def woken():
+            salience.publish(Salience(total=1.0))
+            return node._stop.is_set()
+        assert g.wait_for(woken, 5)
+        asleep.set()
+        node._worker.join(5)
         node.trigger_deactivate()
