@@ -304,9 +304,14 @@ class ExperienceStore:
         return [Step(r[0], r[1], self._features(r[2], r[9]), np.frombuffer(r[3], np.float32),
                      np.frombuffer(r[4], np.float32), r[5], r[6], r[7], r[8]) for r in rows]
 
-    def sample_episodes(self, n: int, rng: np.random.Generator) -> list[int]:
-        """Pick up to ``n`` episode ids, without replacement, weighted by mean salience."""
-        eps = self.episodes()
+    def sample_episodes(self, n: int, rng: np.random.Generator,
+                        listed: list[tuple[int, int, float]] | None = None) -> list[int]:
+        """Pick up to ``n`` episode ids, without replacement, weighted by mean salience.
+
+        From ``listed`` (what ``episodes()`` returned) when given: the memory node may
+        write a new episode meanwhile, and a caller's counts must cover every pick.
+        """
+        eps = self.episodes() if listed is None else listed
         if not eps:
             return []
         ids = np.array([e[0] for e in eps])

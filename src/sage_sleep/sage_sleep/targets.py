@@ -129,9 +129,10 @@ class CoherenceTarget:
 
     def select(self, budget: dict):
         """Salience-weighted episodes up to max_experiences steps; 1 in 5 held out."""
-        eps = {e[0]: e[1] for e in self.store.episodes()}
+        listed = self.store.episodes()      # one snapshot: the memory node keeps writing
+        eps = {e[0]: e[1] for e in listed}
         chosen, steps = [], 0
-        for eid in self.store.sample_episodes(len(eps), self.rng):
+        for eid in self.store.sample_episodes(len(eps), self.rng, listed):
             if steps >= budget.get('max_experiences', 10_000):
                 break
             chosen.append(eid)
