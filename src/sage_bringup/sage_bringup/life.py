@@ -134,10 +134,13 @@ def summarize(args, start: dict, episodes, nights, agreement, teachers: dict) ->
     overrun = [t['elapsed_s'] / t['budget_s'] - 1 for n in nights
                for t in n['targets'].values() if t['budget_s']]
     teacher = teachers['operator']
+    finished = sum(1 for n in nights if n.get('phase') == 'done')
     summary = {'days': args.days, 'success_by_day': success, 'teacher_success': teacher,
                'labeller': args.teacher, 'labeller_success': teachers['labeller'],
                'nights_committed': sum(committed),
-               'nights_rolled_back': len(nights) - sum(committed), 'regressions': regressions,
+               'nights_rolled_back': finished - sum(committed),
+               'nights_failed': len(nights) - finished,     # yielded or failed: no verdict
+               'regressions': regressions,
                'max_budget_overrun': round(max(overrun), 3) if overrun else None,
                'final_vs_teacher': round(success[-1] / teacher, 3) if teacher else None}
     return {'summary': summary, 'by_day': by_day, 'nights': nights, 'start': start,
