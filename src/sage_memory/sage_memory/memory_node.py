@@ -208,10 +208,14 @@ class MemoryNode(GuardedNode):
 
     def _on_episode(self, msg: String) -> None:
         try:
-            self.memory.set_episode(int(parse_json(msg.data)['episode']) + 1)
+            data = parse_json(msg.data)
+            ended = int(data['episode'])
+            self.memory.set_episode(ended + 1)
         except (ValueError, KeyError, TypeError, OverflowError):
             self._reject(f'malformed sage/episode: {msg.data[:80]!r}')
             return
+        if data.get('held_out') is True and self.memory.store is not None:
+            self.memory.store.hold_out(ended)     # a measurement: the nights never train on it
         if self.spatial is not None and self.p['forget_places_each_episode']:
             self.spatial = SpatialMemory(self.spatial.cfg)
             self.poses.clear()

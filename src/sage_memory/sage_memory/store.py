@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE INDEX IF NOT EXISTS steps_episode ON steps (episode, t);
 CREATE INDEX IF NOT EXISTS steps_salience ON steps (salience);
+CREATE TABLE IF NOT EXISTS held_out (episode INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS vectors (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     digest BLOB NOT NULL UNIQUE,
@@ -295,6 +296,15 @@ class ExperienceStore:
         return [tuple(r) for r in self.db.execute(
             'SELECT episode, COUNT(*), AVG(salience) FROM steps GROUP BY episode ORDER BY '
             'episode')]
+
+    def hold_out(self, episode: int) -> None:
+        """Mark an episode as a measurement (e.g. the morning suite): never trained on."""
+        with self.db:
+            self.db.execute('INSERT OR IGNORE INTO held_out VALUES (?)', (int(episode),))
+
+    def held_out(self) -> set[int]:
+        """Episode ids marked by ``hold_out``."""
+        return {r[0] for r in self.db.execute('SELECT episode FROM held_out')}
 
     def episode(self, episode: int) -> list[Step]:
         """All stored steps of one episode in time order."""

@@ -333,3 +333,17 @@ def test_places_are_remembered_queried_mapped_and_saved(tmp_path):
             assert [m.label for m in again.spatial.by_label('red')] == ['red']
         finally:
             again.destroy_node()
+
+
+def test_an_episode_the_world_holds_out_is_marked_in_the_store(tmp_path):
+    import json
+    from std_msgs.msg import String
+    with Graph() as g:
+        node = g.add(MemoryNode(context=g.context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params(tmp_path).items()]))
+        episode = g.publisher(String, 'sage/episode')
+        episode.publish(String(data=json.dumps({'episode': 3, 'phase': 'work'})))
+        episode.publish(String(data=json.dumps({'episode': 4, 'held_out': True})))
+        episode.publish(String(data=json.dumps({'episode': 5, 'held_out': 'yes'})))
+        assert g.wait_for(lambda: node.memory.episode == 6, 10)
+        assert node.store.held_out() == {4}      # only a JSON true marks a measurement

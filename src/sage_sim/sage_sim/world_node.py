@@ -269,7 +269,9 @@ class WorldNode(GuardedNode):
     def _end_episode(self) -> None:
         day, phase, _ = self.days.episode(self.episode)
         metrics = dict(self.world.metrics(), episode=self.episode,
-                       **({'day': day, 'phase': phase} if phase else {}))
+                       **({'day': day, 'phase': phase} if phase else {}),
+                       # the morning suite measures the robot: no night may train on it
+                       **({'held_out': True} if phase == 'morning' else {}))
         self.pub_episode.publish(String(data=json.dumps(metrics)))
         if self.p['metrics_file']:
             with open(self.p['metrics_file'], 'a') as f:

@@ -101,11 +101,14 @@ def test_without_a_sleep_node_a_day_ends_in_the_next_morning_not_a_night():
         clock = g.collect(Clock, '/clock', 1000)
         g.add(WorldNode(context=g.context, parameter_overrides=[
             Parameter('real_time_factor', value=20.0), Parameter('time_limit_s', value=1.0),
-            Parameter('day_episodes', value=1), Parameter('episodes', value=2),
-            Parameter('night_timeout_s', value=600.0)]))
-        assert g.wait_for(lambda: len(episodes) >= 2, 30), len(episodes)
-    days = [json.loads(m.data)['day'] for m in episodes]
-    assert days == [0, 1]
+            Parameter('day_episodes', value=2), Parameter('morning_episodes', value=1),
+            Parameter('episodes', value=3), Parameter('night_timeout_s', value=600.0)]))
+        assert g.wait_for(lambda: len(episodes) >= 3, 30), len(episodes)
+    ended = [json.loads(m.data) for m in episodes]
+    assert [(e['day'], e['phase']) for e in ended] == [(0, 'morning'), (0, 'work'),
+                                                       (1, 'morning')]
+    # the morning suite is the measure: marked so that no night trains on it
+    assert [e.get('held_out', False) for e in ended] == [True, False, True]
     hours = {dt.datetime.fromtimestamp(c.clock.sec).replace(minute=0, second=0)
              for c in clock}
     assert dt.datetime(2000, 1, 2, 7) in hours           # the next morning came at once

@@ -128,7 +128,8 @@ class CoherenceTarget:
         return model.eval()
 
     def select(self, budget: dict):
-        """Salience-weighted episodes up to max_experiences steps; 1 in 5 held out."""
+        """Salience-weighted episodes up to max_experiences steps; 1 in 5 and those marked
+        held out in the store (measurements) go to the held-out set."""
         listed = self.store.episodes()      # one snapshot: the memory node keeps writing
         eps = {e[0]: e[1] for e in listed}
         chosen, steps = [], 0
@@ -140,7 +141,9 @@ class CoherenceTarget:
         data = episodes_from_store(self.store, chosen, self.config.modalities)
         if len(data) < self.min_episodes:
             return None
-        held = [e for e in data if e.meta['episode'] % 5 == 0] or data[:1]
+        measured = self.store.held_out()    # e.g. the morning suite: scored, never learned
+        held = [e for e in data if e.meta['episode'] % 5 == 0
+                or e.meta['episode'] in measured] or data[:1]
         held_ids = {e.meta['episode'] for e in held}
         rest = [e for e in data if e.meta['episode'] not in held_ids]
         return {'train': rest or data, 'held_out': held}

@@ -142,3 +142,25 @@ def test_a_store_without_places_trains_the_model_with_places_absent(tmp_path, de
                                 'seed': 0, 'validation_episodes': 1, 'regression_episodes': 1})
     data = targets['coherence'].select({'max_experiences': 10_000})
     assert data is None                  # two episodes: fewer than a cycle needs
+
+
+def test_episodes_held_out_in_the_store_are_scored_never_learned(tmp_path, demos):
+    """The world marks the morning suite held out (the measure); a night may not train on it."""
+    from sage_common.checkpoints import CheckpointStore
+    from sage_sleep.targets import build_targets, store_episodes
+    cfg = default_config()
+    store = ExperienceStore(str(tmp_path / 'exp.db'), cfg.modalities)
+    train_eps, _ = demos
+    store_episodes(store, train_eps, cfg.modalities, episode_offset=51)    # ids 51 .. 56
+    store.hold_out(52)
+    store.hold_out(53)
+    assert store.held_out() == {52, 53}
+    CheckpointStore(str(tmp_path / 'models'), 'coherence').commit(
+        CoherenceModel(cfg).state_dict(), {'config': cfg.to_dict()})
+    targets, _ = build_targets({'targets': ['coherence'], 'model_dir': str(tmp_path / 'models'),
+                                'store_path': str(tmp_path / 'exp.db'), 'keep_versions': 3,
+                                'seed': 0, 'validation_episodes': 1, 'regression_episodes': 1})
+    data = targets['coherence'].select({'max_experiences': 100_000})
+    trained = {e.meta['episode'] for e in data['train']}
+    held = {e.meta['episode'] for e in data['held_out']}
+    assert trained == {51, 54, 56} and held == {52, 53, 55}     # 55: one in five
