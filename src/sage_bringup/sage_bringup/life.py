@@ -103,8 +103,10 @@ def params_file(args, home: str) -> tuple[str, dict]:
 
 
 def teacher_success(args) -> dict:
-    """Return the morning-suite success of the operator (the goal's reference) and of the
-    teacher that labels (offline: the same steps, no graph needed)."""
+    """Return the morning-suite success of the operator and of the teacher that labels.
+
+    The operator's is the goal's reference. Offline: the same steps, no graph needed.
+    """
     from sage_sim.evaluate import MORNING, OperatorPolicy, Suite, evaluate
     from sage_sleep.agent import PlannerPolicy
     suite = Suite(MORNING.name, MORNING.seeds[:args.morning])

@@ -137,8 +137,10 @@ class CoherencePolicy:
 
 
 class PlannerTeacher:
-    """Labels a step from the places feature and the instruction alone, as the coherence model
-    sees them: the 'planner' teacher, offline and in the graph (sage_sleep.teacher_node).
+    """The 'planner' teacher, offline and in the graph (sage_sleep.teacher_node).
+
+    It labels a step from the places feature and the instruction alone, as the coherence
+    model sees them.
 
     The instruction names the detector's label whose sentence embedding is nearest its
     own. With a landmark of that label remembered, it steers at the landmark's waypoint

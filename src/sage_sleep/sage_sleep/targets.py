@@ -128,8 +128,11 @@ class CoherenceTarget:
         return model.eval()
 
     def select(self, budget: dict):
-        """Salience-weighted episodes up to max_experiences steps; 1 in 5 and those marked
-        held out in the store (measurements) go to the held-out set."""
+        """Pick salience-weighted episodes up to max_experiences steps.
+
+        One in five, and those the store marks held out (measurements), go to the
+        held-out set.
+        """
         listed = self.store.episodes()      # one snapshot: the memory node keeps writing
         eps = {e[0]: e[1] for e in listed}
         chosen, steps = [], 0

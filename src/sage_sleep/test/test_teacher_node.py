@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from sage_msgs.msg import Action, Feature
 from sage_testing.graph import Graph
 from sage_sleep.agent import COGNITION, MODALITIES, PLACES
@@ -15,7 +14,7 @@ from std_msgs.msg import String
 
 def feature(modality, data, t):
     msg = Feature(modality=modality, data=[float(x) for x in data], trust=1.0)
-    msg.header.stamp = Time(sec=int(t), nanosec=int(round((t % 1) * 1e9)))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
     return msg
 
 
