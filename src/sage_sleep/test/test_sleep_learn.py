@@ -113,10 +113,22 @@ def test_a_demonstration_day_is_driven_by_the_teacher_and_workers_change_nothing
     assert stores[0].count() == demo['steps']
 
 
+def coherence_target(tmp_path, cfg):
+    """The sleep node's coherence target over tmp_path's store, from an untrained model."""
+    from sage_common.checkpoints import CheckpointStore
+    from sage_sleep.targets import build_targets
+    CheckpointStore(str(tmp_path / 'models'), 'coherence').commit(
+        CoherenceModel(cfg).state_dict(), {'config': cfg.to_dict()})
+    targets, _ = build_targets({'targets': ['coherence'], 'model_dir': str(tmp_path / 'models'),
+                                'store_path': str(tmp_path / 'exp.db'), 'keep_versions': 3,
+                                'seed': 0, 'validation_episodes': 1, 'regression_episodes': 1})
+    return targets['coherence']
+
+
 def test_a_store_without_places_trains_the_model_with_places_absent(tmp_path, demos):
     """The memory node stores its own layout (no places); the model's layout comes back."""
     from sage_memory.store import ABSENT_AGE_S
-    from sage_sleep.targets import build_targets, store_episodes
+    from sage_sleep.targets import store_episodes
     cfg = default_config()
     memory = {m: n for m, n in cfg.modalities.items() if m != 'places'}
     store = ExperienceStore(str(tmp_path / 'exp.db'), memory)
@@ -134,20 +146,13 @@ def test_a_store_without_places_trains_the_model_with_places_absent(tmp_path, de
         assert np.array_equal(stored.teacher, original.teacher)
     with pytest.raises(StoreError, match='values'):      # a block of another size is refused
         episodes_from_store(store, [40], dict(cfg.modalities, imu=3))
-    from sage_common.checkpoints import CheckpointStore
-    CheckpointStore(str(tmp_path / 'models'), 'coherence').commit(
-        CoherenceModel(cfg).state_dict(), {'config': cfg.to_dict()})
-    targets, _ = build_targets({'targets': ['coherence'], 'model_dir': str(tmp_path / 'models'),
-                                'store_path': str(tmp_path / 'exp.db'), 'keep_versions': 3,
-                                'seed': 0, 'validation_episodes': 1, 'regression_episodes': 1})
-    data = targets['coherence'].select({'max_experiences': 10_000})
+    data = coherence_target(tmp_path, cfg).select({'max_experiences': 10_000})
     assert data is None                  # two episodes: fewer than a cycle needs
 
 
 def test_episodes_held_out_in_the_store_are_scored_never_learned(tmp_path, demos):
     """The world marks the morning suite held out (the measure); a night may not train on it."""
-    from sage_common.checkpoints import CheckpointStore
-    from sage_sleep.targets import build_targets, store_episodes
+    from sage_sleep.targets import store_episodes
     cfg = default_config()
     store = ExperienceStore(str(tmp_path / 'exp.db'), cfg.modalities)
     train_eps, _ = demos
@@ -155,12 +160,7 @@ def test_episodes_held_out_in_the_store_are_scored_never_learned(tmp_path, demos
     store.hold_out(52)
     store.hold_out(53)
     assert store.held_out() == {52, 53}
-    CheckpointStore(str(tmp_path / 'models'), 'coherence').commit(
-        CoherenceModel(cfg).state_dict(), {'config': cfg.to_dict()})
-    targets, _ = build_targets({'targets': ['coherence'], 'model_dir': str(tmp_path / 'models'),
-                                'store_path': str(tmp_path / 'exp.db'), 'keep_versions': 3,
-                                'seed': 0, 'validation_episodes': 1, 'regression_episodes': 1})
-    data = targets['coherence'].select({'max_experiences': 100_000})
+    data = coherence_target(tmp_path, cfg).select({'max_experiences': 100_000})
     trained = {e.meta['episode'] for e in data['train']}
     held = {e.meta['episode'] for e in data['held_out']}
     assert trained == {51, 54, 56} and held == {52, 53, 55}     # 55: one in five
