@@ -19,7 +19,8 @@ def drive(tmp_path, places_tokens: int) -> list[dict]:
         world['start_after'] = ['sage/coherence']
     done, _ = world_episodes(tmp_path / f'home{places_tokens}', len(SEEDS), 240, world,
                              {'memory': {'places_tokens': places_tokens},
-                              'cognition': {'backend': 'none'}})
+                              'cognition': {'backend': 'none'},
+                              'teacher': None})     # no labels needed: no load beside the loop
     return done
 
 

@@ -102,8 +102,9 @@ def world_episodes(home, count: int, timeout_s: float, world: dict | None = None
 
     A fresh ``$SAGE_HOME`` at ``home`` (`sage init` gives it the shipped model), the
     default params with the parameters in ``world`` and ``nodes`` ({node: {name: value}})
-    overridden; returns each episode's metrics (the world's ``metrics_file``) and the wall
-    seconds taken. Raises RuntimeError with the graph's stderr if it exits, TimeoutError if
+    overridden (None: the node does not run); returns each episode's metrics (the world's
+    ``metrics_file``) and the wall seconds taken. Raises RuntimeError with the graph's stderr
+    if it exits, TimeoutError if
     too slow.
     """
     import json
@@ -121,7 +122,10 @@ def world_episodes(home, count: int, timeout_s: float, world: dict | None = None
     world_params.update(day_episodes=0)         # no nights unless asked: seed, seed + 1, ...
     world_params.update(world or {}, episodes=count, metrics_file=metrics)
     for node, overrides in (nodes or {}).items():
-        params[node]['ros__parameters'].update(overrides)
+        if overrides is None:                   # None: that node does not run
+            params.pop(node, None)
+        else:
+            params[node]['ros__parameters'].update(overrides)
     path = os.path.join(home, 'params.yaml')
     with open(path, 'w') as f:
         yaml.safe_dump(params, f)
