@@ -214,7 +214,7 @@ class MemoryNode(GuardedNode):
         except (ValueError, KeyError, TypeError, OverflowError):
             self._reject(f'malformed sage/episode: {msg.data[:80]!r}')
             return
-        if data.get('held_out') is True and self.memory.store is not None:
+        if data.get('held_out') is True:
             self.memory.store.hold_out(ended)     # a measurement: the nights never train on it
         if self.spatial is not None and self.p['forget_places_each_episode']:
             self.spatial = SpatialMemory(self.spatial.cfg)
