@@ -145,6 +145,18 @@ def test_snarc_scores_surprise_reward_and_conflict():
         s.score(base, 0.0, reward=float('nan'))
 
 
+def test_snarc_surprise_sees_a_jump_in_a_wide_projected_modality():
+    rng = np.random.default_rng(2)
+    s = Snarc([8, 600], surprise_dims=16)               # 600 floats seen through 16
+    base = rng.standard_normal(608).astype(np.float32)
+    for _ in range(200):
+        quiet = s.score(base + 0.01 * rng.standard_normal(608), novelty=0.0)
+    jump = base.copy()
+    jump[8:] += rng.standard_normal(600).astype(np.float32)
+    loud = s.score(jump, novelty=0.0)
+    assert loud.surprise > quiet.surprise + 0.2 and loud.conflict > 0.5
+
+
 def test_snarc_weights_learn_towards_what_predicts_reward():
     s = Snarc([3], weights=(0.2, 0.2, 0.2, 0.2, 0.2), weight_lr=0.2)
     rng = np.random.default_rng(1)
