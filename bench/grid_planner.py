@@ -35,7 +35,7 @@ CELL = 0.3
 
 
 def grid(world: World) -> np.ndarray | None:
-    """The episode's arena as maze tokens, or None when start or goal has no free cell."""
+    """Return the episode's arena as maze tokens (None: no path or start is the goal)."""
     c = world.cfg
     n = int(round(c.arena_m / CELL))
     centres = (np.arange(n) + 0.5) * CELL - c.arena_m / 2
@@ -57,7 +57,7 @@ def grid(world: World) -> np.ndarray | None:
 
 
 def symmetries(g: np.ndarray):
-    """The 8 rotations and reflections of a square grid."""
+    """Yield the 8 rotations and reflections of a square grid."""
     for k in range(4):
         r = np.rot90(g, k)
         yield r
@@ -90,6 +90,7 @@ def make_data(n_train: int) -> dict:
 
 
 def cmd_data(args) -> None:
+    """Write the grids to ``args.out``/data.npz."""
     data = make_data(args.n_train)
     os.makedirs(args.out, exist_ok=True)
     np.savez_compressed(os.path.join(args.out, 'data.npz'), **data)   # travels to a GPU
@@ -98,6 +99,7 @@ def cmd_data(args) -> None:
 
 
 def cmd_report(args) -> None:
+    """Score the trained HRM in ``args.run`` against A*; write grid_planner.json."""
     import torch
     from sage_hrm.cli import _trainer, build_parser
     from sage_hrm.inference import ACTRunner
@@ -149,6 +151,7 @@ def cmd_report(args) -> None:
 
 
 def main():
+    """Run a subcommand."""
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     sub = p.add_subparsers(dest='cmd', required=True)
     d = sub.add_parser('data', help='write DIR/data.npz')
