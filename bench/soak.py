@@ -10,8 +10,9 @@ the experience store's rows and frames against their caps, dropped and rejected
 messages from diagnostics, restarts, and what each night's consolidation did. The
 world lives days and nights (config/sage.yaml): at night it publishes only /clock while
 the sleep node trains, so the loop is measured while awake. Summary: hours,
-rss_growth_pct_per_h_max (per node, awake sample to awake sample: from the first after
-warm-up and after the first night, when the sleep node has trained once, to the last),
+rss_growth_pct_per_h_max (per node, awake sample to awake sample with no sleep cycle
+under way: from the first after warm-up and after the first night, when the sleep node
+has trained once, to the last),
 p99_latency_drift_pct (the last ten awake minutes' p99 against the first ten's),
 restarts, nights, sleep_rss_peak_mb.
 """
@@ -106,8 +107,13 @@ def main():
         ns(m.header.stamp), time.monotonic()), qos_from_name('SENSOR_DATA'))
     node.create_subscription(Coherence, 'sage/coherence', on_cycle, 50)
     node.create_subscription(DiagnosticArray, 'diagnostics', on_diag, 50)
-    node.create_subscription(SleepStatus, 'sage/sleep/status', lambda m: nights.append(
-        m.message) if m.phase == 'done' else None, 10)
+    sleeping = [False]              # a cycle under way: its RSS is the night's, not a leak
+
+    def on_sleep(m):
+        sleeping[0] = m.phase not in ('idle', 'done', 'rollback')
+        if m.phase == 'done':
+            nights.append(m.message)
+    node.create_subscription(SleepStatus, 'sage/sleep/status', on_sleep, 10)
 
     start = time.monotonic()
     end = start + args.hours * 3600
@@ -142,7 +148,8 @@ def main():
             samples.append({'t_s': round(now - start, 1), 'rss_mb': rss,
                             'latency_ms': lat, 'store': store_counts(
                                 os.path.join(home, memory['store_path'])),
-                            'dropped': dropped, 'nights': len(nights)})
+                            'dropped': dropped, 'nights': len(nights),
+                            'sleeping': sleeping[0]})
             p99 = f'{np.percentile(lat, 99):.1f}' if lat else 'n/a'
             print(f'soak {(now - start) / 60:6.1f} min: loop p99 {p99} ms, '
                   f'RSS {sum(rss.values()):.0f} MB over {len(rss)} nodes', flush=True)
@@ -153,9 +160,10 @@ def main():
         proc.wait(60)
     hours = (time.monotonic() - start) / 3600
     awake = [s for s in samples if s['t_s'] >= args.warmup and s['latency_ms']]
-    slept = [s for s in awake if s['nights'] > 0]
-    base = (slept or awake or samples)[0]
-    last = (awake or samples)[-1]
+    settled = [s for s in awake if not s.get('sleeping')]      # no cycle under way
+    slept = [s for s in settled if s['nights'] > 0]
+    base = (slept or settled or awake or samples)[0]
+    last = (settled or awake or samples)[-1]
     growth = {n: 100 * (last['rss_mb'][n] - base['rss_mb'][n]) / base['rss_mb'][n]
               / max(1e-6, (last['t_s'] - base['t_s']) / 3600)
               for n in base['rss_mb'] if n in last['rss_mb']}
