@@ -12,12 +12,17 @@ The budget (``budget['train_s']``) is wall time for the whole cycle, validation
 included: the model in use is scored first, which times one evaluation; the
 candidate trains for what is left less one more evaluation (with a margin), and a
 cycle that still ran more than 10 % past its budget is rolled back.
+
+``run_cycle_in_child`` runs a night's targets in a fresh process: what a night allocates
+(episodes, training windows, models: 1-1.4 GB) leaves with it, so a node that lives for
+months stays the size it started at, and a night the kernel kills for memory is a
+rolled-back night, not a dead node.
 """
 
 from __future__ import annotations
 
-import ctypes
-import gc
+import multiprocessing
+import queue
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -35,6 +40,10 @@ MIN_TRAIN_S = 1.0
 
 class Cancelled(Exception):
     """The sleep was asked to stop (robot active, action cancelled, node deactivated)."""
+
+
+class CycleFailed(Exception):
+    """A target's cycle raised, or the cycle's process died; nothing was committed."""
 
 
 @dataclass
@@ -148,15 +157,83 @@ def _metrics(ev: Evaluation) -> dict[str, float]:
     return {**ev.metrics, 'score': ev.score, 'regression': ev.regression}
 
 
-def release_memory() -> None:
-    """Give what a cycle freed back to the system.
+def run_cycle(params: dict, names: list[str], deadline: float, max_experiences: int,
+              report: Callable[[str, float, str], None], should_stop: Callable[[], bool],
+              on_result: Callable[[CycleResult], None]) -> None:
+    """Build the sleep node's targets from ``params`` and run ``names`` in turn.
 
-    A cycle allocates hundreds of MB (episodes, training windows) and frees them, but glibc
-    keeps freed heap in its arenas: a long-lived sleep node's RSS climbed night after night
-    (the soak: 324 -> 2,621 MB over four nights). ``malloc_trim`` returns it.
+    Each target gets an equal share of what is left until ``deadline`` (time.monotonic),
+    so a quick one leaves more; ``report(phase, progress 0..1 over all targets, message)``,
+    ``on_result`` as each finishes. Raises Cancelled, or CycleFailed naming the target.
     """
-    gc.collect()
+    from sage_sleep.targets import build_targets
+    targets, stores = build_targets(params)
+    for i, name in enumerate(names):
+        budget = {'train_s': max(0.0, deadline - time.monotonic()) / (len(names) - i),
+                  'max_experiences': max_experiences}
+        try:
+            result = run_target(targets[name], stores[name], budget,
+                                lambda phase, frac, message, i=i: report(
+                                    phase, (i + frac) / len(names), message), should_stop)
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001  (any failure rolls the night back)
+            raise CycleFailed(f'{name} failed: {type(exc).__name__}: {exc}') from exc
+        on_result(result)
+
+
+def run_cycle_in_child(params: dict, names: list[str], deadline: float, max_experiences: int,
+                       report: Callable[[str, float, str], None],
+                       should_stop: Callable[[], bool],
+                       on_result: Callable[[CycleResult], None]) -> None:
+    """Run ``run_cycle`` in a fresh (spawned) process; see the module doc.
+
+    The callbacks run here, in the caller's thread, as the child's events arrive;
+    ``should_stop`` is polled five times a second and passed on to the child.
+    """
+    ctx = multiprocessing.get_context('spawn')      # never fork a process with DDS threads
+    events, stop = ctx.Queue(), ctx.Event()
+    child = ctx.Process(target=_cycle_child, name='sage-sleep-cycle', daemon=True,
+                        args=(params, names, deadline, max_experiences, events, stop))
+    child.start()
     try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):    # not glibc (macOS, musl): nothing to trim
-        pass
+        while True:
+            if should_stop():
+                stop.set()
+            try:
+                kind, payload = events.get(timeout=0.2)
+            except queue.Empty:
+                if not child.is_alive():
+                    why = ': killed, out of memory?' if child.exitcode == -9 else ''
+                    raise CycleFailed(f'the cycle\'s process died (exit code '
+                                      f'{child.exitcode}{why})') from None
+                continue
+            if kind == 'report':
+                report(*payload)
+            elif kind == 'result':
+                on_result(payload)
+            elif kind == 'cancelled':
+                raise Cancelled(payload)
+            elif kind == 'failed':
+                raise CycleFailed(payload)
+            else:
+                return
+    finally:
+        stop.set()
+        child.join(timeout=10.0)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _cycle_child(params, names, deadline, max_experiences, events, stop) -> None:
+    try:
+        run_cycle(params, names, deadline, max_experiences,
+                  lambda *a: events.put(('report', a)), stop.is_set,
+                  lambda r: events.put(('result', r)))
+        events.put(('done', None))
+    except Cancelled as exc:
+        events.put(('cancelled', str(exc)))
+    except Exception as exc:  # noqa: BLE001  (reported to the node, which lives on)
+        events.put(('failed', str(exc) if isinstance(exc, CycleFailed) else
+                    f'{type(exc).__name__}: {exc}'))

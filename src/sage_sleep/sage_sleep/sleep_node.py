@@ -22,7 +22,7 @@ from sage_ros.common import (Diagnostics, Param, declare_parameters, parsed_by,
                              qos_from_name, stamp)
 from sage_msgs.action import Sleep
 from sage_msgs.msg import Checkpoint, Salience, SleepStatus
-from sage_sleep.consolidate import Cancelled, release_memory, run_target
+from sage_sleep.consolidate import Cancelled, run_cycle_in_child
 from sage_sleep.targets import TARGETS
 from sage_sleep.triggers import IdleDetector, NightWindow, parse_hhmm
 
@@ -215,12 +215,6 @@ class SleepNode(GuardedLifecycleNode):
 
     # ----------------------------------------------------------- the cycle
     def _run_cycle(self, trigger: str, goal_handle):
-        try:
-            return self._cycle(trigger, goal_handle)
-        finally:
-            release_memory()        # a node that lives for months gives each night back
-
-    def _cycle(self, trigger: str, goal_handle):
         goal = goal_handle.request if goal_handle is not None else None
         names = list(goal.targets) if goal is not None and goal.targets else self.p['targets']
         if not self.targets:
@@ -248,30 +242,30 @@ class SleepNode(GuardedLifecycleNode):
             return self._stop.is_set() or (goal_handle is not None
                                            and goal_handle.is_cancel_requested)
 
-        for i, name in enumerate(names):
-            def report(phase, frac, message, i=i):
-                self._report(trigger, phase, (i + frac) / len(names), message, goal_handle)
-            # what is left is shared by the targets still to run: a quick one leaves more
-            budget = {'train_s': max(0.0, deadline - time.monotonic()) / (len(names) - i),
-                      'max_experiences': max_experiences}
-            try:
-                result = run_target(self.targets[name], self.stores[name], budget, report,
-                                    should_stop)
-            except Cancelled as exc:
-                self._report(trigger, 'idle', 0.0, f'sleep yielded: {exc}', goal_handle)
-                return results or None
-            except Exception as exc:  # a failed cycle must never take the node down
-                self.get_logger().error(f'sleep cycle for {name} failed: {exc!r}')
-                self._report(trigger, 'rollback', 1.0, f'{name} failed: {exc}', goal_handle)
-                self.diag.set('ERROR', f'last cycle failed: {exc}')
-                return None
+        def report(phase, progress, message):
+            self._report(trigger, phase, progress, message, goal_handle)
+
+        def on_result(result):
             results.append(result)
             self._status.metric_names = list(result.before)
             self._status.metrics_before = [float(v) for v in result.before.values()]
             self._status.metrics_after = [float(result.after.get(k, float('nan')))
                                           for k in result.before]
             if result.committed:
-                self._announce(name, result.checkpoint)
+                self._announce(result.target, result.checkpoint)
+        # a fresh process a night (consolidate's doc); a new seed a night, as one rng would
+        params = dict(self.p, seed=self.p['seed'] + self._cycles)
+        try:
+            run_cycle_in_child(params, names, deadline, max_experiences, report, should_stop,
+                               on_result)
+        except Cancelled as exc:
+            self._report(trigger, 'idle', 0.0, f'sleep yielded: {exc}', goal_handle)
+            return results or None
+        except Exception as exc:  # a failed cycle must never take the node down
+            self.get_logger().error(f'sleep cycle failed: {exc}')
+            self._report(trigger, 'rollback', 1.0, str(exc), goal_handle)
+            self.diag.set('ERROR', f'last cycle failed: {exc}')
+            return None
         self._report(trigger, 'done', 1.0, '; '.join(
             f'{r.target}: {r.message} ({r.elapsed_s:.0f} s of {r.budget_s:.0f})'
             for r in results), goal_handle)

@@ -164,3 +164,50 @@ def test_episodes_held_out_in_the_store_are_scored_never_learned(tmp_path, demos
     trained = {e.meta['episode'] for e in data['train']}
     held = {e.meta['episode'] for e in data['held_out']}
     assert trained == {51, 54, 56} and held == {52, 53, 55}     # 55: one in five
+
+
+def test_a_night_runs_in_its_own_process_and_leaves_nothing_behind(tmp_path, demos):
+    import time
+
+    import psutil
+    from sage_sleep.consolidate import Cancelled, CycleFailed, run_cycle_in_child
+    cfg = default_config()
+    store = ExperienceStore(str(tmp_path / 'exp.db'), cfg.modalities)
+    record_day(CoherenceModel(cfg), range(300, 306), store, driver='teacher',   # 4 to learn
+               world_config=WorldConfig(time_limit_s=6.0))
+    coherence_target(tmp_path, cfg)                 # commits the untrained base
+    params = {'targets': ['coherence'], 'model_dir': str(tmp_path / 'models'),
+              'store_path': str(tmp_path / 'exp.db'), 'keep_versions': 3, 'seed': 0,
+              'validation_episodes': 1, 'regression_episodes': 1}
+    me = psutil.Process()
+
+    def cycle(report, should_stop=lambda: False, names=('coherence',)):
+        results = []
+        run_cycle_in_child(params, list(names), time.monotonic() + 40, 10000, report,
+                           should_stop, results.append)
+        return results
+
+    def night_process():
+        return [c for c in me.children() if 'spawn_main' in ' '.join(c.cmdline())]
+    rss, phases, workers = me.memory_info().rss, [], set()
+
+    def report(phase, progress, message):
+        phases.append((phase, round(progress, 2)))
+        workers.update(c.pid for c in night_process())
+    results = cycle(report)
+    assert [r.target for r in results] == ['coherence'] and results[0].budget_s > 30
+    assert phases[0][0] == 'select' and phases[-1] == ('commit', 1.0)
+    assert {'validate', 'commit'} <= {p for p, _ in phases} and workers, results[0].message
+    assert me.memory_info().rss - rss < 60e6, 'the night left its memory behind here'
+    assert not night_process()
+
+    def kill_it(phase, progress, message):              # the kernel's OOM killer, say
+        if phase == 'validate':
+            for c in night_process():
+                c.kill()
+    with pytest.raises(CycleFailed, match='died .exit code -9: killed'):
+        cycle(kill_it)
+    with pytest.raises(Cancelled):
+        cycle(lambda *_: None, should_stop=lambda: True)
+    with pytest.raises(CycleFailed, match='vision_encoder failed'):   # not configured
+        cycle(lambda *_: None, names=['vision_encoder'])
