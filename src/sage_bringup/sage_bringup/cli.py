@@ -82,7 +82,8 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException
-    from sage_ros.common import limit_blas_threads, make_executor, needs_threads, ParameterError
+    from sage_common.threads import limit_blas_threads
+    from sage_ros.common import make_executor, needs_threads, ParameterError
 
     limit_blas_threads()
     rclpy.init(args=['--ros-args', '--log-level', log_level])

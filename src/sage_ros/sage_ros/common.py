@@ -24,6 +24,7 @@ from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
 from rclpy.node import Node
 from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy,
                        qos_profile_sensor_data, qos_profile_system_default)
+from sage_common.threads import limit_blas_threads
 
 QOS_CHOICES = ('SENSOR_DATA', 'DEFAULT', 'SYSTEM_DEFAULT', 'RELIABLE', 'BEST_EFFORT', 'LATCHED')
 
@@ -275,19 +276,6 @@ def make_executor(nodes: Sequence[Node], context=None):
     for node in nodes:
         executor.add_node(node)
     return executor
-
-
-def limit_blas_threads() -> None:
-    """Give numpy's BLAS one thread in this process, unless the user chose a number.
-
-    A node's matrix-vector products are small; OpenBLAS's extra threads spin while they
-    wait, and on 2 cores the memory node took 94% of a core with them, 10% without.
-    """
-    import os
-
-    if not {'OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS'} & set(os.environ):
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1, user_api='blas')
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:

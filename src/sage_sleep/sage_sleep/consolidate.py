@@ -227,6 +227,8 @@ def run_cycle_in_child(params: dict, names: list[str], deadline: float, max_expe
 
 
 def _cycle_child(params, names, deadline, max_experiences, events, stop) -> None:
+    from sage_common.threads import limit_blas_threads
+    limit_blas_threads()            # as every node: the night is niced work beside the loop
     try:
         run_cycle(params, names, deadline, max_experiences,
                   lambda *a: events.put(('report', a)), stop.is_set,

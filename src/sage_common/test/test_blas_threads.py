@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-PROBE = ('import numpy, threadpoolctl; from sage_ros.common import limit_blas_threads; '
+PROBE = ('import numpy, threadpoolctl; from sage_common.threads import limit_blas_threads; '
          'limit_blas_threads(); '
          'print(max(p["num_threads"] for p in threadpoolctl.threadpool_info() '
          'if p["user_api"] == "blas"))')
