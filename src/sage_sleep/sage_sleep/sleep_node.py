@@ -73,7 +73,7 @@ class SleepNode(GuardedLifecycleNode):
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self.targets, self.stores = {}, {}
+        self.stores = {}        # checkpoint stores by target: the night's child trains
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._cycles = 0
@@ -142,7 +142,7 @@ class SleepNode(GuardedLifecycleNode):
             check_models(self.p)        # a missing model is an error now, not at night
             self.get_logger().info('no experience store yet: the first cycle will look again')
             return
-        self.targets, self.stores = build_targets(self.p)
+        _, self.stores = build_targets(self.p)   # built here to fail fast; trained in the child
 
     # ----------------------------------------------------------- triggers
     def _now_s(self) -> float:
@@ -217,13 +217,13 @@ class SleepNode(GuardedLifecycleNode):
     def _run_cycle(self, trigger: str, goal_handle):
         goal = goal_handle.request if goal_handle is not None else None
         names = list(goal.targets) if goal is not None and goal.targets else self.p['targets']
-        if not self.targets:
+        if not self.stores:
             try:
                 self._build_targets()
             except (CheckpointError, OSError, ValueError) as exc:
                 self._report(trigger, 'rollback', 1.0, f'cannot sleep: {exc}', goal_handle)
                 return None
-            if not self.targets:
+            if not self.stores:
                 self._report(trigger, 'done', 1.0, 'nothing to learn from yet: no experience '
                              'store (the memory node makes it)', goal_handle)
                 return []
