@@ -90,20 +90,25 @@ def in_graph(seconds: float = 120.0) -> dict:
     from coherence import loop_latency
     from sage_ros.common import qos_from_name
     from std_msgs.msg import String
-    plans = []
+    plans, instructions = [], []
 
     def listen(node, started):
         node.create_subscription(String, 'sage/cognition/main/plan', lambda m: plans.append(
             (time.monotonic(), json.loads(m.data))), qos_from_name('LATCHED'))
+        node.create_subscription(String, 'sage/instruction', lambda m: instructions.append(
+            time.monotonic()), qos_from_name('LATCHED'))
     loop = loop_latency(seconds, listen=listen)
     first = next((t - loop['started'] for t, p in plans if p['valid']), None)
+    # where the first plan's wait went: the graph starting, then the model planning
+    first_instruction = instructions[0] - loop['started'] if instructions else None
     # a plan generated (not cached) was being made for its latency_s before it was heard
     windows = [(t - p['latency_s'], t) for t, p in plans
                if p.get('event') == 'planned' and not p.get('cached') and p['valid']]
     thinking = [ms for heard, ms in loop['samples'] if any(a <= heard <= b for a, b in windows)]
     made = [p['latency_s'] for _, p in plans if p.get('event') == 'planned' and
             not p.get('cached') and p['valid']]
-    return {'first_plan_s': first, 'loop_p50_ms': loop['p50'], 'loop_p99_ms': loop['p99'],
+    return {'first_plan_s': first, 'first_instruction_s': first_instruction,
+            'loop_p50_ms': loop['p50'], 'loop_p99_ms': loop['p99'],
             'plan_latency_p50_s': float(np.median(made)) if made else None,
             'thinking_frames': len(thinking),
             'thinking_p99_ms': float(np.percentile(thinking, 99)) if thinking else None,
@@ -122,7 +127,10 @@ def graph_rows(summary: dict, rows: list, detail: dict) -> None:
     summary['loop_latency_p99_ms_graph'] = round(g['loop_p99_ms'], 1)
     summary['plan_latency_p50_s_in_graph'] = None if g['plan_latency_p50_s'] is None else \
         round(g['plan_latency_p50_s'], 2)
+    heard = g['first_instruction_s']
     rows.append(('default graph: first plan after start, s', summary['first_plan_s_in_graph']))
+    rows.append(('  the first instruction heard after start, s',
+                 None if heard is None else round(heard, 1)))
     rows.append(('  loop p99 ms while a plan is generated / all',
                  f'{summary["loop_latency_p99_ms_thinking"]} / {g["loop_p99_ms"]:.1f} '
                  f'({g["thinking_frames"]} frames in {g["thinking_s"]:.0f} s of thinking)'))

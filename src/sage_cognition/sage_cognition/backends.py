@@ -189,6 +189,13 @@ class LocalBackend:
                     self.adapter = previous
                 raise BackendError(f'cannot load the LoRA adapter at {path}: {exc}') from exc
 
+    def prepare(self, json_schema: str = '') -> None:
+        """Load the model and compile ``json_schema`` now, before the first answer waits."""
+        with self._lock:
+            self.load()
+            if json_schema:
+                self._grammar(json_schema)
+
     def _grammar(self, json_schema: str):
         """Return xgrammar's compiled grammar of a JSON schema (cached: a node has one schema)."""
         if json_schema not in self._grammars:

@@ -324,13 +324,20 @@ class CognitionNode(GuardedNode):
     # ----------------------------------------------------------------- the worker
     def _work(self) -> None:
         from sage_cognition.embedding import embed
+        start = time.monotonic()
         embed('warm up')            # load models off the executor thread
+        embedded = time.monotonic()
         if hasattr(self.backend, 'load'):        # the embedded model
             try:
-                self.backend.load()
+                if self.plan.planner is not None:    # the first plan waits for none of it
+                    self.plan.planner.prepare()
+                else:
+                    self.backend.load()
             except BackendError as exc:
                 self.diag.set('ERROR', f'backend {self.p["backend"]}: {exc}')
         self.diag.set('OK', 'ready')
+        self.get_logger().info(f'ready: sentence embedding in {embedded - start:.1f} s, '
+                               f'then the language model in {time.monotonic() - embedded:.1f} s')
         while True:
             self._write_exchanges()
             try:

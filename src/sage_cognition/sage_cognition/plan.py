@@ -188,6 +188,16 @@ class Planner:
         self.schema = json.dumps(PLAN_SCHEMA)
         self.cache: dict = {}     # greedy decoding: the same words get the same plan
 
+    def prepare(self) -> None:
+        """Do the first plan's one-off work now (BackendError if the model cannot load).
+
+        The examples' embeddings, the model and the schema's grammar: seconds each on a
+        busy 2-core machine, which the first instruction would otherwise wait for.
+        """
+        prompt(' ')
+        if hasattr(self.backend, 'prepare'):
+            self.backend.prepare(self.schema if self.constrained else '')
+
     def plan(self, instruction: str, should_stop: Callable[[], bool] = lambda: False,
              on_token: Callable[[str], None] | None = None) -> PlanResult:
         """Ask the model; never raises for what the model or server does wrong."""
