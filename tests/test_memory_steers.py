@@ -5,9 +5,10 @@ target in view ahead, then 2.6 s of the world turning the robot away (its comman
 ignored). The world runs at half speed (sim time): this tests what memory does, not
 whether a 2-core CI machine keeps up with 30 Hz (bench/latency.py measures that; at full
 speed a CI run missed one recall episode). With the memory node's places feature the
-shipped model turns back and drives to the target; the same graph with places off (``places_tokens: 0``) does not. The
-instruction is a plain one, so cognition encodes it without its language model (whose
-load would compete with the control loop for a 2-core machine's cores).
+shipped model turns back and drives to the target; the same graph with places off
+(``places_tokens: 0``) does not. The instruction is a plain one, so cognition encodes it
+without its language model (whose load would compete with the control loop for a 2-core
+machine's cores).
 """
 
 from sage_testing.graph import world_episodes
