@@ -38,15 +38,9 @@ CELL = 0.3
 def grid(world: World) -> np.ndarray | None:
     """Return the episode's arena as maze tokens (None: no path or start is the goal)."""
     c = world.cfg
-    n = int(round(c.arena_m / CELL))
-    centres = (np.arange(n) + 0.5) * CELL - c.arena_m / 2
-    gx, gy = np.meshgrid(centres, centres, indexing='ij')
-    margin = c.robot_radius + 0.08                   # as the world's shortest-path oracle
-    free = (np.abs(gx) < c.arena_m / 2 - margin) & (np.abs(gy) < c.arena_m / 2 - margin)
-    for k, (ox, oy, r, _, _) in enumerate(world.objects):
-        if k != world.target:
-            free &= np.hypot(gx - ox, gy - oy) > r + margin
+    _, _, free = world.free_cells(CELL)              # the world's own free-space rule
     g = np.where(free, M.OPEN, M.WALL).astype(np.int64)
+    n = g.shape[0]
 
     def cell(x, y):
         return tuple(int(np.clip((v + c.arena_m / 2) // CELL, 0, n - 1)) for v in (x, y))
@@ -54,7 +48,7 @@ def grid(world: World) -> np.ndarray | None:
     if s == e:
         return None
     g[s], g[e] = M.START, M.GOAL
-    return g if e in M._bfs(g, s) else None
+    return g if M.solvable(g) else None
 
 
 def symmetries(g: np.ndarray):

@@ -148,12 +148,18 @@ PREAMBLE = ('A robot turns instructions into JSON plans. Beacons: red, green, bl
 _pool: dict = {}
 
 
-def shots(instruction: str, k: int = SHOTS) -> list:
-    """Return the ``k`` examples nearest ``instruction`` in meaning, the nearest last."""
+def example_vectors() -> np.ndarray:
+    """Return the examples' sentence embeddings (computed once per process)."""
     from sage_cognition.embedding import embed
     if 'vectors' not in _pool:
         _pool['vectors'] = embed([text for _, text, _ in EXAMPLES])
-    similarity = _pool['vectors'] @ embed(instruction)
+    return _pool['vectors']
+
+
+def shots(instruction: str, k: int = SHOTS) -> list:
+    """Return the ``k`` examples nearest ``instruction`` in meaning, the nearest last."""
+    from sage_cognition.embedding import embed
+    similarity = example_vectors() @ embed(instruction)
     order = np.argsort(similarity)[-k:]
     return [(EXAMPLES[i][1], tuple(Step(*s) for s in EXAMPLES[i][2])) for i in order]
 
@@ -194,7 +200,7 @@ class Planner:
         The examples' embeddings, the model and the schema's grammar: seconds each on a
         busy 2-core machine, which the first instruction would otherwise wait for.
         """
-        prompt(' ')
+        example_vectors()
         if hasattr(self.backend, 'prepare'):
             self.backend.prepare(self.schema if self.constrained else '')
 

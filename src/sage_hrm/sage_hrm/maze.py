@@ -80,6 +80,12 @@ def shortest_path(g: np.ndarray) -> np.ndarray:
     return out
 
 
+def solvable(g: np.ndarray) -> bool:
+    """Return True when open cells connect ``g``'s start to its goal."""
+    s, e = _ends(g)
+    return e in _bfs(g, s)
+
+
 def valid_optimal(maze: np.ndarray, pred: np.ndarray) -> bool:
     """Return True when the PATH cells of ``pred`` form a shortest start-goal path."""
     s, e = _ends(maze)

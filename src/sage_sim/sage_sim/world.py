@@ -450,12 +450,14 @@ class World:
         return seen
 
     # ---------------------------------------------------------------- oracle
-    def _distance_field(self, cell: float = 0.1) -> np.ndarray:
-        """Shortest path length to the target on a grid (Dijkstra on 8-neighbours)."""
-        import heapq
+    def free_cells(self, cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (x, y, free) of the arena on a grid of ``cell`` m (evaluation only).
+
+        Free where the robot's body, with a margin, touches no wall and no object but the
+        target.
+        """
         c = self.cfg
         n = int(round(c.arena_m / cell))
-        self._cell, self._n = cell, n
         centres = (np.arange(n) + 0.5) * cell - c.arena_m / 2
         gx, gy = np.meshgrid(centres, centres, indexing='ij')
         margin = c.robot_radius + 0.08
@@ -463,6 +465,15 @@ class World:
         for k, (ox, oy, r, _, _) in enumerate(self.objects):
             if k != self.target:
                 free &= np.hypot(gx - ox, gy - oy) > r + margin
+        return gx, gy, free
+
+    def _distance_field(self, cell: float = 0.1) -> np.ndarray:
+        """Shortest path length to the target on a grid (Dijkstra on 8-neighbours)."""
+        import heapq
+        c = self.cfg
+        gx, gy, free = self.free_cells(cell)
+        n = free.shape[0]
+        self._cell, self._n = cell, n
         cost = np.full((n, n), np.inf)
         tx, ty = self.target_xy
         goal = np.hypot(gx - tx, gy - ty) < c.success_dist - 0.1
