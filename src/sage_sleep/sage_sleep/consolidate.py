@@ -22,7 +22,10 @@ rolled-back night, not a dead node.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
 import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -229,6 +232,7 @@ def run_cycle_in_child(params: dict, names: list[str], deadline: float, max_expe
 def _cycle_child(params, names, deadline, max_experiences, events, stop) -> None:
     from sage_common.threads import limit_blas_threads
     limit_blas_threads()            # as every node: the night is niced work beside the loop
+    threading.Thread(target=_end_with_parent, args=(stop,), daemon=True).start()
     try:
         run_cycle(params, names, deadline, max_experiences,
                   lambda *a: events.put(('report', a)), stop.is_set,
@@ -239,3 +243,15 @@ def _cycle_child(params, names, deadline, max_experiences, events, stop) -> None
     except Exception as exc:  # noqa: BLE001  (reported to the node, which lives on)
         events.put(('failed', str(exc) if isinstance(exc, CycleFailed) else
                     f'{type(exc).__name__}: {exc}'))
+
+
+def _end_with_parent(stop, grace_s: float = 10.0) -> None:
+    """End the night when the node that started it is gone (e.g. killed with -9).
+
+    Nobody is left to take its results, and an orphan would train on, using the
+    cores of the next run. Commits are atomic, so ending at any point loses nothing.
+    """
+    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+    stop.set()                      # the cycle stops at its next poll ...
+    time.sleep(grace_s)
+    os._exit(1)                     # ... or is ended here

@@ -166,19 +166,24 @@ def test_episodes_held_out_in_the_store_are_scored_never_learned(tmp_path, demos
     assert trained == {51, 54, 56} and held == {52, 53, 55}     # 55: one in five
 
 
-def test_a_night_runs_in_its_own_process_and_leaves_nothing_behind(tmp_path, demos):
-    import time
-
-    import psutil
-    from sage_sleep.consolidate import Cancelled, CycleFailed, run_cycle_in_child
+def night_params(tmp_path) -> dict:
+    """A day of teacher episodes in a store and an untrained base: what a night needs."""
     cfg = default_config()
     store = ExperienceStore(str(tmp_path / 'exp.db'), cfg.modalities)
     record_day(CoherenceModel(cfg), range(300, 306), store, driver='teacher',   # 4 to learn
                world_config=WorldConfig(time_limit_s=6.0))
     coherence_target(tmp_path, cfg)                 # commits the untrained base
-    params = {'targets': ['coherence'], 'model_dir': str(tmp_path / 'models'),
-              'store_path': str(tmp_path / 'exp.db'), 'keep_versions': 3, 'seed': 0,
-              'validation_episodes': 1, 'regression_episodes': 1}
+    return {'targets': ['coherence'], 'model_dir': str(tmp_path / 'models'),
+            'store_path': str(tmp_path / 'exp.db'), 'keep_versions': 3, 'seed': 0,
+            'validation_episodes': 1, 'regression_episodes': 1}
+
+
+def test_a_night_runs_in_its_own_process_and_leaves_nothing_behind(tmp_path, demos):
+    import time
+
+    import psutil
+    from sage_sleep.consolidate import Cancelled, CycleFailed, run_cycle_in_child
+    params = night_params(tmp_path)
     me = psutil.Process()
 
     def cycle(report, should_stop=lambda: False, names=('coherence',)):
@@ -211,3 +216,33 @@ def test_a_night_runs_in_its_own_process_and_leaves_nothing_behind(tmp_path, dem
         cycle(lambda *_: None, should_stop=lambda: True)
     with pytest.raises(CycleFailed, match='vision_encoder failed'):   # not configured
         cycle(lambda *_: None, names=['vision_encoder'])
+
+
+def test_a_night_ends_when_its_node_is_killed(tmp_path, demos):
+    """kill -9 of the node (or `sage run` giving up on it) leaves no night training on."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+    params = night_params(tmp_path)
+    node = subprocess.Popen([sys.executable, '-c', f"""
+import json, time
+from sage_sleep.consolidate import run_cycle_in_child
+run_cycle_in_child(json.loads({json.dumps(json.dumps(params))}), ['coherence'],
+                   time.monotonic() + 600, 10000, lambda *a: print(*a, flush=True),
+                   lambda: False, lambda r: None)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        node.stdout.readline()                     # the night's first report: it is training
+        night = psutil.Process(node.pid).children()     # and multiprocessing's tracker
+        assert any('spawn_main' in ' '.join(c.cmdline()) for c in night)
+        node.send_signal(signal.SIGKILL)
+        node.wait()
+        gone, alive = psutil.wait_procs(night, timeout=30)
+        assert not alive, 'the night trained on without its node'
+    finally:
+        node.kill()
+        for p in psutil.Process().children(recursive=True):
+            p.kill()
