@@ -51,6 +51,8 @@ class NodeSpec:
 
 
 BACKGROUND = 10     # niceness of nodes that must not delay a control cycle
+VIEW = 15           # ... nor a plan or the places: what people watch, and the nights (the
+#                     day's loop is quiet at night; a night's wall-time budget is its own)
 
 # Every node SAGE can start. A node runs only when its block is present in the
 # params file, so a deployment picks its nodes by config alone.
@@ -86,16 +88,16 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
              'lifecycle: features -> sage/action, sage/cmd_vel_raw, sage/coherence (HRM '
              'fusion)', lifecycle=True),
     NodeSpec('markers', 'sage_viz', 'markers_node', 'sage_viz.markers_node:MarkersNode',
-             'sage/coherence, sage/salience, the world -> sage/markers (RViz)', nice=BACKGROUND),
+             'sage/coherence, sage/salience, the world -> sage/markers (RViz)', nice=VIEW),
     NodeSpec('groot', 'sage_interop', 'groot_node', 'sage_interop.groot_node:GrootNode',
              'GR00T policy server (ZeroMQ) -> groot/action_chunk, cognition feature or teacher',
              nice=BACKGROUND),
     NodeSpec('foxglove', 'sage_viz', 'foxglove_node', 'sage_viz.foxglove_node:FoxgloveNode',
              'live WebSocket view for Foxglove (127.0.0.1:8765) and MCAP recording',
-             nice=BACKGROUND),
+             nice=VIEW),
     NodeSpec('sleep', 'sage_sleep', 'sleep_node', 'sage_sleep.sleep_node:SleepNode',
              'lifecycle: consolidates stored experience into new model versions',
-             lifecycle=True, nice=BACKGROUND),
+             lifecycle=True, nice=VIEW),
     NodeSpec('teacher', 'sage_sleep', 'teacher_node', 'sage_sleep.teacher_node:TeacherNode',
              'sage/features/places + the instruction -> sage/teacher_action (the planner '
              'labels; it never drives)', nice=BACKGROUND),

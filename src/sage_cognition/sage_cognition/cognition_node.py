@@ -22,6 +22,10 @@ the worker thread; the node follows it with the memory's places feature
 current step as the feature (its sentence embedding, in the instruction's space)
 and the plan and its progress as JSON on sage/cognition/<name>/plan (latched). A
 plan that failed falls back to the instruction's embedding at half the trust.
+A planner does not read sage/coherence, sage/salience or sage/features/memory (a plan
+needs none of them; sage/coherence comes once per camera frame), so its Think goals
+are prompted without that state. The node spins one thread: Think goals are
+coroutines that wait for the worker, which streams their feedback.
 
 The Think action (sage/cognition/<name>/think) streams a thought token by token
 and can be cancelled. The node has no publisher that can move the robot.
@@ -117,8 +121,6 @@ PARAMS = [
 class CognitionNode(GuardedNode):
     """See the module doc."""
 
-    needs_threads = True     # Think goals stream feedback beside the other callbacks
-
     def __init__(self, **kwargs):
         super().__init__(kwargs.pop('node_name', 'cognition'), **kwargs)
         self.p = declare_parameters(self, PARAMS)
@@ -152,9 +154,11 @@ class CognitionNode(GuardedNode):
             self.create_subscription(Odometry, 'odom', self._on_odom,
                                      qos_from_name('SENSOR_DATA'))
         if self.backend is not None:
-            self.create_subscription(Salience, 'sage/salience', self._on_salience, 10)
-            self.create_subscription(Coherence, 'sage/coherence', self._on_coherence, 10)
-            self.create_subscription(Feature, 'sage/features/memory', self._on_memory, 10)
+            if not self.planning:   # a musing's triggers and prompt; a plan needs neither, and
+                #                     sage/coherence alone comes once per camera frame
+                self.create_subscription(Salience, 'sage/salience', self._on_salience, 10)
+                self.create_subscription(Coherence, 'sage/coherence', self._on_coherence, 10)
+                self.create_subscription(Feature, 'sage/features/memory', self._on_memory, 10)
             self.create_subscription(Float32, 'sage/reward', self._on_reward, 10)
             for peer in filter(None, self.p['peers']):
                 self.create_subscription(Feature, f'sage/features/cognition_{peer}',
@@ -204,8 +208,7 @@ class CognitionNode(GuardedNode):
 
     def _on_salience(self, msg: Salience) -> None:
         self.state['salience'] = float(msg.total)
-        if msg.total >= self.p['salience_threshold'] and self.instruction and \
-                not self.planning:            # a plan is made once per instruction
+        if msg.total >= self.p['salience_threshold'] and self.instruction:
             self._submit(('salience', self.instruction, stamp(self), None))
 
     def _on_coherence(self, msg: Coherence) -> None:
