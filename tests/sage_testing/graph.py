@@ -7,8 +7,7 @@ import time
 from collections import defaultdict
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
-from sage_ros.common import needs_threads
+from rclpy.executors import SingleThreadedExecutor
 
 
 class Graph:
@@ -16,21 +15,17 @@ class Graph:
 
     Use as a context manager; add nodes under test with ``add(node)`` and
     collect topics with ``collect(type, topic, qos)``. Nodes spin as `sage run`
-    spins them (sage_ros.common.make_executor): on a single-threaded executor,
-    and those that need threads on a multi-threaded one. The multi-threaded
-    executor busy-waits while a callback runs, which starved a test's own
-    publisher to a few messages a second on 2 cores.
+    spins them (sage_ros.common.make_executor): on a single-threaded executor.
     """
 
     def __init__(self, args: list[str] | None = None):
         self.context = rclpy.Context()
         rclpy.init(args=args, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
-        self.threaded = None            # made when a node that needs threads is added
         self.probe = rclpy.create_node('sage_test_probe', context=self.context)
         self.executor.add_node(self.probe)
         self.messages = defaultdict(list)
-        self._threads = [self._start(self.executor)]
+        self._thread = self._start(self.executor)
 
     def _start(self, executor) -> threading.Thread:
         def spin():
@@ -44,18 +39,12 @@ class Graph:
 
     def add(self, node):
         """Spin ``node`` (created with ``context=graph.context``) too; return it."""
-        if needs_threads(node):
-            if self.threaded is None:
-                self.threaded = MultiThreadedExecutor(context=self.context)
-                self._threads.append(self._start(self.threaded))
-            self.threaded.add_node(node)
-        else:
-            self.executor.add_node(node)
+        self.executor.add_node(node)
         return node
 
     def remove(self, node) -> None:
         """Stop spinning ``node`` (it stays alive until destroyed)."""
-        (self.threaded if needs_threads(node) else self.executor).remove_node(node)
+        self.executor.remove_node(node)
 
     def collect(self, msg_type, topic: str, qos=10) -> list:
         """Subscribe and return the list that received messages are appended to."""
@@ -79,12 +68,9 @@ class Graph:
         """Stop spinning, destroy every node, shut the context down."""
         # shutdown() forgets the executor's nodes: take them first, or they outlive the
         # test (their latched topics leaked into later tests)
-        executors = [e for e in (self.executor, self.threaded) if e is not None]
-        nodes = [n for e in executors for n in e.get_nodes()]
-        for executor in executors:
-            executor.shutdown(timeout_sec=2.0)
-        for thread in self._threads:
-            thread.join(timeout=5.0)        # no callback may run on a node being destroyed
+        nodes = self.executor.get_nodes()
+        self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=5.0)        # no callback may run on a node being destroyed
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=self.context)

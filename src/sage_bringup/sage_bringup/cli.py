@@ -77,13 +77,14 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
                    duration: float | None, live: bool = True) -> int:
     """Start every node in this process.
 
-    Nodes that need threads spin on a multi-threaded executor, the others on a
-    single-threaded one (see sage_ros.common.make_executor), each in its own thread.
+    The nodes spin on one single-threaded executor (sage_ros.common.make_executor)
+    and a node that asks for its own (``own_executor``: the safety node) on another,
+    each in its own thread.
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from sage_common.threads import limit_blas_threads
-    from sage_ros.common import make_executor, needs_threads, ParameterError
+    from sage_ros.common import make_executor, ParameterError
 
     limit_blas_threads()
     rclpy.init(args=['--ros-args', '--log-level', log_level])
@@ -132,8 +133,7 @@ def run_in_process(specs, params_file, namespace, sim_time, source, log_level,
               f'{", ".join(s.name for s in specs) or "none"}', flush=True)
         own = [n for n in nodes if getattr(type(n), 'own_executor', False)]   # the safety node
         shared = [n for n in nodes if n not in own]
-        for group in ([n for n in shared if not needs_threads(n)],
-                      [n for n in shared if needs_threads(n)], *[[n] for n in own]):
+        for group in (shared, *[[n] for n in own]):
             if group:
                 executors.append(make_executor(group))
                 spinners.append(threading.Thread(target=spin, args=(executors[-1],),

@@ -45,6 +45,7 @@ adapter directory (adapter_model.safetensors checked).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import math
@@ -57,7 +58,6 @@ import time
 import numpy as np
 from rclpy.action import CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.task import Future
 from sage_msgs.action import Think
 from sage_msgs.msg import Checkpoint, Coherence, Feature, Salience
 from nav_msgs.msg import Odometry
@@ -72,7 +72,7 @@ from sage_cognition.thought import build_messages, coherence_summary, thought_tr
 from sage_common.paths import inside, resolve_path
 from sage_ros.guard import GuardedNode, guarded_action_server
 from sage_ros.common import (Diagnostics, Param, declare_parameters, make_feature, qos_from_name,
-                             stamp)
+                             stamp, wait_for_thread)
 
 
 PARAMS = [
@@ -479,14 +479,14 @@ class CognitionNode(GuardedNode):
         """Think about the goal's instruction; stream tokens as feedback; cancellable."""
         request = goal.request
         instruction = sanitize(request.instruction or self.instruction, self.p['max_chars'])
-        done = Future()
+        done = concurrent.futures.Future()      # the worker sets it
         job = ('think', instruction, stamp(self),
                {'goal': goal, 'done': done, 'max_tokens': int(request.max_tokens),
                 'context': sanitize(request.context, self.p['max_chars'])})
         if not instruction or not self._submit(job):
             goal.abort()
             return Think.Result(text='', trust=0.0, latency_s=0.0)
-        text, trust, latency, cancelled, error = await done
+        text, trust, latency, cancelled, error = await wait_for_thread(done)
         if cancelled:
             goal.canceled()
         elif error:

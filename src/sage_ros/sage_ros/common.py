@@ -9,6 +9,7 @@ stamps from the node clock, and a standard ``main`` for nodes.
 from __future__ import annotations
 
 import array
+import concurrent.futures
 import math
 import time
 from dataclasses import dataclass
@@ -19,8 +20,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
-                             SingleThreadedExecutor)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy,
                        qos_profile_sensor_data, qos_profile_system_default)
@@ -259,23 +259,41 @@ class Throttle:
         return False
 
 
-def needs_threads(node: Node) -> bool:
-    """Whether ``node`` runs long callbacks beside others (its class sets ``needs_threads``)."""
-    return bool(getattr(type(node), 'needs_threads', False))
+def make_executor(nodes: Sequence[Node], context=None) -> SingleThreadedExecutor:
+    """Return the executor spinning ``nodes``: single-threaded, for every SAGE node.
 
-
-def make_executor(nodes: Sequence[Node], context=None):
-    """Return an executor spinning ``nodes``: multi-threaded only if one of them needs it.
-
-    The single-threaded executor costs far less per message: an IMU node fed at
+    It costs far less per message than the multi-threaded one: an IMU node fed at
     1 kHz took in all 5,000 samples on it and 400 on the multi-threaded one
-    (bench/sensors.py), and the coherence node's latency tail shrinks with it.
+    (bench/sensors.py), and the multi-threaded one's own loop took 0.14-0.3 of a core
+    in the idle cognition and sleep nodes on 2 cores. Long work (a thought, a night)
+    runs in the node's own thread; an action awaits it with ``wait_for_thread``.
     """
-    threaded = any(needs_threads(n) for n in nodes)
-    executor = (MultiThreadedExecutor if threaded else SingleThreadedExecutor)(context=context)
+    executor = SingleThreadedExecutor(context=context)
     for node in nodes:
         executor.add_node(node)
     return executor
+
+
+class _Pass:
+    """An awaitable that hands the executor back for one pass."""
+
+    def __await__(self):
+        yield
+
+
+async def wait_for_thread(future: concurrent.futures.Future, poll_s: float = 0.05):
+    """Await, in a coroutine callback, the result another thread sets on ``future``.
+
+    rclpy resumes a waiting coroutine on every pass of its executor, so awaiting a
+    future that another thread completes keeps the executor's thread busy (a whole
+    core). Blocking up to ``poll_s`` a pass instead costs almost nothing; the node's
+    other callbacks run between passes, at most ``poll_s`` late while it waits.
+    """
+    while True:
+        try:
+            return future.result(timeout=poll_s)
+        except concurrent.futures.TimeoutError:
+            await _Pass()
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ this node only decides when, reports progress, and announces new checkpoints.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import threading
 import time
@@ -19,7 +20,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from sage_common.checkpoints import CheckpointError
 from sage_ros.guard import GuardedLifecycleNode, guarded_action_server
 from sage_ros.common import (Diagnostics, Param, declare_parameters, parsed_by,
-                             qos_from_name, stamp)
+                             qos_from_name, stamp, wait_for_thread)
 from sage_msgs.action import Sleep
 from sage_msgs.msg import Checkpoint, Salience, SleepStatus
 from sage_sleep.consolidate import Cancelled, run_cycle_in_child
@@ -64,8 +65,6 @@ PARAMS = [
 
 class SleepNode(GuardedLifecycleNode):
     """Lifecycle node running consolidation cycles on triggers and on Sleep goals."""
-
-    needs_threads = True     # a Sleep goal runs for minutes beside triggers and cancels
 
     def __init__(self, **kwargs):
         super().__init__(kwargs.pop('node_name', 'sleep'), **kwargs)
@@ -168,12 +167,13 @@ class SleepNode(GuardedLifecycleNode):
         elif self.idle.idle(now):
             self._start('idle')
 
-    def _start(self, trigger: str) -> None:
+    def _start(self, trigger: str, cycle=None) -> None:
+        """Run a cycle in its own thread (``cycle``: a Sleep goal's, else the trigger's)."""
         self._stop.clear()
         self._sleep_started_s = self._now_s()
         self._last_sleep_s = self._sleep_started_s
-        self._worker = threading.Thread(target=self._run_cycle, args=(trigger, None),
-                                        daemon=True)
+        self._worker = threading.Thread(
+            target=cycle or (lambda: self._run_cycle(trigger, None)), daemon=True)
         self._worker.start()
 
     # ----------------------------------------------------------- action
@@ -187,10 +187,16 @@ class SleepNode(GuardedLifecycleNode):
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
-    def _execute(self, goal_handle):
-        self._stop.clear()
-        self._sleep_started_s = self._last_sleep_s = self._now_s()
-        results = self._run_cycle('manual', goal_handle)
+    async def _execute(self, goal_handle):
+        done = concurrent.futures.Future()      # the cycle's thread sets it; triggers wait
+
+        def cycle():
+            try:
+                done.set_result(self._run_cycle('manual', goal_handle))
+            except BaseException as exc:  # noqa: BLE001  (the goal answers, the node lives)
+                done.set_exception(exc)
+        self._start('manual', cycle)
+        results = await wait_for_thread(done)
         result = Sleep.Result()
         if goal_handle.is_cancel_requested:
             goal_handle.canceled()
