@@ -314,6 +314,18 @@ class PlanFollower:
         return say(self.step, self.target)
 
 
+class KnownPlanner:
+    """A planner told what each instruction means: training's plans, and the ceiling."""
+
+    def __init__(self, plans: dict):
+        # instruction text -> its steps, as (do, to) pairs (sage_sim.language.Task.plan)
+        self.plans = {text: tuple(Step(*s) for s in steps) for text, steps in plans.items()}
+
+    def plan(self, instruction, should_stop=None, on_token=None) -> PlanResult:
+        """Return the plan that means ``instruction``."""
+        return PlanResult(self.plans[instruction], '', 0.0)
+
+
 class PlanSensing:
     """The cognition feature from an instruction and, with a planner, its plan.
 

@@ -107,18 +107,22 @@ def scene(kind: str, seed: int) -> dict:
 
 
 def start(world: World, seed: int, kind: str = 'random'):
-    """Begin episode ``seed`` of a scene ``kind`` ('random', 'recall', 'detour'); return obs."""
+    """Begin episode ``seed`` of a scene ``kind``; return obs.
+
+    Kinds: 'random', 'recall', 'detour', 'language' (a held-out instruction) and
+    'language_train' (one of the training split, sage_sim.language).
+    """
     obs = world.reset(seed)
-    if kind == 'language':
-        drawn = language_task(world, seed)
+    if kind.startswith('language'):
+        drawn = language_task(world, seed, 'train' if kind == 'language_train' else 'test')
         return world.set_task(drawn.text, drawn.goals)
     return obs if kind == 'random' else world.set_scenario(**scene(kind, seed))
 
 
-def language_task(world: World, seed: int):
-    """Return the held-out task of language episode ``seed`` (the world reset to it)."""
+def language_task(world: World, seed: int, split: str = 'test'):
+    """Return the task of language episode ``seed`` (the world reset to it) from ``split``."""
     from sage_sim.language import task
-    return task(world, np.random.default_rng([seed, 11]), 'test')
+    return task(world, np.random.default_rng([seed, 11]), split)
 
 
 OPENING_TURN = ACTIONS[ACTION_NAMES.index('turn_left')]   # the world turns the robot away

@@ -19,7 +19,8 @@ import math
 import numpy as np
 from sage_cognition.plan import Planner, PlanSensing
 from sage_common.features import FeatureBuffer
-from sage_memory.places import EMBED_DIM, FIELDS, PlacesConfig, PlacesFeature, tokens
+from sage_memory.places import (EMBED_DIM, FIELDS, START_LABEL, PlacesConfig, PlacesFeature,
+                                tokens)
 from sage_memory.spatial import SpatialMemory
 from sage_sensors.detect import Detector, SCAN_MAX_M, SCAN_MIN_M, even_scan
 from sage_sensors.features import AudioFeatures, ImuFeatures, VisionFeatures
@@ -142,9 +143,10 @@ class PlannerTeacher:
     It labels a step from the places feature and the instruction alone, as the coherence
     model sees them.
 
-    The instruction names the detector's label whose sentence embedding is nearest its
-    own. With a landmark of that label remembered, it steers at the landmark's waypoint
-    (the next point of the shortest path over the remembered grid, sage_memory.route);
+    The instruction names the detector's label (or the start's place, "where you
+    started") whose sentence embedding is nearest its own. With a landmark of that
+    label remembered, it steers at the landmark's waypoint (the next point of the
+    shortest path over the remembered grid, sage_memory.route);
     without one, it first turns once around where it stands, then drives to the
     frontier's waypoint. It reads only what the graph's features carry, so it is both
     the reference for what memory can give and an honest teacher.
@@ -154,7 +156,9 @@ class PlannerTeacher:
 
     def __init__(self, places: PlacesFeature | None = None, step_s: float = WorldConfig.dt):
         self.places = places or PlacesFeature()
-        self.labels = list(Detector().cfg.classes)
+        # what an instruction can name: a detector's label, or the start's place
+        self.labels = list(Detector().cfg.classes) + \
+            ([START_LABEL] if self.places.cfg.start_place else [])
         self.turn_step = ACTIONS[self.TURN][2] * step_s     # rad per labelled step
         self.reset()
 

@@ -21,16 +21,18 @@ import numpy as np
 import torch
 from sage_coherence.model import CoherenceConfig, CoherenceModel, bc_loss
 from sage_coherence.runtime import TorchRuntime
-from sage_sim.evaluate import OPENING_TURN, RECALL, forked_imap, start
+from sage_cognition.plan import KnownPlanner
+from sage_sim.evaluate import OPENING_TURN, RECALL, forked_imap, language_task, start
 from sage_sim.world import ACTION_NAMES, ACTIONS, World, WorldConfig
 
 from sage_sleep.agent import (COGNITION, CoherencePolicy, MODALITIES, PlannerPolicy,
                               SensePipeline, TOKEN_SETS)
 
 FAULTABLE = ('vision', 'audio', 'imu')
-# training scenes by episode seed: half random layouts, a quarter each of the scenes that
-# need memory (seeds below 10_000 never meet an evaluation suite's)
-TRAINING_SCENES = ('random', 'random', 'recall', 'detour')
+# training scenes by episode seed: random layouts, the scenes that need memory, and
+# instructions of the language training split followed as plans (seeds below 10_000
+# never meet an evaluation suite's)
+TRAINING_SCENES = ('random', 'random', 'recall', 'detour', 'language_train')
 WINDOW, WARMUP = 16, 4   # supervised steps per training window, unsupervised lead-in
 TEACHERS = ('planner', 'operator', 'oracle')
 
@@ -65,7 +67,7 @@ def collect(seeds, model: CoherenceModel | None = None, beta: float = 1.0,
     the features the model gets, the places and the instruction), 'operator' (the world's:
     knows what the camera has shown, and cheats a little when a turn did not show the
     target) or 'oracle' (knows the whole map). Episode ``s`` is a
-    ``TRAINING_SCENES[s % 4]`` scene; a recall scene opens, as the suite does, with the world
+    ``TRAINING_SCENES[s % 5]`` scene; a recall scene opens, as the suite does, with the world
     turning the robot away while it watches (those steps are not labelled).
 
     Each episode's coin flips are seeded by (``seed``, episode seed), so the
@@ -98,6 +100,11 @@ def _collect_one(episode_seed: int) -> Episode:
     kind = TRAINING_SCENES[episode_seed % len(TRAINING_SCENES)]
     obs = start(world, episode_seed, kind)
     pipeline.reset()
+    # the cognition feature: a language episode's plan (what it means: the plans of a
+    # perfect planner, step by step), else the instruction itself
+    pipeline.plan.planner = KnownPlanner(
+        {world.instruction: language_task(world, episode_seed, 'train').plan}) \
+        if kind == 'language_train' else None
     if planner is not None:
         planner.reset()
     if runtime is not None:

@@ -29,3 +29,11 @@ def test_planner_labels_come_from_the_features_alone():
         vectors = dict(zip(MODALITIES, np.split(features, np.cumsum(dims)[:-1])))
         again = planner.label(vectors)
         assert label < 0 or again == label
+
+
+def test_the_planner_teacher_goes_back_to_where_it_started():
+    # language training episodes "go to X and then come back to where you started": the
+    # plan's last step names the start's place, which the memory holds as a token
+    episodes = collect([4, 9, 24], teacher='planner')
+    assert [e.meta['scene'] for e in episodes] == ['language_train'] * 3
+    assert all(e.success for e in episodes), [len(e.reward) for e in episodes]
