@@ -31,7 +31,7 @@ def test_waiting_for_a_thread_costs_no_core_and_other_callbacks_run():
             pub.publish(Int32(data=len(heard)))
             executor.spin_once(timeout_sec=0.1)
         waited, used = time.monotonic() - start, time.process_time() - cpu
-        assert task.result() == 'finished' and 1.9 < waited < 2.5
+        assert task.result() == 'finished' and 1.9 < waited < 4.0
         assert used < 0.25 * waited, f'{used:.2f} s of CPU in {waited:.2f} s of waiting'
         assert len(heard) >= 5          # the node's other callbacks ran meanwhile
     finally:
