@@ -113,7 +113,7 @@ def start(world: World, seed: int, kind: str = 'random'):
     'language_train' (one of the training split, sage_sim.language).
     """
     obs = world.reset(seed)
-    if kind.startswith('language'):
+    if kind in ('language', 'language_train'):
         drawn = language_task(world, seed, 'train' if kind == 'language_train' else 'test')
         return world.set_task(drawn.text, drawn.goals)
     return obs if kind == 'random' else world.set_scenario(**scene(kind, seed))
